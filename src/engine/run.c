@@ -1,0 +1,333 @@
+/* A training run: data, sources, model, optimiser state and the step. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "rng.h"
+#include "run_internal.h"
+
+void run_log(reed_run *run, const char *fmt, ...) {
+    if (!run->log) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    run->log(run->log_ud, msg);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int make_dir(const char *path, reed_error *err) {
+    char tmp[REED_PATH_LEN];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        mkdir(tmp, 0755);
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return reed_errorf(err, "%s: cannot create directory: %s", path, strerror(errno));
+    return 0;
+}
+
+/* --- opening ---------------------------------------------------------------------- */
+
+static int load_sources(reed_run *run, reed_error *err) {
+    for (int k = 0; k < run->cfg.n_sources; k++)
+        if (source_load(&run->sources[k], &run->cfg.sources[k], run->data.N,
+                        (run->cfg.model.image_size / run->cfg.model.patch) *
+                            (run->cfg.model.image_size / run->cfg.model.patch), err))
+            return -1;
+    return 0;
+}
+
+static int check_data_matches_model(const reed_run *run, reed_error *err) {
+    const reed_model_config *mc = &run->cfg.model;
+    const reed_dataset *d = &run->data;
+    if (d->C != mc->in_channels || d->S != mc->image_size)
+        return reed_errorf(err, "%s: images are %d×%d×%d but the model expects %d×%d×%d "
+                           "(model.in_channels, model.image_size)", d->description, d->C,
+                           d->S, d->S, mc->in_channels, mc->image_size, mc->image_size);
+    if (d->num_classes > mc->num_classes)
+        return reed_errorf(err, "%s: labels reach %d but model.num_classes is %d",
+                           d->description, d->num_classes - 1, mc->num_classes);
+    return 0;
+}
+
+/* A sampling-only run has no data and no projectors (sampling never uses
+ * them) and no training activations. */
+static int build_model(reed_run *run, reed_error *err) {
+    sit_source src[REED_MAX_SOURCES];
+    int n_sources = run->sampling_only ? 0 : run->cfg.n_sources;
+    for (int k = 0; k < n_sources; k++)
+        src[k] = (sit_source){run->cfg.sources[k].kind, run->cfg.sources[k].depth,
+                              run->sources[k].dim, run->cfg.sources[k].projector_dim};
+    if (sit_init(&run->model, &run->cfg.model, n_sources, src, err)) return -1;
+    size_t n = run->model.n_params;
+    float **blocks[] = {&run->params, &run->grads, &run->m, &run->v, &run->ema};
+    for (int i = 0; i < 5; i++) {
+        *blocks[i] = calloc(n, sizeof(float));
+        if (!*blocks[i]) return reed_errorf(err, "cannot allocate %zu parameters", n);
+    }
+    sit_point(&run->model, &run->p, run->params);
+    sit_point(&run->model, &run->g, run->grads);
+    sit_point(&run->model, &run->pe, run->ema);
+    sit_init_weights(&run->model, run->params, run->cfg.train.seed);
+    memcpy(run->ema, run->params, n * sizeof(float));
+    if (run->sampling_only) return 0;
+    return sit_acts_alloc(&run->acts, &run->model, run->cfg.train.batch, 1, err);
+}
+
+static int alloc_batch(reed_run *run, reed_error *err) {
+    run_batch *b = &run->batch;
+    int B = run->cfg.train.batch, T = run->model.tokens;
+    size_t img = (size_t)B * run->data.C * run->data.S * run->data.S;
+    int ok = (b->idx = calloc(B, sizeof(int))) && (b->y = calloc(B, sizeof(int)));
+    float **imgs[] = {&b->x, &b->noise, &b->x_t, &b->v, &b->v_pred, &b->dv};
+    for (int i = 0; ok && i < 6; i++) ok = (*imgs[i] = calloc(img, sizeof(float))) != NULL;
+    float **vecs[] = {&b->t, &b->u, &b->n, &b->drop, &b->pa, &b->ps, &b->pda, &b->pds};
+    for (int i = 0; ok && i < 8; i++) ok = (*vecs[i] = calloc(B, sizeof(float))) != NULL;
+    ok = ok && (b->sim_rows = calloc((size_t)B * T, sizeof(float)));
+    ok = ok && (b->dsim = calloc((size_t)B * T, sizeof(float)));
+    for (int k = 0; ok && k < run->cfg.n_sources; k++) {
+        size_t n = (size_t)B * run->sources[k].tokens * run->sources[k].dim;
+        ok = (b->target[k] = calloc(n, sizeof(float))) && (b->dz[k] = calloc(n, sizeof(float)));
+    }
+    return ok ? 0 : reed_errorf(err, "out of memory allocating batch buffers");
+}
+
+static int write_config_file(reed_run *run, reed_error *err) {
+    char path[REED_PATH_LEN + 32];
+    snprintf(path, sizeof path, "%s/config.lua", run->dir);
+    return write_file_atomic(path, run->config_text, strlen(run->config_text), err);
+}
+
+static int open_parts(reed_run *run, reed_error *err) {
+    char path[REED_PATH_LEN + 32];
+    if (run->sampling_only) return build_model(run, err);
+    if (make_dir(run->dir, err) || write_config_file(run, err)) return -1;
+    snprintf(path, sizeof path, "%s/checkpoints", run->dir);
+    if (make_dir(path, err)) return -1;
+    snprintf(path, sizeof path, "%s/samples", run->dir);
+    if (make_dir(path, err)) return -1;
+    if (dataset_load(&run->data, &run->cfg.data, err) || check_data_matches_model(run, err) ||
+        load_sources(run, err) || build_model(run, err) || alloc_batch(run, err))
+        return -1;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run->dir);
+    run->metrics = fopen(path, "a");
+    if (!run->metrics) return reed_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    return 0;
+}
+
+int reed_run_open(reed_run **out, const reed_config *cfg, const char *config_text,
+                  const char *run_dir, reed_error *err) {
+    *out = NULL;
+    if (reed_config_validate(cfg, err)) return -1;
+    reed_run *run = calloc(1, sizeof *run);
+    if (!run) return reed_errorf(err, "out of memory");
+    run->cfg = *cfg;
+    run->ops = &reed_ops_cpu;
+    run->config_text = strdup(config_text ? config_text : "");
+    run->sampling_only = run_dir == NULL;
+    snprintf(run->dir, sizeof run->dir, "%s", run_dir ? run_dir : "");
+    reed_cpu_set_threads(cfg->train.threads);
+    if (!run->config_text || open_parts(run, err)) {
+        reed_run_close(run);
+        return -1;
+    }
+    *out = run;
+    return 0;
+}
+
+void reed_run_close(reed_run *run) {
+    if (!run) return;
+    if (run->metrics) fclose(run->metrics);
+    sit_acts_free(&run->acts, &run->model);
+    sit_view_free(&run->p);
+    sit_view_free(&run->g);
+    sit_view_free(&run->pe);
+    sit_free(&run->model);
+    free(run->params); free(run->grads); free(run->m); free(run->v); free(run->ema);
+    run_batch *b = &run->batch;
+    void *bufs[] = {b->idx, b->y, b->x, b->noise, b->x_t, b->v, b->v_pred, b->dv, b->t,
+                    b->u, b->n, b->drop, b->pa, b->ps, b->pda, b->pds, b->sim_rows, b->dsim};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    for (int k = 0; k < REED_MAX_SOURCES; k++) {
+        free(b->target[k]);
+        free(b->dz[k]);
+        source_free(&run->sources[k]);
+    }
+    dataset_free(&run->data);
+    free(run->config_text);
+    free(run);
+}
+
+void reed_run_set_log(reed_run *run, reed_log_fn fn, void *ud) {
+    run->log = fn;
+    run->log_ud = ud;
+}
+
+/* --- one step ---------------------------------------------------------------------- */
+
+/* Draws the batch of step s: examples, dropped labels, times, noise; builds
+ * x_t and the target velocity. Every draw is keyed by (seed, s). */
+static void prepare_batch(reed_run *run, int s) {
+    const reed_train_config *tc = &run->cfg.train;
+    run_batch *b = &run->batch;
+    int B = tc->batch, null_class = run->cfg.model.num_classes;
+    size_t img = (size_t)run->data.C * run->data.S * run->data.S;
+    dataset_next_batch(&run->data, &run->cursor, tc->seed, B, b->idx, b->x, b->y);
+    rng_uniform(b->drop, B, tc->seed, s, REED_STREAM_LABEL_DROP);
+    rng_uniform(b->u, B, tc->seed, s, REED_STREAM_TIME);
+    rng_normal(b->n, B, tc->seed, s, REED_STREAM_TIME);
+    rng_normal(b->noise, B * img, tc->seed, s, REED_STREAM_NOISE);
+    for (int i = 0; i < B; i++) {
+        if (b->drop[i] < run->cfg.model.class_dropout) b->y[i] = null_class;
+        b->t[i] = time_sample(tc->time_sampling, tc->path, b->u[i], b->n[i]);
+        path_coeffs c = path_at(tc->path, b->t[i]);
+        b->pa[i] = c.a; b->ps[i] = c.s; b->pda[i] = c.da; b->pds[i] = c.ds;
+    }
+    run->ops->interpolate(b->x_t, b->v, b->x, b->noise, b->pa, b->ps, b->pda, b->pds, B, img);
+    for (int k = 0; k < run->cfg.n_sources; k++)
+        source_gather(&run->sources[k], b->idx, B, b->target[k]);
+}
+
+/* Forward, losses and backward; fills the loss terms of m. */
+static void forward_backward(reed_run *run, const reed_weights *w, reed_metrics *m) {
+    const reed_config *c = &run->cfg;
+    run_batch *b = &run->batch;
+    int B = c->train.batch;
+    size_t n = (size_t)B * run->data.C * run->data.S * run->data.S;
+    sit_forward(run->ops, &run->model, &run->p, &run->acts, b->x_t, b->t, b->y, b->v_pred, 1);
+    m->loss_denoise = run->ops->mse_forward_backward(b->dv, b->v_pred, b->v, n, w->w_diff);
+    m->loss = w->w_diff * m->loss_denoise;
+    float *dz[REED_MAX_SOURCES] = {0};
+    for (int k = 0; k < c->n_sources; k++) {
+        const reed_source *s = &run->sources[k];
+        float coef = c->curriculum.proj_coeff * w->w_align * c->sources[k].coeff;
+        dz[k] = coef != 0.0f ? b->dz[k] : NULL;
+        align_result r = align_loss(run->ops, dz[k], b->sim_rows, b->dsim,
+                                    run->acts.proj[k].z, b->target[k], b->t, B,
+                                    s->tokens, s->dim, &c->sources[k], coef);
+        m->sim[k] = r.sim;
+        m->loss_src[k] = r.loss;
+        m->source_names[k] = c->sources[k].name;
+        m->loss += coef * r.loss;
+    }
+    m->n_sources = c->n_sources;
+    memset(run->grads, 0, run->model.n_params * sizeof(float));
+    sit_backward(run->ops, &run->model, &run->p, &run->g, &run->acts, b->dv, dz);
+}
+
+/* Names the first non-finite loss term, or returns NULL. */
+static const char *bad_term(const reed_metrics *m) {
+    if (!isfinite(m->loss_denoise)) return "loss_denoise";
+    for (int k = 0; k < m->n_sources; k++)
+        if (!isfinite(m->loss_src[k])) return m->source_names[k];
+    if (!isfinite(m->loss)) return "loss";
+    if (!isfinite(m->grad_norm)) return "grad_norm";
+    return NULL;
+}
+
+/* Global-norm clipping (PyTorch's clip_grad_norm_ factor), AdamW, EMA. */
+static void optimizer_step(reed_run *run, double grad_norm) {
+    const reed_train_config *tc = &run->cfg.train;
+    float scale = 1.0f;
+    if (tc->grad_clip > 0 && grad_norm > tc->grad_clip)
+        scale = (float)(tc->grad_clip / (grad_norm + 1e-6));
+    run->ops->adamw_update(run->params, run->grads, run->m, run->v, run->model.n_params,
+                           tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay, scale,
+                           run->step + 1);
+    run->ops->ema_update(run->ema, run->params, run->model.n_params, tc->ema_decay);
+}
+
+int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
+    if (run->sampling_only) return reed_errorf(err, "this run was opened for sampling only");
+    double start = now_seconds();
+    int s = run->step;
+    reed_weights w = curriculum_at(&run->cfg.curriculum, s, run->cfg.train.steps,
+                                   run->cfg.n_sources > 0);
+    memset(m, 0, sizeof *m);
+    m->step = s;
+    m->phase = reed_phase_names[w.phase];
+    m->phase_index = w.phase;
+    m->w_diff = w.w_diff;
+    m->w_align = w.w_align;
+    m->proj_coeff = run->cfg.curriculum.proj_coeff;
+    m->lr = run->cfg.train.lr;
+    reed_cursor saved = run->cursor;
+    prepare_batch(run, s);
+    forward_backward(run, &w, m);
+    m->grad_norm = sqrt(run->ops->sum_squares(run->grads, run->model.n_params));
+    const char *bad = bad_term(m);
+    if (bad) {
+        run->cursor = saved; /* the step did not happen */
+        return reed_errorf(err, "step %d: non-finite %s (loss %g, loss_denoise %g, "
+                           "grad_norm %g); no update applied", s, bad, m->loss,
+                           m->loss_denoise, m->grad_norm);
+    }
+    optimizer_step(run, m->grad_norm);
+    run->step++;
+    m->step_seconds = now_seconds() - start;
+    m->imgs_per_s = run->cfg.train.batch / m->step_seconds;
+    run->active_seconds += m->step_seconds;
+    int every = run->cfg.train.log_every > 0 ? run->cfg.train.log_every : 1;
+    if (s % every == 0 || run->step == run->cfg.train.steps) {
+        metrics_write_jsonl(run->metrics, m);
+        fflush(run->metrics);
+    }
+    return 0;
+}
+
+/* --- accessors and live changes ------------------------------------------------------ */
+
+int reed_run_steps_done(const reed_run *run) { return run->step; }
+int reed_run_total_steps(const reed_run *run) { return run->cfg.train.steps; }
+const reed_config *reed_run_config(const reed_run *run) { return &run->cfg; }
+const char *reed_run_dir(const reed_run *run) { return run->dir; }
+double reed_run_active_seconds(const reed_run *run) { return run->active_seconds; }
+
+/* What must stay fixed for the run's tensors and data to remain valid. */
+static int shape_fields_equal(const reed_config *a, const reed_config *b, reed_error *err) {
+    reed_model_config ma = a->model, mb = b->model;
+    ma.class_dropout = mb.class_dropout; /* label dropout may change live */
+    if (memcmp(&ma, &mb, sizeof ma) != 0)
+        return reed_errorf(err, "model fields cannot change in a running run");
+    if (memcmp(&a->data, &b->data, sizeof a->data) != 0)
+        return reed_errorf(err, "data fields cannot change in a running run");
+    if (a->n_sources != b->n_sources)
+        return reed_errorf(err, "sources cannot be added or removed in a running run");
+    if (a->train.batch != b->train.batch || a->train.seed != b->train.seed)
+        return reed_errorf(err, "train.batch and train.seed cannot change in a running run");
+    for (int k = 0; k < a->n_sources; k++) {
+        const reed_source_config *s = &a->sources[k], *t = &b->sources[k];
+        if (strcmp(s->name, t->name) || strcmp(s->file, t->file) || s->kind != t->kind ||
+            s->depth != t->depth || s->projector_dim != t->projector_dim ||
+            s->resample != t->resample)
+            return reed_errorf(err, "source \"%s\": only coeff, weighting and cutoff can "
+                               "change in a running run", s->name);
+    }
+    return 0;
+}
+
+int reed_run_reconfigure(reed_run *run, const reed_config *cfg,
+                         const char *config_text, reed_error *err) {
+    if (reed_config_validate(cfg, err) || shape_fields_equal(&run->cfg, cfg, err)) return -1;
+    char *text = strdup(config_text ? config_text : "");
+    if (!text) return reed_errorf(err, "out of memory");
+    free(run->config_text);
+    run->config_text = text;
+    if (cfg->train.threads != run->cfg.train.threads) reed_cpu_set_threads(cfg->train.threads);
+    run->cfg = *cfg;
+    return write_config_file(run, err);
+}

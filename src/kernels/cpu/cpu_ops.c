@@ -1,0 +1,661 @@
+/* CPU backend: OpenBLAS sgemm for every matmul, OpenMP loops for the rest.
+ *
+ * This is the reference backend; every other backend is checked against it.
+ *
+ * Gradient contract (see ops.h): forward ops overwrite their outputs;
+ * backward ops ADD (+=) into every gradient output, and any gradient output
+ * may be NULL when the caller does not need it.
+ *
+ * Threading: we link the OpenMP build of OpenBLAS, so an sgemm called outside
+ * an `omp parallel` region uses the OpenMP pool, and one called inside a
+ * region runs single-threaded in the calling thread. Attention exploits this:
+ * it parallelises over (batch, head) and runs one small sgemm per thread.
+ * Loops smaller than REED_OMP_MIN elements run serially (a parallel region
+ * costs more than it saves there).
+ *
+ * Aliasing: `restrict` is only used where the contract forbids aliasing.
+ * Elementwise forward ops (add, axpby, silu, modulate, gated_add) may be
+ * called in place, so they do not use it; the compiler still vectorises them
+ * behind a runtime overlap check.
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "ops.h"
+
+/* Minimum work (elements) before a loop opens an OpenMP parallel region. */
+#define REED_OMP_MIN 4096
+/* Channel block width for column reductions (dbias, dshift, ...). */
+#define REED_CBLOCK 64
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+/* ------------------------------------------------------------------------
+ * Threads
+ * ---------------------------------------------------------------------- */
+
+void reed_cpu_set_threads(int n)
+{
+    if (n <= 0)
+        n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int reed_cpu_threads(void) { return omp_get_max_threads(); }
+
+/* ------------------------------------------------------------------------
+ * Linear: out(N,OC) = inp(N,C) · w(OC,C)ᵀ + bias(OC)
+ * ---------------------------------------------------------------------- */
+
+static void cpu_linear_forward(float *restrict out, const float *restrict inp,
+                               const float *restrict w,
+                               const float *restrict bias, int N, int C,
+                               int OC)
+{
+    // Seed out with the bias (or let beta = 0 ignore its old contents).
+    float beta = 0.0f;
+    if (bias) {
+        beta = 1.0f;
+#pragma omp parallel for if ((size_t)N * OC >= REED_OMP_MIN)
+        for (int n = 0; n < N; n++) {
+            float *o = out + (size_t)n * OC; // (OC)
+            for (int j = 0; j < OC; j++)
+                o[j] = bias[j];
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp,
+                C, w, C, beta, out, OC);
+}
+
+/* dbias(OC) += Σ_n dout(N,OC), in channel blocks so the inner loop over a
+ * block is contiguous and vectorises; accumulated in double. */
+static void dbias_reduce(float *restrict dbias, const float *restrict dout,
+                         int N, int OC)
+{
+    int nblocks = (OC + REED_CBLOCK - 1) / REED_CBLOCK;
+#pragma omp parallel for if ((size_t)N * OC >= REED_OMP_MIN)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int j0 = blk * REED_CBLOCK, j1 = min_int(OC, j0 + REED_CBLOCK);
+        double acc[REED_CBLOCK] = {0};
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OC;
+            for (int j = j0; j < j1; j++)
+                acc[j - j0] += d[j];
+        }
+        for (int j = j0; j < j1; j++)
+            dbias[j] += (float)acc[j - j0];
+    }
+}
+
+static void cpu_linear_backward(float *restrict dinp, float *restrict dw,
+                                float *restrict dbias,
+                                const float *restrict dout,
+                                const float *restrict inp,
+                                const float *restrict w, int N, int C, int OC)
+{
+    // dinp(N,C) += dout(N,OC) · w(OC,C)
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f,
+                    dout, OC, w, C, 1.0f, dinp, C);
+    // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f,
+                    dout, OC, inp, C, 1.0f, dw, C);
+    if (dbias)
+        dbias_reduce(dbias, dout, N, OC);
+}
+
+/* ------------------------------------------------------------------------
+ * LayerNorm (no affine): out = (x - mean)·rstd, rstd = 1/sqrt(var + eps)
+ * ---------------------------------------------------------------------- */
+
+static void cpu_layernorm_forward(float *restrict out, float *restrict mean,
+                                  float *restrict rstd,
+                                  const float *restrict inp, int N, int C,
+                                  float eps)
+{
+#pragma omp parallel for if ((size_t)N * C >= REED_OMP_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C; // (C)
+        float *o = out + (size_t)n * C;
+        float sum = 0.0f;
+        for (int i = 0; i < C; i++)
+            sum += x[i];
+        float m = sum / C;
+        // Two-pass (biased) variance: Σ (x - m)² / C.
+        float var = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float d = x[i] - m;
+            var += d * d;
+        }
+        float s = 1.0f / sqrtf(var / C + eps);
+        for (int i = 0; i < C; i++)
+            o[i] = (x[i] - m) * s;
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+/* With xhat = (x - mean)·rstd and g = dout:
+ * dx = rstd · (g - mean(g) - xhat · mean(g·xhat)). */
+static void cpu_layernorm_backward(float *restrict dinp,
+                                   const float *restrict dout,
+                                   const float *restrict inp,
+                                   const float *restrict mean,
+                                   const float *restrict rstd, int N, int C)
+{
+    if (!dinp)
+        return;
+#pragma omp parallel for if ((size_t)N * C >= REED_OMP_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C; // (C)
+        const float *g = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        float gsum = 0.0f, gxsum = 0.0f;
+        for (int i = 0; i < C; i++) {
+            gsum += g[i];
+            gxsum += g[i] * (x[i] - m) * s;
+        }
+        float gmean = gsum / C, gxmean = gxsum / C;
+        for (int i = 0; i < C; i++) {
+            float xhat = (x[i] - m) * s;
+            dx[i] += s * (g[i] - gmean - xhat * gxmean);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * adaLN modulate: out(B,T,C) = x·(1 + scale[b]) + shift[b]
+ * ---------------------------------------------------------------------- */
+
+static void cpu_modulate_forward(float *out, const float *x,
+                                 const float *shift, const float *scale,
+                                 int ldm, int B, int T, int C)
+{
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *sh = shift + (size_t)(bt / T) * ldm; // (C)
+        const float *sc = scale + (size_t)(bt / T) * ldm; // (C)
+        const float *xr = x + (size_t)bt * C;
+        float *o = out + (size_t)bt * C;
+        for (int c = 0; c < C; c++)
+            o[c] = xr[c] * (1.0f + sc[c]) + sh[c];
+    }
+}
+
+/* dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·x, tiled over (b, channel
+ * block) so each tile is owned by one thread. */
+static void modulate_reduce(float *dshift, float *dscale,
+                            const float *restrict dout,
+                            const float *restrict x, int ldm, int B, int T,
+                            int C)
+{
+    int nblocks = (C + REED_CBLOCK - 1) / REED_CBLOCK;
+#pragma omp parallel for collapse(2) if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int b = 0; b < B; b++) {
+        for (int blk = 0; blk < nblocks; blk++) {
+            int c0 = blk * REED_CBLOCK, c1 = min_int(C, c0 + REED_CBLOCK);
+            float ash[REED_CBLOCK] = {0}, asc[REED_CBLOCK] = {0};
+            for (int t = 0; t < T; t++) {
+                size_t row = ((size_t)b * T + t) * C;
+                for (int c = c0; c < c1; c++) {
+                    ash[c - c0] += dout[row + c];
+                    asc[c - c0] += dout[row + c] * x[row + c];
+                }
+            }
+            for (int c = c0; c < c1; c++) {
+                if (dshift)
+                    dshift[(size_t)b * ldm + c] += ash[c - c0];
+                if (dscale)
+                    dscale[(size_t)b * ldm + c] += asc[c - c0];
+            }
+        }
+    }
+}
+
+static void cpu_modulate_backward(float *dx, float *dshift, float *dscale,
+                                  const float *dout, const float *x,
+                                  const float *scale, int ldm, int B, int T,
+                                  int C)
+{
+    // dx += dout·(1 + scale[b])
+    if (dx) {
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+        for (int bt = 0; bt < B * T; bt++) {
+            const float *sc = scale + (size_t)(bt / T) * ldm; // (C)
+            const float *g = dout + (size_t)bt * C;
+            float *d = dx + (size_t)bt * C;
+            for (int c = 0; c < C; c++)
+                d[c] += g[c] * (1.0f + sc[c]);
+        }
+    }
+    if (dshift || dscale)
+        modulate_reduce(dshift, dscale, dout, x, ldm, B, T, C);
+}
+
+/* ------------------------------------------------------------------------
+ * Gated residual: x(B,T,C) += gate[b]·y
+ * ---------------------------------------------------------------------- */
+
+static void cpu_gated_add_forward(float *x, const float *y, const float *gate,
+                                  int ldm, int B, int T, int C)
+{
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *g = gate + (size_t)(bt / T) * ldm; // (C)
+        const float *yr = y + (size_t)bt * C;
+        float *xr = x + (size_t)bt * C;
+        for (int c = 0; c < C; c++)
+            xr[c] += g[c] * yr[c];
+    }
+}
+
+/* dgate[b] += Σ_t dx·y, tiled over (b, channel block). */
+static void gate_reduce(float *restrict dgate, const float *restrict dx,
+                        const float *restrict y, int ldm, int B, int T, int C)
+{
+    int nblocks = (C + REED_CBLOCK - 1) / REED_CBLOCK;
+#pragma omp parallel for collapse(2) if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int b = 0; b < B; b++) {
+        for (int blk = 0; blk < nblocks; blk++) {
+            int c0 = blk * REED_CBLOCK, c1 = min_int(C, c0 + REED_CBLOCK);
+            float acc[REED_CBLOCK] = {0};
+            for (int t = 0; t < T; t++) {
+                size_t row = ((size_t)b * T + t) * C;
+                for (int c = c0; c < c1; c++)
+                    acc[c - c0] += dx[row + c] * y[row + c];
+            }
+            for (int c = c0; c < c1; c++)
+                dgate[(size_t)b * ldm + c] += acc[c - c0];
+        }
+    }
+}
+
+static void cpu_gated_add_backward(float *dy, float *dgate, const float *dx,
+                                   const float *y, const float *gate, int ldm,
+                                   int B, int T, int C)
+{
+    // dy += gate[b]·dx
+    if (dy) {
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+        for (int bt = 0; bt < B * T; bt++) {
+            const float *g = gate + (size_t)(bt / T) * ldm; // (C)
+            const float *d = dx + (size_t)bt * C;
+            float *o = dy + (size_t)bt * C;
+            for (int c = 0; c < C; c++)
+                o[c] += g[c] * d[c];
+        }
+    }
+    if (dgate)
+        gate_reduce(dgate, dx, y, ldm, B, T, C);
+}
+
+/* ------------------------------------------------------------------------
+ * GELU (tanh approximation, as PyTorch approximate="tanh") and SiLU
+ * ---------------------------------------------------------------------- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/π) */
+#define GELU_A 0.044715f
+
+/* gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³) */
+static void cpu_gelu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + GELU_A * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+
+/* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 - tanh² u)·√(2/π)·(1 + 3·0.044715·x²) */
+static void cpu_gelu_backward(float *restrict dinp, const float *restrict dout,
+                              const float *restrict inp, size_t n)
+{
+    if (!dinp)
+        return;
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + GELU_A * x * x * x);
+        float th = tanhf(u);
+        float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+        dinp[i] += grad * dout[i];
+    }
+}
+
+/* silu(x) = x·σ(x); out may alias inp (each element reads before writing). */
+static void cpu_silu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = x / (1.0f + expf(-x));
+    }
+}
+
+/* silu'(x) = σ(x)·(1 + x·(1 - σ(x))) */
+static void cpu_silu_backward(float *restrict dinp, const float *restrict dout,
+                              const float *restrict inp, size_t n)
+{
+    if (!dinp)
+        return;
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float s = 1.0f / (1.0f + expf(-x));
+        dinp[i] += dout[i] * s * (1.0f + x * (1.0f - s));
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Attention. For batch b and head h, with C3 = 3C and hs = C/NH:
+ *   q = qkv + b·T·C3 + h·hs    (T, hs), leading dim C3
+ *   k = q + C, v = q + 2C      (T, hs), leading dim C3
+ *   o = out + b·T·C + h·hs     (T, hs), leading dim C
+ *   P = att + (b·NH + h)·T·T   (T, T)
+ * ---------------------------------------------------------------------- */
+
+/* In-place numerically stable softmax over each of the T rows of S (T,T). */
+static void softmax_rows(float *restrict S, int T)
+{
+    for (int i = 0; i < T; i++) {
+        float *row = S + (size_t)i * T;
+        float mx = row[0];
+        for (int j = 1; j < T; j++)
+            mx = row[j] > mx ? row[j] : mx;
+        float sum = 0.0f;
+        for (int j = 0; j < T; j++) {
+            row[j] = expf(row[j] - mx);
+            sum += row[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < T; j++)
+            row[j] *= inv;
+    }
+}
+
+static void cpu_attention_forward(float *out, float *att, const float *qkv,
+                                  int B, int T, int C, int NH)
+{
+    const int C3 = 3 * C, hs = C / NH;
+    const float sc = 1.0f / sqrtf((float)hs);
+    // One (b, h) per iteration; each thread's sgemm runs single-threaded.
+#pragma omp parallel for if (B * NH > 1)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs; // (T,hs)
+        const float *k = q + C;
+        const float *v = q + 2 * C;
+        float *P = att + (size_t)bh * T * T; // (T,T)
+        float *o = out + (size_t)b * T * C + (size_t)h * hs; // (T,hs)
+        // S = q·kᵀ / sqrt(hs)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, sc, q,
+                    C3, k, C3, 0.0f, P, T);
+        softmax_rows(P, T);
+        // o = P·v
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f,
+                    P, T, v, C3, 0.0f, o, C);
+    }
+}
+
+/* Softmax backward in place: dS = P∘(dP − rowsum(dP∘P)), D (T,T) holds dP
+ * on entry and dS on exit. */
+static void softmax_rows_backward(float *restrict D, const float *restrict P,
+                                  int T)
+{
+    for (int i = 0; i < T; i++) {
+        float *d = D + (size_t)i * T;
+        const float *p = P + (size_t)i * T;
+        float dot = 0.0f;
+        for (int j = 0; j < T; j++)
+            dot += d[j] * p[j];
+        for (int j = 0; j < T; j++)
+            d[j] = p[j] * (d[j] - dot);
+    }
+}
+
+static void cpu_attention_backward(float *dqkv, float *scratch,
+                                   const float *dout, const float *qkv,
+                                   const float *att, int B, int T, int C,
+                                   int NH)
+{
+    if (!dqkv)
+        return;
+    const int C3 = 3 * C, hs = C / NH;
+    const float sc = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for if (B * NH > 1)
+    for (int bh = 0; bh < B * NH; bh++) {
+        int b = bh / NH, h = bh % NH;
+        size_t qoff = (size_t)b * T * C3 + (size_t)h * hs;
+        const float *q = qkv + qoff, *k = q + C, *v = q + 2 * C; // (T,hs)
+        float *dq = dqkv + qoff, *dk = dq + C, *dv = dq + 2 * C; // (T,hs)
+        const float *P = att + (size_t)bh * T * T;               // (T,T)
+        float *D = scratch + (size_t)bh * T * T;                 // (T,T)
+        const float *g = dout + (size_t)b * T * C + (size_t)h * hs; // (T,hs)
+        // dP = dout·vᵀ
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, g,
+                    C, v, C3, 0.0f, D, T);
+        // dv += Pᵀ·dout
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, P,
+                    T, g, C, 1.0f, dv, C3);
+        softmax_rows_backward(D, P, T);
+        // dq += dS·k·scale; dk += dSᵀ·q·scale
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, sc, D,
+                    T, k, C3, 1.0f, dq, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, sc, D, T,
+                    q, C3, 1.0f, dk, C3);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Elementwise helpers
+ * ---------------------------------------------------------------------- */
+
+static void cpu_add(float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+static void cpu_accumulate(float *acc, const float *x, size_t n)
+{
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++)
+        acc[i] += x[i];
+}
+
+static void cpu_scale(float *x, float s, size_t n)
+{
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+static void cpu_axpby(float *out, float a, const float *x, float b,
+                      const float *y, size_t n)
+{
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++)
+        out[i] = a * x[i] + b * y[i];
+}
+
+static double cpu_sum_squares(const float *x, size_t n)
+{
+    double sum = 0.0;
+#pragma omp parallel for reduction(+ : sum) if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++)
+        sum += (double)x[i] * x[i];
+    return sum;
+}
+
+/* ------------------------------------------------------------------------
+ * Mean over tokens: out(B,C) = (1/T) Σ_t x(B,T,C)
+ * ---------------------------------------------------------------------- */
+
+static void cpu_mean_tokens_forward(float *restrict out,
+                                    const float *restrict x, int B, int T,
+                                    int C)
+{
+    int nblocks = (C + REED_CBLOCK - 1) / REED_CBLOCK;
+#pragma omp parallel for collapse(2) if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int b = 0; b < B; b++) {
+        for (int blk = 0; blk < nblocks; blk++) {
+            int c0 = blk * REED_CBLOCK, c1 = min_int(C, c0 + REED_CBLOCK);
+            float acc[REED_CBLOCK] = {0};
+            for (int t = 0; t < T; t++) {
+                const float *xr = x + ((size_t)b * T + t) * C; // (C)
+                for (int c = c0; c < c1; c++)
+                    acc[c - c0] += xr[c];
+            }
+            for (int c = c0; c < c1; c++)
+                out[(size_t)b * C + c] = acc[c - c0] / T;
+        }
+    }
+}
+
+static void cpu_mean_tokens_backward(float *restrict dx,
+                                     const float *restrict dout, int B, int T,
+                                     int C)
+{
+    if (!dx)
+        return;
+    const float inv = 1.0f / T;
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *g = dout + (size_t)(bt / T) * C; // (C)
+        float *d = dx + (size_t)bt * C;
+        for (int c = 0; c < C; c++)
+            d[c] += g[c] * inv;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Cosine similarity with F.normalize semantics: â = a / max(|a|, 1e-12),
+ * sim = <â, b̂>. Row dot products accumulate in double.
+ * ---------------------------------------------------------------------- */
+
+#define COS_EPS 1e-12
+
+static double row_dot(const float *restrict a, const float *restrict b,
+                      int D)
+{
+    double s = 0.0;
+    for (int i = 0; i < D; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+static void cpu_cosine_forward(float *restrict sim, const float *restrict a,
+                               const float *restrict b, int N, int D)
+{
+#pragma omp parallel for if ((size_t)N * D >= REED_OMP_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *ar = a + (size_t)n * D, *br = b + (size_t)n * D; // (D)
+        double na = fmax(sqrt(row_dot(ar, ar, D)), COS_EPS);
+        double nb = fmax(sqrt(row_dot(br, br, D)), COS_EPS);
+        sim[n] = (float)(row_dot(ar, br, D) / (na * nb));
+    }
+}
+
+/* With b̂ = b / max(|b|, eps):
+ *   |a| > eps:  ∂sim/∂a = (b̂ − â·<â, b̂>) / |a|,  â = a/|a|
+ *   |a| ≤ eps:  â = a/eps is linear in a, so ∂sim/∂a = b̂ / eps. */
+static void cpu_cosine_backward(float *restrict da, const float *restrict dsim,
+                                const float *restrict a,
+                                const float *restrict b, int N, int D)
+{
+    if (!da)
+        return;
+#pragma omp parallel for if ((size_t)N * D >= REED_OMP_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *ar = a + (size_t)n * D, *br = b + (size_t)n * D; // (D)
+        float *dr = da + (size_t)n * D;
+        double la = sqrt(row_dot(ar, ar, D));
+        double nb = fmax(sqrt(row_dot(br, br, D)), COS_EPS);
+        double na = fmax(la, COS_EPS);
+        double s = row_dot(ar, br, D) / (na * nb); // <â, b̂>
+        // Projection removed only when the norm is not clamped.
+        double proj = la > COS_EPS ? s / na : 0.0;
+        double cb = dsim[n] / (na * nb), ca = dsim[n] * proj / na;
+        for (int i = 0; i < D; i++)
+            dr[i] += (float)(cb * br[i] - ca * ar[i]);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Optimiser and EMA
+ * ---------------------------------------------------------------------- */
+
+/* PyTorch AdamW, with g = grad·grad_scale:
+ *   p -= lr·wd·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
+ *   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps) */
+static void cpu_adamw_update(float *restrict param, const float *restrict grad,
+                             float *restrict m, float *restrict v, size_t n,
+                             float lr, float beta1, float beta2, float eps,
+                             float weight_decay, float grad_scale, int t)
+{
+    const float bc1 = (float)(1.0 - pow(beta1, t));
+    const float bc2 = (float)(1.0 - pow(beta2, t));
+    const float decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float update = (mi / bc1) / (sqrtf(vi / bc2) + eps);
+        param[i] = param[i] * decay - lr * update;
+    }
+}
+
+/* ema = decay·ema + (1 - decay)·param */
+static void cpu_ema_update(float *restrict ema, const float *restrict param,
+                           size_t n, float decay)
+{
+    const float w = 1.0f - decay;
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t i = 0; i < n; i++)
+        ema[i] = decay * ema[i] + w * param[i];
+}
+
+/* ------------------------------------------------------------------------
+ * The op table
+ * ---------------------------------------------------------------------- */
+
+const reed_ops reed_ops_cpu = {
+    .name = "cpu",
+    .linear_forward = cpu_linear_forward,       // sgemm (+ bias seed)
+    .linear_backward = cpu_linear_backward,     // 2 sgemm + column sum
+    .layernorm_forward = cpu_layernorm_forward, // two-pass, per row
+    .layernorm_backward = cpu_layernorm_backward,
+    .modulate_forward = cpu_modulate_forward,   // x·(1+scale)+shift
+    .modulate_backward = cpu_modulate_backward,
+    .gated_add_forward = cpu_gated_add_forward, // x += gate·y
+    .gated_add_backward = cpu_gated_add_backward,
+    .gelu_forward = cpu_gelu_forward,           // tanh approximation
+    .gelu_backward = cpu_gelu_backward,
+    .silu_forward = cpu_silu_forward,           // x·σ(x), in place ok
+    .silu_backward = cpu_silu_backward,
+    .attention_forward = cpu_attention_forward, // per (b,h) sgemm, no mask
+    .attention_backward = cpu_attention_backward,
+    .add = cpu_add,                             // out = a + b
+    .accumulate = cpu_accumulate,               // acc += x
+    .scale = cpu_scale,                         // x *= s
+    .axpby = cpu_axpby,                         // out = a·x + b·y
+    .sum_squares = cpu_sum_squares,             // Σ x², double
+    .mean_tokens_forward = cpu_mean_tokens_forward, // (B,T,C) → (B,C)
+    .mean_tokens_backward = cpu_mean_tokens_backward,
+    .cosine_forward = cpu_cosine_forward,       // F.normalize semantics
+    .cosine_backward = cpu_cosine_backward,     // b is a constant target
+    .adamw_update = cpu_adamw_update,           // PyTorch AdamW
+    .ema_update = cpu_ema_update,               // ema = d·ema + (1-d)·p
+};

@@ -1,0 +1,152 @@
+/* The backend op table: every op the model, losses, optimiser and samplers
+ * need, as one struct of function pointers per backend (ggml-backend style).
+ * The model code calls ops through this table and never knows which backend
+ * runs. The CPU backend (kernels/cpu) is the reference for all others.
+ *
+ * Conventions
+ * - float32, row-major, contiguous unless a leading dimension says otherwise.
+ * - Linear layers use PyTorch's layout: weight (OC, C), bias (OC).
+ * - Forward ops overwrite their outputs.
+ * - Gradient contract: every backward op ADDS (+=) into its gradient outputs
+ *   (dinp, dweight, dbias, ...). Callers zero gradients once per step. Any
+ *   gradient output may be NULL when the caller does not need it.
+ * - Shapes come last: B batch, T tokens, C channels, NH heads, N rows.
+ * - adaLN vectors (shift, scale, gate) are slices of a (B, ldm) matrix:
+ *   row b of a slice starts at ptr + b*ldm.
+ */
+#ifndef REED_OPS_H
+#define REED_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct reed_ops {
+    const char *name;
+
+    /* out(N,OC) = inp(N,C) · w(OC,C)ᵀ + bias(OC); bias may be NULL. */
+    void (*linear_forward)(float *out, const float *inp, const float *w,
+                           const float *bias, int N, int C, int OC);
+    /* dinp(N,C) += dout·w; dw(OC,C) += doutᵀ·inp; dbias(OC) += Σ_n dout. */
+    void (*linear_backward)(float *dinp, float *dw, float *dbias,
+                            const float *dout, const float *inp,
+                            const float *w, int N, int C, int OC);
+
+    /* LayerNorm without affine parameters over the last dim:
+     * out = (inp - mean)·rstd, rstd = 1/sqrt(var + eps) (biased variance).
+     * Saves mean(N) and rstd(N) for the backward pass. */
+    void (*layernorm_forward)(float *out, float *mean, float *rstd,
+                              const float *inp, int N, int C, float eps);
+    void (*layernorm_backward)(float *dinp, const float *dout,
+                               const float *inp, const float *mean,
+                               const float *rstd, int N, int C);
+
+    /* out(B,T,C) = x·(1 + scale[b]) + shift[b]. */
+    void (*modulate_forward)(float *out, const float *x, const float *shift,
+                             const float *scale, int ldm, int B, int T, int C);
+    /* dx += dout·(1+scale); dshift += Σ_t dout; dscale += Σ_t dout·x. */
+    void (*modulate_backward)(float *dx, float *dshift, float *dscale,
+                              const float *dout, const float *x,
+                              const float *scale, int ldm, int B, int T, int C);
+
+    /* Gated residual: x(B,T,C) += gate[b]·y. */
+    void (*gated_add_forward)(float *x, const float *y, const float *gate,
+                              int ldm, int B, int T, int C);
+    /* Given dx (the residual gradient, left unchanged):
+     * dy += gate[b]·dx; dgate += Σ_t dx·y. */
+    void (*gated_add_backward)(float *dy, float *dgate, const float *dx,
+                               const float *y, const float *gate,
+                               int ldm, int B, int T, int C);
+
+    /* GELU, tanh approximation (PyTorch approximate="tanh"), elementwise. */
+    void (*gelu_forward)(float *out, const float *inp, size_t n);
+    void (*gelu_backward)(float *dinp, const float *dout, const float *inp,
+                          size_t n);
+    /* SiLU x·sigmoid(x), elementwise. out may alias inp. */
+    void (*silu_forward)(float *out, const float *inp, size_t n);
+    void (*silu_backward)(float *dinp, const float *dout, const float *inp,
+                          size_t n);
+
+    /* Multi-head self-attention core (timm layout).
+     * qkv(B,T,3C): q = qkv[..., 0:C], k = [C:2C], v = [2C:3C]; head h uses
+     * channels h·hs .. (h+1)·hs of each, hs = C/NH.
+     * out(B,T,C) = softmax(q·kᵀ/sqrt(hs))·v per head, heads concatenated.
+     * att(B,NH,T,T) saves the softmax probabilities for the backward pass. */
+    void (*attention_forward)(float *out, float *att, const float *qkv,
+                              int B, int T, int C, int NH);
+    /* dqkv(B,T,3C) += gradient; scratch holds B·NH·T·T floats. */
+    void (*attention_backward)(float *dqkv, float *scratch, const float *dout,
+                               const float *qkv, const float *att,
+                               int B, int T, int C, int NH);
+
+    /* Elementwise helpers over n floats. */
+    void (*add)(float *out, const float *a, const float *b, size_t n); /* out = a + b */
+    void (*accumulate)(float *acc, const float *x, size_t n);        /* acc += x */
+    void (*scale)(float *x, float s, size_t n);                      /* x *= s */
+    void (*axpby)(float *out, float a, const float *x, float b,
+                  const float *y, size_t n);                         /* out = a·x + b·y */
+    double (*sum_squares)(const float *x, size_t n);                 /* Σ x² in double */
+
+    /* Mean over tokens: out(B,C) = (1/T) Σ_t x(B,T,C). */
+    void (*mean_tokens_forward)(float *out, const float *x, int B, int T, int C);
+    /* dx(B,T,C) += dout(B,C) / T. */
+    void (*mean_tokens_backward)(float *dx, const float *dout, int B, int T, int C);
+
+    /* Cosine similarity per row with F.normalize semantics
+     * (x / max(||x||, 1e-12)): sim(N) = <a/|a|, b/|b|>. */
+    void (*cosine_forward)(float *sim, const float *a, const float *b,
+                           int N, int D);
+    /* da(N,D) += dsim[n]·∂sim/∂a (b is a constant target). */
+    void (*cosine_backward)(float *da, const float *dsim, const float *a,
+                            const float *b, int N, int D);
+
+    /* --- model plumbing ------------------------------------------------- */
+    /* patches(B·T, Cin·p·p) from x(B,Cin,S,S), T = (S/p)², tokens row-major
+     * over the grid; a row lists channel, then patch row, then patch column
+     * (the flattening of a Conv2d weight (H, Cin, p, p)). */
+    void (*patchify)(float *patches, const float *x, int B, int Cin, int S,
+                     int p);
+    /* x(B,Cout,S,S) from tokens(B,T,p·p·Cout) ordered (patch row, patch
+     * column, channel): SiT's unpatchify. Overwrites x. */
+    void (*unpatchify_forward)(float *x, const float *tokens, int B, int Cout,
+                               int S, int p);
+    /* The inverse permutation: dtokens = gather of dx. Overwrites dtokens. */
+    void (*unpatchify_backward)(float *dtokens, const float *dx, int B,
+                                int Cout, int S, int p);
+    /* x(B,T,C) += rows(T,C) for every b (position embedding). */
+    void (*add_rows)(float *x, const float *rows, int B, int T, int C);
+    /* out(B,dim) = [cos(t·f_k) | sin(t·f_k)], f_k = 10000^(-k/(dim/2)). */
+    void (*timestep_embedding)(float *out, const float *t, int B, int dim);
+    /* out(B,C) = table[idx[b]]; dtable[idx[b]] += dout[b]. */
+    void (*embedding_forward)(float *out, const float *table, const int *idx,
+                              int B, int C);
+    void (*embedding_backward)(float *dtable, const float *dout,
+                               const int *idx, int B, int C);
+    /* Per-sample interpolant over n elements per sample:
+     * x_t = a[b]·x + s[b]·noise, v = da[b]·x + ds[b]·noise. */
+    void (*interpolate)(float *x_t, float *v, const float *x,
+                        const float *noise, const float *a, const float *s,
+                        const float *da, const float *ds, int B, size_t n);
+    /* Returns mean((pred - target)²) over n and writes (overwrites)
+     * dpred = scale·2·(pred - target)/n. */
+    double (*mse_forward_backward)(float *dpred, const float *pred,
+                                   const float *target, size_t n, float scale);
+
+    /* One AdamW step (decoupled weight decay, bias-corrected, PyTorch's
+     * formula) over n parameters; the gradient is multiplied by grad_scale
+     * first (global-norm clipping). t is the 1-based step count. */
+    void (*adamw_update)(float *param, const float *grad, float *m, float *v,
+                         size_t n, float lr, float beta1, float beta2,
+                         float eps, float weight_decay, float grad_scale,
+                         int t);
+    /* ema = decay·ema + (1 - decay)·param. */
+    void (*ema_update)(float *ema, const float *param, size_t n, float decay);
+} reed_ops;
+
+/* The CPU backend (OpenBLAS sgemm + our OpenMP loops). */
+extern const reed_ops reed_ops_cpu;
+
+/* Threads used by the CPU backend (OpenMP and OpenBLAS); n <= 0 means all. */
+void reed_cpu_set_threads(int n);
+int reed_cpu_threads(void);
+
+#endif
