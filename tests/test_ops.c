@@ -415,6 +415,12 @@ static void test_layernorm(dims d)
     check_fwd_arr("layernorm", "rstd", p.aux[1], rs, (size_t)d.N);
     check_grads(&p, "layernorm", 1, (const int[]){0},
                 (const char *const[]){"dinp"}, bwd_layernorm);
+    // A large common offset: a one-pass E[x²] - E[x]² variance fails here.
+    for (size_t i = 0; i < p.in_n[0]; i++)
+        p.din[0][i] = p.fin[0][i] += 20.0f;
+    ffill(out, p.out_n, NAN);
+    ops->layernorm_forward(out, p.aux[0], p.aux[1], p.fin[0], d.N, d.C, d.eps);
+    check_fwd(&p, "layernorm", out);
     free(rm);
     free(rs);
     free(out);
@@ -644,6 +650,15 @@ static void test_attention(dims d)
     check_fwd_arr("attention", "att", p.aux[0], ratt, natt);
     check_grads(&p, "attention", 1, (const int[]){0},
                 (const char *const[]){"dqkv"}, bwd_attention);
+    // Large logits (|q·k|/sqrt(hs) far above 88) overflow expf unless the
+    // softmax subtracts the row max.
+    for (size_t i = 0; i < p.in_n[0]; i++)
+        p.din[0][i] = p.fin[0][i] *= 16.0f;
+    ffill(out, p.out_n, NAN);
+    ops->attention_forward(out, p.aux[0], p.fin[0], d.B, d.T, d.C, d.NH);
+    ref_attention_full(&p, p.ref_out, ratt);
+    check_fwd_arr("attention", "big out", out, p.ref_out, p.out_n);
+    check_fwd_arr("attention", "big att", p.aux[0], ratt, natt);
     free(ratt);
     free(out);
     problem_free(&p);

@@ -157,7 +157,7 @@ static int meta_int(const st_file *f, const char *key, long long *out, reed_erro
 int reed_run_load(reed_run *run, const char *path, reed_error *err) {
     st_file *f = st_open(path, err);
     if (!f) return -1;
-    long long step, epoch, pos;
+    long long step = 0, epoch = 0, pos = 0;
     int rc = meta_int(f, "step", &step, err) || meta_int(f, "data_epoch", &epoch, err) ||
              meta_int(f, "data_pos", &pos, err) ? -1 : 0;
     const sit_model *m = &run->model;

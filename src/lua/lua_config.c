@@ -647,10 +647,11 @@ static int text_only_load(lua_State *L) {
     return lua_gettop(L);
 }
 
-/* Raises "file:line: message" at the Lua caller's position. */
+/* Raises "file:line: message" at the position of the Lua code that called
+ * the running C function (level 1). */
 static int raise_at_caller(lua_State *L, const char *fmt, ...) {
     va_list ap;
-    luaL_where(L, 2);                                 /* [..., where] */
+    luaL_where(L, 1);                                 /* [..., where] */
     va_start(ap, fmt);
     lua_pushvfstring(L, fmt, ap);                     /* [..., where, msg] */
     va_end(ap);
@@ -665,28 +666,35 @@ static int valid_preset_name(const char *s) {
     return 1;
 }
 
-/* The directories preset() searches, in order; returns how many. */
-static int preset_dirs(const sandbox *sb, char dirs[][REED_PATH_LEN], int max) {
+/* Adds dir/sub (cleaned) to dirs unless it is already there. */
+static void add_dir(char dirs[][REED_PATH_LEN], int *n, const char *dir, const char *sub) {
+    if (path_join(dirs[*n], REED_PATH_LEN, dir, sub)) return;
+    for (int i = 0; i < *n; i++)
+        if (strcmp(dirs[i], dirs[*n]) == 0) return;
+    (*n)++;
+}
+
+/* The directories preset() searches, in order; returns how many (<= 8). */
+static int preset_dirs(const sandbox *sb, char dirs[][REED_PATH_LEN]) {
     int n = 0;
     const char *env;
     char exe[REED_PATH_LEN];
     if (sb->depth > 0) { /* the file calling preset(): siblings first */
-        snprintf(dirs[n], REED_PATH_LEN, "%s", sb->loading[sb->depth - 1]);
-        path_dirname(dirs[n++]);
+        snprintf(exe, sizeof exe, "%s", sb->loading[sb->depth - 1]);
+        path_dirname(exe);
+        add_dir(dirs, &n, exe, ".");
     }
     if (sb->config_dir) {
-        snprintf(dirs[n++], REED_PATH_LEN, "%s", sb->config_dir);
-        path_join(dirs[n++], REED_PATH_LEN, sb->config_dir, "scripts/lua/presets");
+        add_dir(dirs, &n, sb->config_dir, ".");
+        add_dir(dirs, &n, sb->config_dir, "scripts/lua/presets");
     }
-    if ((env = getenv("REED_PRESETS")) && env[0])
-        path_join(dirs[n++], REED_PATH_LEN, NULL, env);
-    if ((env = getenv("REED_SRC")) && env[0])
-        path_join(dirs[n++], REED_PATH_LEN, env, "scripts/lua/presets");
+    if ((env = getenv("REED_PRESETS")) && env[0]) add_dir(dirs, &n, NULL, env);
+    if ((env = getenv("REED_SRC")) && env[0]) add_dir(dirs, &n, env, "scripts/lua/presets");
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0 && n + 2 <= max) {
+    if (len > 0) { /* build/reed and build/tests/x in a source tree */
         exe[len] = '\0';
-        path_join(dirs[n++], REED_PATH_LEN, exe, "../../scripts/lua/presets");
-        path_join(dirs[n++], REED_PATH_LEN, exe, "../../../scripts/lua/presets");
+        add_dir(dirs, &n, exe, "../../scripts/lua/presets");
+        add_dir(dirs, &n, exe, "../../../scripts/lua/presets");
     }
     return n;
 }
@@ -704,7 +712,7 @@ static int find_preset(const sandbox *sb, const char *name, char *path,
                        char *searched, size_t cap) {
     char dirs[8][REED_PATH_LEN], file[REED_PATH_LEN + 8];
     struct stat st;
-    int n = preset_dirs(sb, dirs, 8);
+    int n = preset_dirs(sb, dirs);
     size_t len = 0;
     searched[0] = '\0';
     for (int i = 0; i < n; i++) {

@@ -25,6 +25,7 @@
 #include <omp.h>
 
 #include "ops.h"
+#include "cpu_internal.h"
 
 /* Minimum work (elements) before a loop opens an OpenMP parallel region. */
 #define REED_OMP_MIN 4096
@@ -658,4 +659,14 @@ const reed_ops reed_ops_cpu = {
     .cosine_backward = cpu_cosine_backward,     // b is a constant target
     .adamw_update = cpu_adamw_update,           // PyTorch AdamW
     .ema_update = cpu_ema_update,               // ema = d·ema + (1-d)·p
+    /* model plumbing: cpu_model_ops.c */
+    .patchify = cpu_patchify,                   // conv-weight order (c, i, j)
+    .unpatchify_forward = cpu_unpatchify_forward, // SiT order (i, j, c)
+    .unpatchify_backward = cpu_unpatchify_backward,
+    .add_rows = cpu_add_rows,                   // + position embedding
+    .timestep_embedding = cpu_timestep_embedding, // [cos | sin], 10000
+    .embedding_forward = cpu_embedding_forward, // label table lookup
+    .embedding_backward = cpu_embedding_backward,
+    .interpolate = cpu_interpolate,             // x_t and target v
+    .mse_forward_backward = cpu_mse_forward_backward, // velocity loss
 };

@@ -1,0 +1,315 @@
+/* Whole-model parity against our PyTorch reference (tests/reference/).
+ * For each fixture: loads the reference weights and inputs, runs our
+ * forward, losses and backward, and compares every tensor; then three
+ * AdamW steps. Prints the worst error per tensor; fails above 1e-4
+ * (relative to the tensor's largest magnitude). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats.h"
+#include "method.h"
+#include "sit.h"
+
+static const double TOL = 1e-4;
+static int failures;
+static double worst_overall;
+
+/* max|a−b| / max|ref| over a tensor. */
+static double compare(const char *what, const float *got, const float *ref, size_t n) {
+    double diff = 0, scale = 1e-12;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= diff)) diff = d; /* also catches NaN */
+        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+    }
+    double rel = diff / scale;
+    int bad = !(rel <= TOL);
+    if (rel > worst_overall || isnan(rel)) worst_overall = rel;
+    printf("  %-52s %8zu  rel err %.2e%s\n", what, n, rel, bad ? "  FAIL" : "");
+    failures += bad;
+    return rel;
+}
+
+static const st_tensor *need(const st_file *f, const char *name) {
+    const st_tensor *t = st_find(f, name);
+    if (!t) {
+        fprintf(stderr, "%s: fixture tensor %s missing\n", st_path(f), name);
+        exit(1);
+    }
+    return t;
+}
+
+static int meta_i(const st_file *f, const char *key) {
+    const char *v = st_meta_get(f, key);
+    if (!v) {
+        fprintf(stderr, "%s: metadata %s missing\n", st_path(f), key);
+        exit(1);
+    }
+    return atoi(v);
+}
+
+static float meta_f(const st_file *f, const char *key) {
+    const char *v = st_meta_get(f, key);
+    if (!v) {
+        fprintf(stderr, "%s: metadata %s missing\n", st_path(f), key);
+        exit(1);
+    }
+    return (float)atof(v);
+}
+
+typedef struct fixture {
+    st_file *f;
+    reed_model_config mc;
+    reed_source_config src[REED_MAX_SOURCES];
+    int n_src, B, tokens;
+    reed_path_kind path;
+    float w_diff, w_align, proj_coeff;
+} fixture;
+
+static void read_sources(fixture *fx, sit_source *ss) {
+    char key[64];
+    for (int k = 0; k < fx->n_src; k++) {
+        reed_source_config *s = &fx->src[k];
+        memset(s, 0, sizeof *s);
+#define META(field) (snprintf(key, sizeof key, "source%d." field, k), key)
+        snprintf(s->name, sizeof s->name, "%s", st_meta_get(fx->f, META("name")));
+        s->kind = strcmp(st_meta_get(fx->f, META("kind")), "global") == 0
+                      ? REED_SOURCE_GLOBAL : REED_SOURCE_TOKEN;
+        s->depth = meta_i(fx->f, META("depth"));
+        s->coeff = meta_f(fx->f, META("coeff"));
+        s->weighting = (reed_weighting)reed_name_index(reed_weighting_names,
+                                                       st_meta_get(fx->f, META("weighting")));
+        s->cutoff_lo = 0;
+        s->cutoff_hi = 1;
+        s->projector_dim = meta_i(fx->f, META("projector_dim"));
+        ss[k] = (sit_source){s->kind, s->depth, meta_i(fx->f, META("dim")), s->projector_dim};
+#undef META
+    }
+}
+
+static void read_fixture(fixture *fx, const char *path) {
+    reed_error err;
+    fx->f = st_open(path, &err);
+    if (!fx->f) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    reed_model_config *m = &fx->mc;
+    memset(m, 0, sizeof *m);
+    m->in_channels = meta_i(fx->f, "in_channels");
+    m->image_size = meta_i(fx->f, "image_size");
+    m->patch = meta_i(fx->f, "patch");
+    m->hidden = meta_i(fx->f, "hidden");
+    m->depth = meta_i(fx->f, "depth");
+    m->heads = meta_i(fx->f, "heads");
+    m->num_classes = meta_i(fx->f, "num_classes");
+    m->mlp_ratio = 4;
+    fx->B = meta_i(fx->f, "batch");
+    fx->path = strcmp(st_meta_get(fx->f, "path"), "cosine") == 0 ? REED_PATH_COSINE
+                                                                 : REED_PATH_LINEAR;
+    fx->w_diff = meta_f(fx->f, "w_diff");
+    fx->w_align = meta_f(fx->f, "w_align");
+    fx->proj_coeff = meta_f(fx->f, "proj_coeff");
+    fx->n_src = meta_i(fx->f, "n_sources");
+}
+
+/* The objective of one batch: forward, losses, backward (grads zeroed). */
+typedef struct batch {
+    const float *x, *noise, *t, *targets[REED_MAX_SOURCES];
+    int *y;
+    float *x_t, *v, *v_pred, *dv, *dz[REED_MAX_SOURCES], *sim_rows, *dsim;
+    float *pa, *ps, *pda, *pds;
+} batch;
+
+typedef struct losses {
+    double loss, denoise, src_loss[REED_MAX_SOURCES], sim[REED_MAX_SOURCES];
+} losses;
+
+static losses objective(const fixture *fx, const sit_model *m, const sit_params *p,
+                        const sit_params *g, float *grads, sit_acts *a, batch *b) {
+    const reed_ops *ops = &reed_ops_cpu;
+    int B = fx->B;
+    size_t img = (size_t)m->cfg.in_channels * m->cfg.image_size * m->cfg.image_size;
+    for (int i = 0; i < B; i++) {
+        path_coeffs c = path_at(fx->path, b->t[i]);
+        b->pa[i] = c.a; b->ps[i] = c.s; b->pda[i] = c.da; b->pds[i] = c.ds;
+    }
+    ops->interpolate(b->x_t, b->v, b->x, b->noise, b->pa, b->ps, b->pda, b->pds, B, img);
+    sit_forward(ops, m, p, a, b->x_t, b->t, b->y, b->v_pred, 1);
+    losses L = {0};
+    L.denoise = ops->mse_forward_backward(b->dv, b->v_pred, b->v, B * img, fx->w_diff);
+    L.loss = fx->w_diff * L.denoise;
+    for (int k = 0; k < fx->n_src; k++) {
+        int T = fx->src[k].kind == REED_SOURCE_TOKEN ? m->tokens : 1;
+        float coef = fx->proj_coeff * fx->w_align * fx->src[k].coeff;
+        align_result r = align_loss(ops, b->dz[k], b->sim_rows, b->dsim, a->proj[k].z,
+                                    b->targets[k], b->t, B, T, m->sources[k].dim,
+                                    &fx->src[k], coef);
+        L.src_loss[k] = r.loss;
+        L.sim[k] = r.sim;
+        L.loss += coef * r.loss;
+    }
+    memset(grads, 0, m->n_params * sizeof(float));
+    sit_backward(ops, m, p, g, a, b->dv, b->dz);
+    return L;
+}
+
+static void setup_batch(fixture *fx, const sit_model *m, batch *b) {
+    size_t img = (size_t)m->cfg.in_channels * m->cfg.image_size * m->cfg.image_size;
+    int B = fx->B;
+    b->x = need(fx->f, "in.x")->data;
+    b->noise = need(fx->f, "in.noise")->data;
+    b->t = need(fx->f, "in.t")->data;
+    const float *yf = need(fx->f, "in.y")->data;
+    b->y = malloc(sizeof(int) * B);
+    for (int i = 0; i < B; i++) b->y[i] = (int)yf[i];
+    float **bufs[] = {&b->x_t, &b->v, &b->v_pred, &b->dv};
+    for (int i = 0; i < 4; i++) *bufs[i] = malloc(sizeof(float) * B * img);
+    float **vecs[] = {&b->pa, &b->ps, &b->pda, &b->pds};
+    for (int i = 0; i < 4; i++) *vecs[i] = malloc(sizeof(float) * B);
+    b->sim_rows = malloc(sizeof(float) * B * m->tokens);
+    b->dsim = malloc(sizeof(float) * B * m->tokens);
+    for (int k = 0; k < fx->n_src; k++) {
+        char name[96];
+        snprintf(name, sizeof name, "in.target.%s", fx->src[k].name);
+        b->targets[k] = need(fx->f, name)->data;
+        b->dz[k] = malloc(sizeof(float) * B * m->tokens * m->sources[k].dim);
+    }
+}
+
+static void free_batch(batch *b, int n_src) {
+    free(b->y); free(b->x_t); free(b->v); free(b->v_pred); free(b->dv);
+    free(b->pa); free(b->ps); free(b->pda); free(b->pds); free(b->sim_rows); free(b->dsim);
+    for (int k = 0; k < n_src; k++) free(b->dz[k]);
+}
+
+static void compare_scalar(const char *what, double got, const st_tensor *ref) {
+    float g = (float)got;
+    compare(what, &g, ref->data, 1);
+}
+
+static void check_losses(const fixture *fx, const losses *L) {
+    char name[96];
+    compare_scalar("out.loss", L->loss, need(fx->f, "out.loss"));
+    compare_scalar("out.loss_denoise", L->denoise, need(fx->f, "out.loss_denoise"));
+    for (int k = 0; k < fx->n_src; k++) {
+        snprintf(name, sizeof name, "out.loss.%s", fx->src[k].name);
+        compare_scalar(name, L->src_loss[k], need(fx->f, name));
+        snprintf(name, sizeof name, "out.sim.%s", fx->src[k].name);
+        compare_scalar(name, L->sim[k], need(fx->f, name));
+    }
+}
+
+/* Three AdamW steps (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0.01, clip 1.0)
+ * on the same batch, as the reference does. */
+static void check_adamw(fixture *fx, const sit_model *m, float *params, const sit_params *p,
+                        const sit_params *g, float *grads, sit_acts *a, batch *b) {
+    const reed_ops *ops = &reed_ops_cpu;
+    float *mom = calloc(m->n_params, sizeof(float)), *vel = calloc(m->n_params, sizeof(float));
+    float loss[3], norm[3];
+    for (int s = 0; s < 3; s++) {
+        losses L = objective(fx, m, p, g, grads, a, b);
+        double gn = sqrt(ops->sum_squares(grads, m->n_params));
+        float scale = gn > 1.0 ? (float)(1.0 / (gn + 1e-6)) : 1.0f;
+        ops->adamw_update(params, grads, mom, vel, m->n_params, 1e-3f, 0.9f, 0.999f, 1e-8f,
+                          0.01f, scale, s + 1);
+        loss[s] = (float)L.loss;
+        norm[s] = (float)gn;
+    }
+    compare("adam.loss (3 steps)", loss, need(fx->f, "adam.loss")->data, 3);
+    compare("adam.grad_norm (3 steps)", norm, need(fx->f, "adam.grad_norm")->data, 3);
+    double worst = 0;
+    const char *worst_name = "";
+    int before = failures;
+    for (int i = 0; i < m->n_tensors; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "adam.final.%s", m->tensors[i].name);
+        const float *got = params + m->tensors[i].offset, *ref = need(fx->f, name)->data;
+        size_t n = m->tensors[i].size;
+        double rel;
+        if (strstr(name, "attn.qkv.bias")) {
+            /* The key bias gets an exactly-zero gradient (softmax is invariant
+             * to adding a constant to every logit of a row), so both sides
+             * hold rounding noise there and Adam scales noise to ±lr steps.
+             * Compare the query and value slices; show the key slice. */
+            size_t H = n / 3;
+            rel = compare(name, got, ref, H);
+            double rel_v = compare("  (value slice)", got + 2 * H, ref + 2 * H, H);
+            if (rel_v > rel) rel = rel_v;
+            double maxd = 0;
+            for (size_t j = 0; j < H; j++) {
+                double d = fabs((double)got[H + j] - ref[H + j]);
+                if (d > maxd) maxd = d;
+            }
+            printf("  %-52s key slice (zero-gradient direction) max |diff| %.2e, not checked\n",
+                   "", maxd);
+        } else {
+            rel = compare(name, got, ref, n);
+        }
+        if (rel > worst) {
+            worst = rel;
+            worst_name = m->tensors[i].name;
+        }
+    }
+    printf("  worst parameter after 3 AdamW steps: %s (%.2e), %d failures\n", worst_name, worst,
+           failures - before);
+    free(mom);
+    free(vel);
+}
+
+static void run_fixture(const char *path) {
+    fixture fx;
+    sit_source ss[REED_MAX_SOURCES];
+    read_fixture(&fx, path);
+    read_sources(&fx, ss);
+    printf("%s: hidden %d depth %d heads %d patch %d, %d sources\n", path, fx.mc.hidden,
+           fx.mc.depth, fx.mc.heads, fx.mc.patch, fx.n_src);
+    sit_model m;
+    reed_error err;
+    if (sit_init(&m, &fx.mc, fx.n_src, ss, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    float *params = malloc(m.n_params * sizeof(float)), *grads = malloc(m.n_params * sizeof(float));
+    for (int i = 0; i < m.n_tensors; i++)
+        memcpy(params + m.tensors[i].offset, need(fx.f, m.tensors[i].name)->data,
+               m.tensors[i].size * sizeof(float));
+    sit_params p, g;
+    sit_point(&m, &p, params);
+    sit_point(&m, &g, grads);
+    sit_acts a;
+    if (sit_acts_alloc(&a, &m, fx.B, 1, &err)) exit(1);
+    batch b;
+    setup_batch(&fx, &m, &b);
+    losses L = objective(&fx, &m, &p, &g, grads, &a, &b);
+    size_t img = (size_t)fx.B * fx.mc.in_channels * fx.mc.image_size * fx.mc.image_size;
+    compare("out.x_t", b.x_t, need(fx.f, "out.x_t")->data, img);
+    compare("out.v_target", b.v, need(fx.f, "out.v_target")->data, img);
+    compare("out.v_pred", b.v_pred, need(fx.f, "out.v_pred")->data, img);
+    check_losses(&fx, &L);
+    for (int i = 0; i < m.n_tensors; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "grad.%s", m.tensors[i].name);
+        compare(name, grads + m.tensors[i].offset, need(fx.f, name)->data, m.tensors[i].size);
+    }
+    check_adamw(&fx, &m, params, &p, &g, grads, &a, &b);
+    free_batch(&b, fx.n_src);
+    sit_acts_free(&a, &m);
+    sit_view_free(&p);
+    sit_view_free(&g);
+    free(params);
+    free(grads);
+    sit_free(&m);
+    st_close(fx.f);
+}
+
+int main(void) {
+    reed_cpu_set_threads(2);
+    run_fixture("tests/fixtures/parity_a.safetensors");
+    run_fixture("tests/fixtures/parity_b.safetensors");
+    printf("parity: worst relative error %.2e (tolerance %.0e), %d tensors failed\n",
+           worst_overall, TOL, failures);
+    return failures ? 1 : 0;
+}
