@@ -81,12 +81,19 @@ static int load_text(reed_config *cfg, const char *name, const char *text, reed_
     return reed_config_load_file(cfg, write_file(name, text), err);
 }
 
+/* The source tree: $REED_SRC (ctest sets it), the working directory, or an
+ * ancestor of the test binary (build/test_config, build/tests/test_config). */
 static void find_srcdir(void) {
+    char exe[1024], up1[1100], up2[1100];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    snprintf(up1, sizeof up1, "%s/../..", exe);
+    snprintf(up2, sizeof up2, "%s/../../..", exe);
     const char *env = getenv("REED_SRC");
-    const char *candidates[] = {env ? env : "", ".", "..", "../..", "/work/main"};
+    const char *candidates[] = {env ? env : "", ".", up1, up2};
     struct stat st;
     for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
-        char p[1100];
+        char p[1200];
         snprintf(p, sizeof p, "%s/scripts/lua/presets/sit.lua", candidates[i]);
         if (candidates[i][0] && stat(p, &st) == 0 && realpath(candidates[i], srcdir)) {
             setenv("REED_SRC", srcdir, 1);
@@ -314,8 +321,9 @@ static void test_set_good(reed_config *cfg) {
           "--set sample.cfg_interval={0.1, 0.9}");
     check(set_ok(cfg, "sample.ema=false") && cfg->sample.ema == 0, "--set sample.ema=false");
     check(set_ok(cfg, "name=\"quoted\"") && strcmp(cfg->name, "quoted") == 0 &&
-              set_ok(cfg, "name=plain") && strcmp(cfg->name, "plain") == 0,
-          "--set name, quoted and plain");
+              set_ok(cfg, "name=plain") && strcmp(cfg->name, "plain") == 0 &&
+              set_ok(cfg, "name=1e3") && strcmp(cfg->name, "1e3") == 0,
+          "--set name, quoted, plain and numeric text");
     check(set_ok(cfg, "train={batch=16, seed=0xffffffffffffffff}") && cfg->train.batch == 16 &&
               cfg->train.seed == UINT64_MAX && cfg->train.steps == 1000,
           "--set train={...} merges into the section");
@@ -521,6 +529,10 @@ int main(void) {
         return 1;
     }
     find_srcdir();
+    if (chdir(tmpdir) != 0) { /* relative --set paths resolve here */
+        perror(tmpdir);
+        return 1;
+    }
     reed_config full, cfg;
     memset(&full, 0, sizeof full);
     test_defaults();

@@ -51,7 +51,7 @@ static int read_idx_header(gzFile gz, const char *path, reed_array *out,
     if (ndim < 1 || ndim > REED_MAX_DIMS)
         return reed_errorf(err, "%s: IDX file has %d dimensions (1..%d "
                            "supported)", path, ndim, REED_MAX_DIMS);
-    uint8_t dims[4 * REED_MAX_DIMS];
+    uint8_t dims[4 * REED_MAX_DIMS] = {0};
     n = gz_read_upto(gz, path, dims, (size_t)ndim * 4, err);
     if (n < 0)
         return -1;
@@ -75,6 +75,8 @@ static int read_idx_header(gzFile gz, const char *path, reed_array *out,
  * allocation: the buffer grows only as data actually arrives. */
 static int read_idx_data(gzFile gz, const char *path, uint64_t want,
                          uint8_t **data, reed_error *err) {
+    if (want >= SIZE_MAX / 2)
+        return reed_errorf(err, "%s: IDX shape too large", path);
     size_t cap = want < IDX_CHUNK ? (size_t)want + 1 : IDX_CHUNK;
     size_t got = 0;
     uint8_t *buf = malloc(cap);
@@ -87,9 +89,7 @@ static int read_idx_data(gzFile gz, const char *path, uint64_t want,
         got += (size_t)n;
         if (got < cap || got > want)
             break; /* end of file, or one byte past the expected data */
-        size_t next = cap > (SIZE_MAX - 1) / 2 ? SIZE_MAX : cap * 2;
-        if (next > want + 1)
-            next = (size_t)want + 1;
+        size_t next = cap * 2 < want + 1 ? cap * 2 : (size_t)want + 1;
         uint8_t *grown = realloc(buf, next);
         if (!grown)
             free(buf);

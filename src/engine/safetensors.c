@@ -63,8 +63,9 @@ __attribute__((format(printf, 2, 3))) static int jp_fail(jp *p,
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return reed_errorf(p->err, "%s: bad safetensors header at byte %zu: %s",
-                       p->path, p->pos, what);
+    reed_errorf(p->err, "%s: bad safetensors header at byte %zu: %s", p->path,
+                p->pos, what);
+    return -1;
 }
 
 static void jp_ws(jp *p) {
@@ -258,11 +259,12 @@ static int jp_uint(jp *p, uint64_t *out, const char *what) {
     return 0;
 }
 
-/* Object iteration, called after '{': 1 with *key set (the ':' consumed),
- * 0 at the closing '}', -1 on error. */
+/* Object iteration, called after '{': 1 with *key set (the ':' consumed;
+ * the caller frees it), 0 at the closing '}', -1 on error (*key NULL). */
 static int jp_next_key(jp *p, bool *first, char **key) {
     bool was_first = *first;
     *first = false;
+    *key = NULL;
     if (jp_accept(p, '}'))
         return 0;
     if (!was_first && !jp_accept(p, ','))
@@ -271,6 +273,7 @@ static int jp_next_key(jp *p, bool *first, char **key) {
         return -1;
     if (!jp_accept(p, ':')) {
         free(*key);
+        *key = NULL;
         return jp_fail(p, "expected ':'");
     }
     return 1;
@@ -890,7 +893,11 @@ static int build_header(const char *path, sbuf *b, const st_tensor *tensors,
     while (!b->failed && b->len % 8 != 0)
         sb_put(b, " ", 1);
     *data_len = offset;
-    return b->failed ? reed_errorf(err, "%s: out of memory", path) : 0;
+    if (b->failed) {
+        reed_errorf(err, "%s: out of memory", path);
+        return -1;
+    }
+    return 0;
 }
 
 int st_write(const char *path, const st_tensor *tensors, int n_tensors,

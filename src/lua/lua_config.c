@@ -377,7 +377,7 @@ static int get_integer(apply_ctx *a, lua_State *L, lua_Integer *v) {
     int ok;
     if (lua_type(L, -1) != LUA_TNUMBER) return type_error(a, L, "an integer");
     *v = lua_tointegerx(L, -1, &ok);
-    if (!ok) return fail(a, "expected an integer, got %.17g", (double)lua_tonumber(L, -1));
+    if (!ok) return fail(a, "expected an integer, got %.14g", (double)lua_tonumber(L, -1));
     return 0;
 }
 
@@ -954,6 +954,17 @@ static void remove_source(reed_config *c, int slot) {
     memset(&c->sources[c->n_sources], 0, sizeof c->sources[0]);
 }
 
+/* [v] -> [v]: `--set name=2024` gives a string field the text as typed,
+ * not the number it parses as. */
+static void set_text_for_strings(apply_ctx *a, lua_State *L, const field *f) {
+    int stringy = f->type == F_STR || f->type == F_PATH || f->type == F_PRESET ||
+                  f->type == F_ENUM;
+    if (stringy && lua_type(L, -1) == LUA_TNUMBER) {
+        lua_pop(L, 1);                                /* [] */
+        lua_pushstring(L, a->set_value);              /* [text] */
+    }
+}
+
 /* [v] -> [v]: sources (the list), sources.<k> (a table merged into source k,
  * a new one when k = n+1, or nil to remove it), sources.<k>.<field>. */
 static int set_source(apply_ctx *a, lua_State *L, char segs[][KEY_LEN], int n) {
@@ -978,6 +989,7 @@ static int set_source(apply_ctx *a, lua_State *L, char segs[][KEY_LEN], int n) {
                     "file=..., depth=...}", segs[0], segs[0]);
     const field *f = find_field(source_fields, segs[1]);
     if (!f) return unknown_key(a, source_fields);
+    set_text_for_strings(a, L, f);
     return apply_value(a, L, f, (char *)&c->sources[slot]);
 }
 
@@ -988,9 +1000,13 @@ static int set_key(apply_ctx *a, lua_State *L) {
     const field *f = n > 0 ? find_field(top_fields, segs[0]) : NULL;
     if (!f) return unknown_key(a, top_fields);
     if (f->type == F_SOURCES) return set_source(a, L, segs + 1, n - 1);
-    if (n == 1) return apply_value(a, L, f, (char *)a->cfg);
+    if (n == 1) {
+        set_text_for_strings(a, L, f);
+        return apply_value(a, L, f, (char *)a->cfg);
+    }
     const field *g = f->type == F_SECTION && n == 2 ? find_field(f->sub, segs[1]) : NULL;
     if (!g) return unknown_key(a, f->type == F_SECTION ? f->sub : top_fields);
+    set_text_for_strings(a, L, g);
     return apply_value(a, L, g, (char *)a->cfg + f->off);
 }
 

@@ -123,17 +123,17 @@ static void cpu_layernorm_forward(float *restrict out, float *restrict mean,
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C; // (C)
         float *o = out + (size_t)n * C;
-        float sum = 0.0f;
+        // Row moments in double: a float sum loses the mean's low bits
+        // when |mean| ≫ std. Two-pass (biased) variance Σ (x - m)² / C.
+        double sum = 0.0, var = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (int i = 0; i < C; i++)
             sum += x[i];
-        float m = sum / C;
-        // Two-pass (biased) variance: Σ (x - m)² / C.
-        float var = 0.0f;
-        for (int i = 0; i < C; i++) {
-            float d = x[i] - m;
-            var += d * d;
-        }
-        float s = 1.0f / sqrtf(var / C + eps);
+        const double md = sum / C;
+#pragma omp simd reduction(+ : var)
+        for (int i = 0; i < C; i++)
+            var += (x[i] - md) * (x[i] - md);
+        const float m = (float)md, s = (float)(1.0 / sqrt(var / C + eps));
         for (int i = 0; i < C; i++)
             o[i] = (x[i] - m) * s;
         mean[n] = m;
@@ -158,6 +158,7 @@ static void cpu_layernorm_backward(float *restrict dinp,
         float *dx = dinp + (size_t)n * C;
         float m = mean[n], s = rstd[n];
         float gsum = 0.0f, gxsum = 0.0f;
+#pragma omp simd reduction(+ : gsum, gxsum)
         for (int i = 0; i < C; i++) {
             gsum += g[i];
             gxsum += g[i] * (x[i] - m) * s;
@@ -369,6 +370,7 @@ static void softmax_rows(float *restrict S, int T)
     for (int i = 0; i < T; i++) {
         float *row = S + (size_t)i * T;
         float mx = row[0];
+#pragma omp simd reduction(max : mx)
         for (int j = 1; j < T; j++)
             mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
@@ -415,6 +417,7 @@ static void softmax_rows_backward(float *restrict D, const float *restrict P,
         float *d = D + (size_t)i * T;
         const float *p = P + (size_t)i * T;
         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
         for (int j = 0; j < T; j++)
             dot += d[j] * p[j];
         for (int j = 0; j < T; j++)
@@ -491,7 +494,7 @@ static void cpu_axpby(float *out, float a, const float *x, float b,
 static double cpu_sum_squares(const float *x, size_t n)
 {
     double sum = 0.0;
-#pragma omp parallel for reduction(+ : sum) if (n >= REED_OMP_MIN)
+#pragma omp parallel for simd reduction(+ : sum) if (n >= REED_OMP_MIN)
     for (size_t i = 0; i < n; i++)
         sum += (double)x[i] * x[i];
     return sum;
@@ -549,6 +552,7 @@ static double row_dot(const float *restrict a, const float *restrict b,
                       int D)
 {
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (int i = 0; i < D; i++)
         s += (double)a[i] * b[i];
     return s;
