@@ -6,6 +6,7 @@
  *   test_formats --write-st PATH        write a known safetensors file
  *   test_formats --read-st PATH [KEY..] print tensors (and metadata values)
  *   test_formats --read-npy PATH        print shape and sums of a .npy
+ *   test_formats --write-npy DIR        write DIR/{m,s,e}.npy with npy_save
  */
 #include "formats.h"
 
@@ -255,9 +256,9 @@ static void npy_expect_fail(const char *name, int version, const char *dict,
 
 static void test_npy_errors(void) {
     const char *f4_2 = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
-    npy_expect_fail("f8.npy", 1,
-                    "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }",
-                    16, "'<f8'", "npy dtype float64");
+    npy_expect_fail("u2.npy", 1,
+                    "{'descr': '<u2', 'fortran_order': False, 'shape': (2,), }",
+                    4, "'<u2'", "npy dtype uint16");
     npy_expect_fail("c8.npy", 1,
                     "{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }",
                     16, "'<c8'", "npy dtype complex64");
@@ -988,6 +989,31 @@ static int mode_read_npy(const char *path) {
     return 0;
 }
 
+/* Writes DIR/m.npy (2,3), DIR/s.npy (scalar) and DIR/e.npy (0,5). */
+static int mode_write_npy(const char *dir) {
+    static const float m[6] = {-1.5f, 0.0f, 2.25f, 1e-20f, 3e20f, -0.0f};
+    static const float sc[1] = {7.5f};
+    static const int64_t s_m[2] = {2, 3}, s_e[2] = {0, 5};
+    static const struct {
+        const char *name;
+        const float *data;
+        int ndim;
+        const int64_t *shape;
+    } files[3] = {{"m.npy", m, 2, s_m}, {"s.npy", sc, 0, NULL},
+                  {"e.npy", NULL, 2, s_e}};
+    for (int i = 0; i < 3; i++) {
+        char path[600];
+        reed_error err;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+        if (npy_save(path, files[i].data, files[i].ndim, files[i].shape,
+                     &err) != 0) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int helper_mode(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "--write-st") == 0) {
         reed_error err;
@@ -1001,8 +1027,10 @@ static int helper_mode(int argc, char **argv) {
         return mode_read_st(argc, argv);
     if (argc == 3 && strcmp(argv[1], "--read-npy") == 0)
         return mode_read_npy(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--write-npy") == 0)
+        return mode_write_npy(argv[2]);
     fprintf(stderr, "usage: %s [--write-st PATH | --read-st PATH [KEY...] | "
-            "--read-npy PATH]\n", argv[0]);
+            "--read-npy PATH | --write-npy DIR]\n", argv[0]);
     return 2;
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cross-checks our safetensors and .npy code against the reference Python
 # implementations (safetensors.numpy and numpy):
-#   1. test_formats --write-st writes a file; Python loads it and checks
-#      names, shapes, values and metadata.
+#   1. test_formats --write-st / --write-npy write files; Python loads them
+#      and checks names, shapes, values and metadata.
 #   2. Python writes safetensors and .npy files (format versions 1-3, several
 #      dtypes); test_formats --read-st / --read-npy print shapes and sums,
 #      which must match numpy's; unsupported inputs must fail cleanly.
@@ -25,6 +25,7 @@ tmp=$(mktemp -d /tmp/reed_formats_py.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
 "$bin" --write-st "$tmp/ours.safetensors"
+"$bin" --write-npy "$tmp"
 
 python3 - "$bin" "$tmp" <<'EOF'
 import subprocess
@@ -69,6 +70,24 @@ with safe_open(path, "np") as f:
 want_meta = {"step": "100",
              "note": "quote \" backslash \\ newline \n tab \t ctrl \x01 utf8 é ✓"}
 check(meta == want_meta, f"metadata equal: {meta!r}")
+
+want_npy = {
+    "m": np.array([[-1.5, 0.0, 2.25], [1e-20, 3e20, -0.0]], np.float32),
+    "s": np.array(7.5, np.float32),
+    "e": np.zeros((0, 5), np.float32),
+}
+for name, arr in want_npy.items():
+    path = f"{tmp}/{name}.npy"
+    g = np.load(path, allow_pickle=False)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        data_at = f.tell()
+    check(g.dtype == np.dtype("<f4") and g.shape == arr.shape
+          and np.array_equal(g, arr) and np.array_equal(np.signbit(g), np.signbit(arr))
+          and version == (1, 0) and data_at % 64 == 0,
+          f"np.load reads our {name}.npy: shape {g.shape}, version {version}, "
+          f"data at byte {data_at}")
 
 
 # --- 2. Python's writers, our readers -----------------------------------------
@@ -129,6 +148,7 @@ arrays = {
     "f16": np.array([[[0.5, -1.0], [65504, 6e-8]], [[1e-3, 2], [3, -4]]], np.float16),
     "f32be": np.array([1.5, -2.0, 1e10], ">f4"),
     "empty": np.zeros((3, 0), np.float32),
+    "f64": rng.standard_normal((2, 3)),
 }
 for name, arr in arrays.items():
     for version in ((1, 0), (2, 0), (3, 0)):
@@ -152,7 +172,7 @@ check(r.returncode == 0 and same_sums(parse_array_line(fields[1:]), arrays["f32"
 
 # Inputs we must reject cleanly, naming the file and the problem.
 bad = {
-    "f64.npy": (np.arange(4, dtype=np.float64), "'<f8'"),
+    "c16.npy": (np.arange(4, dtype=np.complex128), "'<c16'"),
     "fortran.npy": (np.asfortranarray(np.ones((2, 3), np.float32)), "fortran_order"),
     "bool.npy": (np.array([True, False]), "'|b1'"),
 }

@@ -197,6 +197,7 @@ static int parse_dtype(const char *path, const char *descr, npy_dtype *dt,
         npy_dtype dt;
     } table[] = {
         {"<f4", {'f', 4, false}}, {">f4", {'f', 4, true}},
+        {"<f8", {'f', 8, false}}, {">f8", {'f', 8, true}},
         {"<f2", {'f', 2, false}}, {">f2", {'f', 2, true}},
         {"|u1", {'u', 1, false}}, {"u1", {'u', 1, false}},
         {"<u1", {'u', 1, false}}, {">u1", {'u', 1, false}},
@@ -210,7 +211,7 @@ static int parse_dtype(const char *path, const char *descr, npy_dtype *dt,
         }
     }
     return reed_errorf(err, "%s: unsupported dtype '%s' (supported: float32, "
-                       "float16, uint8, int32, int64)", path, descr);
+                       "float64, float16, uint8, int32, int64)", path, descr);
 }
 
 /* Reads an unsigned integer of `size` bytes in the given byte order. */
@@ -231,6 +232,11 @@ static float load_elem(const uint8_t *b, const npy_dtype *dt) {
     default:
         if (dt->size == 2)
             return reed_f16_to_f32((uint16_t)u);
+        if (dt->size == 8) {
+            double d;
+            memcpy(&d, &u, sizeof d);
+            return (float)d;
+        }
         uint32_t bits = (uint32_t)u;
         float f;
         memcpy(&f, &bits, sizeof f);

@@ -36,7 +36,7 @@ static void draw_block(uint64_t block, uint64_t seed, uint64_t step,
 
 /* Maps 32 random bits to (0, 1): never exactly 0 or 1. */
 static inline float to_unit(uint32_t x) {
-    return ((float)(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+    return ((float)(x >> 9) + 0.5f) * (1.0f / 8388608.0f); /* exact: 23 bits */
 }
 
 void rng_uniform(float *out, size_t n, uint64_t seed, uint64_t step, reed_stream stream) {

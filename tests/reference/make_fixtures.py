@@ -199,6 +199,7 @@ def make_fixture(name: str) -> Dict[str, torch.Tensor]:
     path = os.path.join(FIXTURES, f"parity_{name}.safetensors")
     save_file(tensors, path, metadata=metadata(cfg))
     canonicalize_header(path)
+    os.chmod(path, 0o644)
     return tensors
 
 
@@ -221,7 +222,10 @@ def canonicalize_header(path: str) -> None:
 
 def write_state_dict_json(name: str, cfg: dict) -> str:
     model = build_model(cfg)
-    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    # REPA's SiT keeps pos_embed as a frozen nn.Parameter, listed first in its
+    # state_dict; ours is a buffer, so add it here as REPA's state_dict has it.
+    shapes = {"pos_embed": list(model.pos_embed.shape)}
+    shapes.update({k: list(v.shape) for k, v in model.state_dict().items()})
     path = os.path.join(FIXTURES, f"state_dict_{name}.json")
     with open(path, "w") as f:             # one "name": [shape] entry per line
         f.write("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}"
@@ -305,6 +309,7 @@ def self_check(name: str) -> bool:
     model64.zero_grad(set_to_none=True)
     out64 = run_loss(model64, cfg, fx64)
     out64["loss"].backward()
+    out64 = {k: v.detach() for k, v in out64.items()}
     grads64 = {k: p.grad.detach().clone() for k, p in model64.named_parameters()}
     report("out.loss float32 vs float64 (rel)",
            abs(float(fx["out.loss"]) - float(out64["loss"])) / abs(float(out64["loss"])), 1e-5)

@@ -20,6 +20,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cblas.h>
 #include <omp.h>
@@ -301,17 +302,43 @@ static void cpu_gated_add_backward(float *dy, float *dgate, const float *dx,
  * GELU (tanh approximation, as PyTorch approximate="tanh") and SiLU
  * ---------------------------------------------------------------------- */
 
+/* e^x without libm, so that the loops below vectorise: Cody–Waite
+ * reduction x = k·ln2 + r (|r| ≤ ln2/2) and Cephes' degree-6 polynomial
+ * (relative error ~1e-7), then 2^k built in the exponent bits. x is clamped
+ * to [-87.3, 88.3] so that 2^k stays a normal float. */
+static inline float exp_approx(float x)
+{
+    x = x < -87.3f ? -87.3f : x > 88.3f ? 88.3f : x;
+    float k = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } two_k = {.i = ((int32_t)k + 127) << 23};
+    return p * two_k.f;
+}
+
+/* tanh u = 1 − 2/(e^{2u} + 1) */
+static inline float tanh_approx(float u)
+{
+    return 1.0f - 2.0f / (exp_approx(2.0f * u) + 1.0f);
+}
+
 #define GELU_K 0.7978845608028654f /* sqrt(2/π) */
 #define GELU_A 0.044715f
 
 /* gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³) */
 static void cpu_gelu_forward(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for if (n >= REED_OMP_MIN)
+#pragma omp parallel for simd if (n >= REED_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
+        out[i] = 0.5f * x * (1.0f + tanh_approx(u));
     }
 }
 
@@ -321,11 +348,11 @@ static void cpu_gelu_backward(float *restrict dinp, const float *restrict dout,
 {
     if (!dinp)
         return;
-#pragma omp parallel for if (n >= REED_OMP_MIN)
+#pragma omp parallel for simd if (n >= REED_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + GELU_A * x * x * x);
-        float th = tanhf(u);
+        float th = tanh_approx(u);
         float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
         dinp[i] += grad * dout[i];
@@ -335,10 +362,10 @@ static void cpu_gelu_backward(float *restrict dinp, const float *restrict dout,
 /* silu(x) = x·σ(x); out may alias inp (each element reads before writing). */
 static void cpu_silu_forward(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for if (n >= REED_OMP_MIN)
+#pragma omp parallel for simd if (n >= REED_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = x / (1.0f + expf(-x));
+        out[i] = x / (1.0f + exp_approx(-x));
     }
 }
 
@@ -348,10 +375,10 @@ static void cpu_silu_backward(float *restrict dinp, const float *restrict dout,
 {
     if (!dinp)
         return;
-#pragma omp parallel for if (n >= REED_OMP_MIN)
+#pragma omp parallel for simd if (n >= REED_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        float s = 1.0f / (1.0f + expf(-x));
+        float s = 1.0f / (1.0f + exp_approx(-x));
         dinp[i] += dout[i] * s * (1.0f + x * (1.0f - s));
     }
 }
@@ -374,8 +401,9 @@ static void softmax_rows(float *restrict S, int T)
         for (int j = 1; j < T; j++)
             mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < T; j++) {
-            row[j] = expf(row[j] - mx);
+            row[j] = exp_approx(row[j] - mx);
             sum += row[j];
         }
         float inv = 1.0f / sum;
