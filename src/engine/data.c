@@ -86,8 +86,11 @@ int dataset_load(reed_dataset *d, const reed_data_config *cfg, reed_error *err) 
     else rc = reed_errorf(err, "data.dataset: unknown dataset \"%s\" (fashion-mnist, npy)",
                           cfg->dataset);
     if (rc == 0 && cfg->limit > 0 && cfg->limit < d->N) d->N = cfg->limit;
-    if (rc == 0) d->perm = malloc(sizeof(int) * (size_t)d->N);
-    if (rc == 0 && !d->perm) rc = reed_errorf(err, "out of memory");
+    if (rc == 0) {
+        d->perm = malloc(sizeof(int) * (size_t)d->N);
+        d->shuffle_draws = malloc(sizeof(float) * (size_t)d->N);
+        if (!d->perm || !d->shuffle_draws) rc = reed_errorf(err, "out of memory");
+    }
     if (rc) dataset_free(d);
     return rc;
 }
@@ -96,24 +99,22 @@ void dataset_free(reed_dataset *d) {
     free(d->images);
     free(d->labels);
     free(d->perm);
+    free(d->shuffle_draws);
     memset(d, 0, sizeof *d);
 }
 
 /* Fisher–Yates with the epoch's uniform draws. */
 static void shuffle_epoch(reed_dataset *d, uint64_t seed, int64_t epoch) {
-    float *u = malloc(sizeof(float) * (size_t)d->N);
+    float *u = d->shuffle_draws;
+    rng_uniform(u, (size_t)d->N, seed, (uint64_t)epoch, REED_STREAM_SHUFFLE);
     for (int i = 0; i < d->N; i++) d->perm[i] = i;
-    if (u) {
-        rng_uniform(u, (size_t)d->N, seed, (uint64_t)epoch, REED_STREAM_SHUFFLE);
-        for (int i = d->N - 1; i > 0; i--) {
-            int j = (int)(u[i] * (float)(i + 1));
-            if (j > i) j = i;
-            int tmp = d->perm[i];
-            d->perm[i] = d->perm[j];
-            d->perm[j] = tmp;
-        }
+    for (int i = d->N - 1; i > 0; i--) {
+        int j = (int)(u[i] * (float)(i + 1));
+        if (j > i) j = i;
+        int tmp = d->perm[i];
+        d->perm[i] = d->perm[j];
+        d->perm[j] = tmp;
     }
-    free(u);
     d->perm_epoch = epoch;
 }
 

@@ -19,6 +19,7 @@ typedef struct reed_dataset {
     /* the current epoch's order */
     int *perm;
     int64_t perm_epoch;
+    float *shuffle_draws;  /* (N) scratch for drawing a permutation */
 } reed_dataset;
 
 /* Position in the shuffled stream of examples; saved in checkpoints. */

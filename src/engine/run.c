@@ -281,11 +281,8 @@ int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
     m->step_seconds = now_seconds() - start;
     m->imgs_per_s = run->cfg.train.batch / m->step_seconds;
     run->active_seconds += m->step_seconds;
-    int every = run->cfg.train.log_every > 0 ? run->cfg.train.log_every : 1;
-    if (s % every == 0 || run->step == run->cfg.train.steps) {
-        metrics_write_jsonl(run->metrics, m);
-        fflush(run->metrics);
-    }
+    metrics_write_jsonl(run->metrics, m); /* every step: the applied weights too */
+    fflush(run->metrics);
     return 0;
 }
 
