@@ -30,8 +30,13 @@ print(f"  {len(a)} steps identical (last loss {a[max(a)]['loss']})")
 EOF
 }
 
-echo "straight: 20 steps"
-"$REED_BIN" run "$tmp/cfg.lua" --run-dir "$tmp/straight" >/dev/null
+echo "straight: 20 steps, a checkpoint every 5, keeping the newest 2"
+"$REED_BIN" run "$tmp/cfg.lua" --run-dir "$tmp/straight" \
+  --set train.ckpt_every=5 --set train.keep_ckpts=2 >/dev/null
+kept=$(cd "$tmp/straight/checkpoints" && ls | tr '\n' ' ')
+[ "$kept" = "step_00000015.safetensors step_00000020.safetensors " ] ||
+  fail "expected the newest 2 checkpoints, found: $kept"
+echo "  kept: $kept"
 
 echo "split: 10 steps, then resume to 20"
 "$REED_BIN" run "$tmp/cfg.lua" --run-dir "$tmp/split" --steps 10 >/dev/null
