@@ -239,6 +239,13 @@ static const char *bad_term(const reed_metrics *m) {
     return NULL;
 }
 
+/* EMA warm-up (as diffusers' EMAModel): decay = min(ema_decay, (1+s)/(10+s)),
+ * so that a short run's EMA is not dominated by the initial weights. */
+static float ema_decay_at(const reed_train_config *tc, int s) {
+    float warm = (1.0f + s) / (10.0f + s);
+    return warm < tc->ema_decay ? warm : tc->ema_decay;
+}
+
 /* Global-norm clipping (PyTorch's clip_grad_norm_ factor), AdamW, EMA. */
 static void optimizer_step(reed_run *run, double grad_norm) {
     const reed_train_config *tc = &run->cfg.train;
@@ -248,7 +255,7 @@ static void optimizer_step(reed_run *run, double grad_norm) {
     run->ops->adamw_update(run->params, run->grads, run->m, run->v, run->model.n_params,
                            tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay, scale,
                            run->step + 1);
-    run->ops->ema_update(run->ema, run->params, run->model.n_params, tc->ema_decay);
+    run->ops->ema_update(run->ema, run->params, run->model.n_params, ema_decay_at(tc, run->step));
 }
 
 int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
