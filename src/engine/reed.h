@@ -56,9 +56,34 @@ double reed_run_active_seconds(const reed_run *run); /* time spent in steps */
 int reed_run_reconfigure(reed_run *run, const reed_config *cfg,
                          const char *config_text, reed_error *err);
 
-/* Draws a sample grid with the given settings and writes it as PNG. */
+/* A sample grid as 8-bit pixels: the samples tiled with a 2-pixel border,
+ * grey (channels 1) or RGB (3). pixels is malloc'd; free with free(). */
+typedef struct reed_grid {
+    int width, height, channels;
+    uint8_t *pixels;
+} reed_grid;
+
+/* Draws a sample grid with the given settings and writes it as PNG
+ * (png_path may be NULL); when grid is not NULL it also receives the pixels. */
 int reed_run_sample(reed_run *run, const reed_sample_config *sc,
-                    const char *png_path, reed_error *err);
+                    const char *png_path, reed_grid *grid, reed_error *err);
+
+/* A schedule that replaces the config's curriculum (the Lua curriculum()
+ * call): fills the weights and a phase name for step s of total. Returns 0,
+ * or -1 with a message in err (the step then fails and applies nothing).
+ * Called on the thread that steps the run. */
+typedef int (*reed_schedule_fn)(void *ud, int step, int total, float *w_diff,
+                                float *w_align, const char **phase, reed_error *err);
+/* fn NULL restores the config's curriculum. */
+void reed_run_set_schedule(reed_run *run, reed_schedule_fn fn, void *ud);
+
+/* The weights and phase the run would apply at step s (the preview of the
+ * schedule ahead). phase_index indexes reed_run_phase_names. */
+int reed_run_weights_at(reed_run *run, int step, float *w_diff, float *w_align,
+                        int *phase_index, reed_error *err);
+/* The phase names seen so far: the built-in four, then custom ones in the
+ * order a schedule first used them. Returns the count. */
+int reed_run_phase_names(const reed_run *run, const char **names, int cap);
 
 /* Saves a checkpoint. path NULL: RUN_DIR/checkpoints/step_NNNNNNNN.safetensors,
  * then removes all but the newest train.keep_ckpts. The path written is

@@ -40,6 +40,8 @@ static int make_dir(const char *path, reed_error *err) {
     return 0;
 }
 
+static int phase_index_of(reed_run *run, const char *name);
+
 /* --- opening ---------------------------------------------------------------------- */
 
 static int load_sources(reed_run *run, reed_error *err) {
@@ -137,6 +139,7 @@ int reed_run_open(reed_run **out, const reed_config *cfg, const char *config_tex
     if (!run) return reed_errorf(err, "out of memory");
     run->cfg = *cfg;
     run->ops = &reed_ops_cpu;
+    for (int i = 0; i < REED_PHASE_COUNT; i++) phase_index_of(run, reed_phase_names[i]);
     run->config_text = strdup(config_text ? config_text : "");
     run->sampling_only = run_dir == NULL;
     snprintf(run->dir, sizeof run->dir, "%s", run_dir ? run_dir : "");
@@ -258,16 +261,62 @@ static void optimizer_step(reed_run *run, double grad_norm) {
     run->ops->ema_update(run->ema, run->params, run->model.n_params, ema_decay_at(tc, run->step));
 }
 
+/* --- schedules ------------------------------------------------------------------------ */
+
+void reed_run_set_schedule(reed_run *run, reed_schedule_fn fn, void *ud) {
+    run->schedule = fn;
+    run->schedule_ud = ud;
+}
+
+/* Index of a phase name, registering a new custom one (the last slot is
+ * shared by any names beyond the table). */
+static int phase_index_of(reed_run *run, const char *name) {
+    for (int i = 0; i < run->n_phases; i++)
+        if (strcmp(run->phase_names[i], name) == 0) return i;
+    if (run->n_phases == RUN_MAX_PHASES) return RUN_MAX_PHASES - 1;
+    snprintf(run->phase_names[run->n_phases], sizeof run->phase_names[0], "%s", name);
+    return run->n_phases++;
+}
+
+int reed_run_weights_at(reed_run *run, int step, float *w_diff, float *w_align,
+                        int *phase_index, reed_error *err) {
+    if (!run->schedule) {
+        reed_weights w = curriculum_at(&run->cfg.curriculum, step, run->cfg.train.steps,
+                                       run->cfg.n_sources > 0);
+        *w_diff = w.w_diff;
+        *w_align = w.w_align;
+        *phase_index = (int)w.phase;
+        return 0;
+    }
+    const char *phase = "custom";
+    if (run->schedule(run->schedule_ud, step, run->cfg.train.steps, w_diff, w_align, &phase,
+                      err))
+        return -1;
+    if (!isfinite(*w_diff) || !isfinite(*w_align))
+        return reed_errorf(err, "schedule: non-finite weight at step %d", step);
+    *phase_index = phase_index_of(run, phase ? phase : "custom");
+    return 0;
+}
+
+int reed_run_phase_names(const reed_run *run, const char **names, int cap) {
+    for (int i = 0; i < run->n_phases && i < cap; i++) names[i] = run->phase_names[i];
+    return run->n_phases;
+}
+
+/* --- one step, continued ----------------------------------------------------------------- */
+
 int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
     if (run->sampling_only) return reed_errorf(err, "this run was opened for sampling only");
     double start = now_seconds();
     int s = run->step;
-    reed_weights w = curriculum_at(&run->cfg.curriculum, s, run->cfg.train.steps,
-                                   run->cfg.n_sources > 0);
+    float w_diff, w_align;
+    int phase;
+    if (reed_run_weights_at(run, s, &w_diff, &w_align, &phase, err)) return -1;
+    reed_weights w = {w_diff, w_align, (reed_phase)phase};
     memset(m, 0, sizeof *m);
     m->step = s;
-    m->phase = reed_phase_names[w.phase];
-    m->phase_index = w.phase;
+    m->phase = run->phase_names[phase];
+    m->phase_index = phase;
     m->w_diff = w.w_diff;
     m->w_align = w.w_align;
     m->proj_coeff = run->cfg.curriculum.proj_coeff;

@@ -9,6 +9,8 @@
 #include "reed.h"
 #include "sit.h"
 
+enum { RUN_MAX_PHASES = 16 };
+
 /* Per-step buffers of one batch, allocated once when the run opens. */
 typedef struct run_batch {
     int *idx, *y;                 /* (B) */
@@ -37,6 +39,10 @@ struct reed_run {
     int step;                     /* steps done = index of the next step */
     double active_seconds;
     FILE *metrics;
+    reed_schedule_fn schedule;    /* NULL: the config's curriculum */
+    void *schedule_ud;
+    int n_phases;                 /* built-in + custom phase names */
+    char phase_names[RUN_MAX_PHASES][32];
     reed_log_fn log;
     void *log_ud;
 };

@@ -58,12 +58,23 @@ static uint8_t *tile_grid(const float *x, int n, int C, int S, int *w, int *h, i
     return px;
 }
 
+static int write_png(const reed_run *run, const reed_sample_config *sc, const uint8_t *px,
+                     int w, int h, int ch, const char *path, reed_error *err);
+
 static int write_grid(const reed_run *run, const reed_sample_config *sc, const float *x,
-                      const char *path, reed_error *err) {
+                      const char *path, reed_grid *grid, reed_error *err) {
     int w, h, ch;
     uint8_t *px = tile_grid(x, sc->n, run->cfg.model.in_channels, run->cfg.model.image_size,
                              &w, &h, &ch);
     if (!px) return reed_errorf(err, "out of memory");
+    int rc = path ? write_png(run, sc, px, w, h, ch, path, err) : 0;
+    if (rc == 0 && grid) *grid = (reed_grid){w, h, ch, px};
+    else free(px);
+    return rc;
+}
+
+static int write_png(const reed_run *run, const reed_sample_config *sc, const uint8_t *px,
+                     int w, int h, int ch, const char *path, reed_error *err) {
     char step[32], steps[32], cfg[32], seed[32];
     snprintf(step, sizeof step, "%d", run->step);
     snprintf(steps, sizeof steps, "%d", sc->steps);
@@ -72,9 +83,7 @@ static int write_grid(const reed_run *run, const reed_sample_config *sc, const f
     st_meta text[] = {{"step", step}, {"sampler", reed_sampler_names[sc->sampler]},
                       {"steps", steps}, {"cfg", cfg}, {"seed", seed},
                       {"weights", sc->ema ? "ema" : "online"}, {"Software", "reed " REED_VERSION}};
-    int rc = png_write(path, px, w, h, ch, text, (int)(sizeof text / sizeof *text), err);
-    free(px);
-    return rc;
+    return png_write(path, px, w, h, ch, text, (int)(sizeof text / sizeof *text), err);
 }
 
 static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model *g,
@@ -105,7 +114,7 @@ static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model
 }
 
 int reed_run_sample(reed_run *run, const reed_sample_config *sc, const char *png_path,
-                    reed_error *err) {
+                    reed_grid *grid, reed_error *err) {
     if (sc->n <= 0 || sc->n > 1024 || sc->steps <= 0)
         return reed_errorf(err, "sample: n must be in 1..1024 and steps positive");
     if (sc->class_label >= run->cfg.model.num_classes)
@@ -120,7 +129,7 @@ int reed_run_sample(reed_run *run, const reed_sample_config *sc, const char *png
     float *x = malloc(sizeof(float) * sc->n * g.img);
     if (!x) return reed_errorf(err, "out of memory");
     int rc = sample_into(run, sc, &g, x, err);
-    if (rc == 0) rc = write_grid(run, sc, x, png_path, err);
+    if (rc == 0) rc = write_grid(run, sc, x, png_path, grid, err);
     free(x);
     return rc;
 }

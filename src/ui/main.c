@@ -150,7 +150,7 @@ static int save_samples(reed_run *run, reed_error *err) {
     char path[REED_PATH_LEN + 64];
     snprintf(path, sizeof path, "%s/samples/step_%08d.png", reed_run_dir(run),
              reed_run_steps_done(run));
-    if (reed_run_sample(run, &reed_run_config(run)->sample, path, err)) return -1;
+    if (reed_run_sample(run, &reed_run_config(run)->sample, path, NULL, err)) return -1;
     printf("samples: %s\n", path);
     return 0;
 }
@@ -280,7 +280,7 @@ static int sample_checkpoint(const char *path, int argc, char **argv, int first)
     }
     reed_run *run = NULL;
     if (rc == 0 && (reed_run_open(&run, &cfg, text, NULL, &err) || reed_run_load(run, ckpt, &err) ||
-                    reed_run_sample(run, &sc, out, &err)))
+                    reed_run_sample(run, &sc, out, NULL, &err)))
         rc = fail(NULL, &err);
     if (rc == 0)
         printf("wrote %s: %d samples, %s, %d steps, cfg %g, seed %llu, %s weights, step %d\n", out,
