@@ -77,6 +77,8 @@ typedef struct live_cmd {
 
 typedef struct reed_live reed_live;
 
+enum { LIVE_LOG_LINES = 2000 };
+
 reed_live *live_new(void);
 void live_free(reed_live *lv);
 /* The read end of the wake-up pipe: readable when something was published. */
@@ -85,7 +87,9 @@ void live_drain_wake(reed_live *lv);
 
 /* --- UI thread -------------------------------------------------------------- */
 /* Queues a command; returns its ticket (for "queued → step N" messages).
- * Takes ownership of cmd.text. */
+ * Takes ownership of cmd.text. LIVE_CMD_INTERRUPT is not queued: it sets the
+ * interrupt flag at once (the engine cannot pop while a chunk runs). Returns
+ * -1 (and frees cmd.text) when out of memory. */
 int live_push(reed_live *lv, live_cmd cmd);
 /* Interrupt flag polled by the Lua hook and long C calls (async-signal-safe
  * to set: a sig_atomic_t). */
@@ -98,19 +102,28 @@ void live_status_get(reed_live *lv, live_status *out);
 /* Copies the preview if its version differs from *have_version; the caller
  * frees out->pixels. Returns 1 when copied. */
 int live_preview_get(reed_live *lv, uint64_t *have_version, live_preview *out);
-/* Pops the next log line (malloc'd, caller frees) or NULL. */
+/* Pops the next log line (malloc'd, caller frees) or NULL. The log keeps the
+ * newest LIVE_LOG_LINES lines; older unread ones are dropped. */
 char *live_log_pop(reed_live *lv);
 /* The schedule: applied weights so far come from the history; this is the
  * plan for steps [first, first+n). Copies up to cap entries; returns n. */
 int live_schedule_get(reed_live *lv, int *first, float *w_diff, float *w_align,
                       int cap);
+/* The same with the spacing of the points: entry i is step first + i·stride
+ * (stride > 1 for long runs, whose plan is thinned to at most ~2000 points). */
+int live_schedule_get_strided(reed_live *lv, int *first, int *stride, float *w_diff,
+                              float *w_align, int cap);
 /* Names for REPL completion, '\n'-separated (malloc'd), refreshed by the
  * engine after each command. */
 char *live_completions_get(reed_live *lv);
+/* The ticket of the last command the engine applied (0: none yet) and the
+ * step it applied at (if step is not NULL): "queued" until then. */
+int live_applied_get(reed_live *lv, int *step);
 
 /* --- engine thread ------------------------------------------------------------ */
 /* Waits up to timeout_ms for a command (0: poll). Returns 1 with *cmd filled
- * (the caller frees cmd->text), 0 when none. */
+ * (the caller frees cmd->text), 0 when none or as soon as the interrupt flag
+ * is set (the flag is left set). */
 int live_pop(reed_live *lv, live_cmd *cmd, int timeout_ms);
 int live_interrupt_requested(reed_live *lv);  /* and clears it */
 void live_history_push(reed_live *lv, const live_point *p);
@@ -119,6 +132,9 @@ void live_preview_set(reed_live *lv, const live_preview *pv); /* copies pixels *
 void live_log(reed_live *lv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void live_schedule_set(reed_live *lv, int first, const float *w_diff,
                        const float *w_align, int n);
+void live_schedule_set_strided(reed_live *lv, int first, int stride, const float *w_diff,
+                               const float *w_align, int n);
+void live_applied_set(reed_live *lv, int ticket, int step);
 void live_completions_set(reed_live *lv, const char *names);
 
 #endif
