@@ -7,11 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lua/lua_config.h"
 #include "reed.h"
+#include "workbench.h"
 
 enum { MAX_SETS = 64, CONFIG_TEXT_CAP = 1 << 16 };
+
+/* Plain SiT until the teacher encoder lands (issue 3); then "reed". */
+#define DEFAULT_PRESET "sit"
 
 static volatile sig_atomic_t interrupted;
 
@@ -22,15 +27,19 @@ static void on_sigint(int sig) {
 
 static void usage(FILE *f) {
     fputs("usage:\n"
-          "  reed run CONFIG.lua [--set key=value]... [--run-dir DIR] [--steps N]\n"
+          "  reed                      the workbench on the default preset\n"
+          "  reed run CONFIG.lua [--set key=value]... [--run-dir DIR] [--steps N] [--headless]\n"
           "  reed run [CONFIG.lua] --resume RUN_DIR|CHECKPOINT [--set key=value]... [--steps N]\n"
           "  reed sample CHECKPOINT|RUN_DIR [--n 16] [--steps 50] [--sampler euler|heun|sde]\n"
           "              [--cfg W] [--class C] [--seed S] [--online] [--out FILE.png]\n"
           "  reed --help | --version\n"
           "\n"
           "run      trains a SiT with representation guidance from a Lua config and\n"
-          "         writes RUN_DIR/{config.lua,metrics.jsonl,checkpoints/,samples/};\n"
-          "         Ctrl-C saves a checkpoint and exits. Presets: scripts/lua/presets/.\n"
+          "         writes RUN_DIR/{config.lua,metrics.jsonl,checkpoints/,samples/}.\n"
+          "         On a terminal it opens the workbench (charts, samples, a Lua REPL;\n"
+          "         ? for keys, help() for the API); --headless or no terminal prints\n"
+          "         progress lines, and Ctrl-C saves a checkpoint and exits.\n"
+          "         Presets: scripts/lua/presets/ (sit, repa, reed).\n"
           "sample   draws a sample grid (PNG) from a checkpoint, EMA weights by default.\n",
           f);
 }
@@ -65,13 +74,16 @@ static void format_duration(char *buf, size_t cap, double s) {
 
 typedef struct run_args {
     const char *config, *run_dir, *resume;
+    int headless;
+    int use_default;   /* bare `reed`: the default preset */
     const char *sets[MAX_SETS];
     int n_sets;
     long long steps;
 } run_args;
 
-static int parse_run_args(int argc, char **argv, run_args *a) {
+static int parse_run_args(int argc, char **argv, int use_default, run_args *a) {
     memset(a, 0, sizeof *a);
+    a->use_default = use_default;
     a->steps = -1;
     for (int i = 2; i < argc; i++) {
         const char *arg = argv[i];
@@ -79,6 +91,7 @@ static int parse_run_args(int argc, char **argv, run_args *a) {
         if (strcmp(arg, "--set") == 0 && has_value && a->n_sets < MAX_SETS) a->sets[a->n_sets++] = argv[++i];
         else if (strcmp(arg, "--run-dir") == 0 && has_value) a->run_dir = argv[++i];
         else if (strcmp(arg, "--resume") == 0 && has_value) a->resume = argv[++i];
+        else if (strcmp(arg, "--headless") == 0) a->headless = 1;
         else if (strcmp(arg, "--steps") == 0 && has_value) {
             if (parse_int(argv[++i], &a->steps) || a->steps <= 0 || a->steps > 1000000000)
                 return usage_error("--steps: expected a positive integer, got \"%s\"", argv[i]);
@@ -86,7 +99,7 @@ static int parse_run_args(int argc, char **argv, run_args *a) {
         else if (!a->config) a->config = arg;
         else return usage_error("run: unexpected argument \"%s\"", arg);
     }
-    if (!a->config && !a->resume) return usage_error("run: %s", "missing CONFIG.lua");
+    if (!a->config && !a->resume && !a->use_default) return usage_error("run: %s", "missing CONFIG.lua");
     return 0;
 }
 
@@ -101,6 +114,9 @@ static int resolve_config(const run_args *a, reed_config *cfg, char *ckpt, reed_
         if (rc) return -1;
     }
     if (a->config && reed_config_load_file(cfg, a->config, err)) return -1;
+    if (!a->config && !a->resume &&
+        reed_config_load_string(cfg, "return preset \"" DEFAULT_PRESET "\"", "default", err))
+        return -1;
     for (int i = 0; i < a->n_sets; i++)
         if (reed_config_set(cfg, a->sets[i], err)) return -1;
     if (a->steps > 0) {
@@ -202,9 +218,9 @@ static int train_loop(reed_run *run) {
     return 0;
 }
 
-static int cmd_run(int argc, char **argv) {
+static int cmd_run(int argc, char **argv, int use_default) {
     run_args a;
-    int rc = parse_run_args(argc, argv, &a);
+    int rc = parse_run_args(argc, argv, use_default, &a);
     if (rc) return rc;
     static reed_config cfg;
     reed_error err = {{0}};
@@ -228,6 +244,11 @@ static int cmd_run(int argc, char **argv) {
     printf("run %s: %s, %d steps, batch %d%s%s\n", cfg.name, cfg.model.preset, cfg.train.steps,
            cfg.train.batch, a.resume ? ", resumed from " : "", a.resume ? ckpt : "");
     printf("run directory: %s\n", dir);
+    if (!a.headless && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
+        rc = workbench_main(run);
+        reed_run_close(run);
+        return rc;
+    }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     rc = train_loop(run);
@@ -297,10 +318,7 @@ static int cmd_sample(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
-    }
+    if (argc < 2) return cmd_run(argc, argv, 1); /* the default preset */
     const char *cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
@@ -310,7 +328,7 @@ int main(int argc, char **argv) {
         printf("reed %s\n", REED_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv);
+    if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv, 0);
     if (strcmp(cmd, "sample") == 0) return cmd_sample(argc, argv);
     return usage_error("unknown command \"%s\"", cmd);
 }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The workbench end to end in a real terminal (tmux): start `reed run` on a
+# small config in a 100×30 pane; the status line and charts show; pause()
+# stops the step counter; set{proj_coeff=0} reaches metrics.jsonl from the
+# step it was applied at; sample{n=4} writes a PNG and fills the preview;
+# resizing keeps the layout sane; `while true do end` + Ctrl-C leaves the
+# run alive; q quits after a checkpoint and the terminal is restored.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+command -v tmux >/dev/null || { echo "tmux is not installed (scripts/install-deps.sh installs it)"; exit 77; }
+
+setup_tmp
+make_sources "$tmp" 512
+write_test_config "$tmp/cfg.lua" "$tmp" 100000
+sock="$tmp/tmux.sock"
+t() { tmux -S "$sock" "$@"; }
+cleanup() { t kill-server 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+run="$tmp/run"
+metrics="$run/metrics.jsonl"
+
+t new-session -d -s wb -x 100 -y 30 \
+  "cd '$tmp' && TERM=screen-256color LANG=C.UTF-8 '$REED_BIN' run cfg.lua --run-dir '$run'; echo EXITED \$?; sleep 30"
+
+screen() { t capture-pane -p -t wb; }
+steps() { [ -f "$metrics" ] && wc -l <"$metrics" || echo 0; }
+wait_for() { # wait_for SECONDS CONDITION...: polls every 0.2 s
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.2
+  done
+}
+screen_has() { screen | grep -Eq -- "$1"; }
+steps_at_least() { [ "$(steps)" -ge "$1" ]; }
+type_line() { t send-keys -t wb -l -- "$1"; t send-keys -t wb Enter; }
+check() { echo "  ok  $*"; }
+
+wait_for 60 screen_has "step" || { screen; fail "no status line"; }
+wait_for 60 steps_at_least 3 || { screen; fail "training did not start"; }
+screen_has "loss" || { screen; fail "no loss chart"; }
+check "status line and charts: $(screen | head -n 1 | cut -c1-90)"
+
+type_line "pause()"
+wait_for 20 screen_has "paused" || { screen; fail "pause() not shown"; }
+a=$(steps); sleep 1.5; b=$(steps)
+[ "$a" = "$b" ] || fail "steps went on while paused ($a → $b)"
+check "pause() stops the step counter at $a"
+
+type_line "set{proj_coeff=0}"
+type_line "resume()"
+wait_for 30 steps_at_least $((a + 5)) || fail "resume() did not resume"
+python3 - "$metrics" "$a" <<'EOF' || fail "proj_coeff=0 not applied from the step after the pause"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+paused_at = int(sys.argv[2])
+before = [r["proj_coeff"] for r in rows[:paused_at]]
+after = [r["proj_coeff"] for r in rows[paused_at:]]
+assert all(v == 0.5 for v in before), before[-3:]
+assert after and all(v == 0 for v in after), after[:3]
+print(f"  ok  set{{proj_coeff=0}}: 0.5 up to step {paused_at - 1}, 0 from step {paused_at}")
+EOF
+
+type_line "sample{n=4, steps=4}"
+wait_for 60 bash -c "ls '$run'/samples/*.png >/dev/null 2>&1" || { screen; fail "sample{} wrote no PNG"; }
+wait_for 20 screen_has "euler" || { screen; fail "the preview caption did not appear"; }
+check "sample{n=4} wrote $(ls "$run"/samples/ | head -n 1) and filled the preview"
+
+t resize-window -t wb -x 120 -y 40
+sleep 1
+rows=$(screen | wc -l)
+[ "$rows" -eq 40 ] || fail "after resize the pane has $rows rows"
+screen | head -n 1 | grep -q "step" || { screen; fail "status line lost after resize"; }
+t resize-window -t wb -x 80 -y 24
+sleep 1
+screen | head -n 1 | grep -q "step" || { screen; fail "status line lost at 80x24"; }
+check "resize to 120x40 and 80x24 keeps the status line on top"
+
+type_line "while true do end"
+sleep 1
+t send-keys -t wb C-c
+interrupted() { grep -q "interrupted" "$run/commands.log"; }
+wait_for 20 interrupted || { screen; fail "the loop was not interrupted"; }
+a=$(steps); wait_for 30 steps_at_least $((a + 1)) || fail "the run stopped after the interrupt"
+check "while true do end + Ctrl-C: interrupted, the run goes on"
+
+t send-keys -t wb Tab
+t send-keys -t wb q
+wait_for 60 screen_has "EXITED 0" || { screen; fail "q did not quit cleanly"; }
+ls "$run"/checkpoints/*.safetensors >/dev/null || fail "no checkpoint written on quit"
+screen | grep -q "workbench closed" || fail "terminal not restored (no closing line)"
+check "q saved a checkpoint, quit and restored the terminal"
+echo "workbench: ok"
