@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lua/lua_config.h"
+#include "lua/session.h"
 #include "reed.h"
 #include "workbench.h"
 
@@ -32,6 +33,7 @@ static void usage(FILE *f) {
           "  reed run [CONFIG.lua] --resume RUN_DIR|CHECKPOINT [--set key=value]... [--steps N]\n"
           "  reed sample CHECKPOINT|RUN_DIR [--n 16] [--steps 50] [--sampler euler|heun|sde]\n"
           "              [--cfg W] [--class C] [--seed S] [--online] [--out FILE.png]\n"
+          "  reed replay RUN_DIR [--out DIR]\n"
           "  reed --help | --version\n"
           "\n"
           "run      trains a SiT with representation guidance from a Lua config and\n"
@@ -40,7 +42,9 @@ static void usage(FILE *f) {
           "         ? for keys, help() for the API); --headless or no terminal prints\n"
           "         progress lines, and Ctrl-C saves a checkpoint and exits.\n"
           "         Presets: scripts/lua/presets/ (sit, repa, reed).\n"
-          "sample   draws a sample grid (PNG) from a checkpoint, EMA weights by default.\n",
+          "sample   draws a sample grid (PNG) from a checkpoint, EMA weights by default.\n"
+          "replay   reruns a steered run with the commands of its commands.log at the\n"
+          "         same steps (into RUN_DIR-replay by default) and compares the metrics.\n",
           f);
 }
 
@@ -317,6 +321,55 @@ static int cmd_sample(int argc, char **argv) {
     return sample_checkpoint(argv[2], argc, argv, 3);
 }
 
+/* --- reed replay ------------------------------------------------------------------------ */
+
+/* A metrics line without its timing field (imgs_per_s varies run to run). */
+static void strip_timing(char *line) {
+    char *at = strstr(line, ",\"imgs_per_s\":");
+    if (!at) return;
+    char *end = strpbrk(at + 1, ",}");
+    if (end) memmove(at, end, strlen(end) + 1);
+}
+
+/* Counts the lines of two metrics files that differ (timing aside); -1 if
+ * either cannot be read. */
+static long metrics_differences(const char *a_path, const char *b_path, long *lines) {
+    FILE *a = fopen(a_path, "r"), *b = fopen(b_path, "r");
+    long diff = 0;
+    *lines = 0;
+    char la[8192], lb[8192];
+    while (a && b) {
+        char *ra = fgets(la, sizeof la, a), *rb = fgets(lb, sizeof lb, b);
+        if (!ra && !rb) break;
+        (*lines)++;
+        if (!ra || !rb) { diff++; continue; }
+        strip_timing(la);
+        strip_timing(lb);
+        diff += strcmp(la, lb) != 0;
+    }
+    if (a) fclose(a);
+    if (b) fclose(b);
+    return a && b ? diff : -1;
+}
+
+static int cmd_replay(int argc, char **argv) {
+    if (argc < 3 || argv[2][0] == '-') return usage_error("replay: %s", "missing RUN_DIR");
+    char out[REED_PATH_LEN];
+    snprintf(out, sizeof out, "%s-replay", argv[2]);
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) snprintf(out, sizeof out, "%s", argv[++i]);
+        else return usage_error("replay: unexpected argument \"%s\"", argv[i]);
+    }
+    reed_error err = {{0}};
+    if (reed_replay(argv[2], out, &err)) return fail("replay", &err);
+    char a[REED_PATH_LEN + 32], b[REED_PATH_LEN + 32];
+    snprintf(a, sizeof a, "%s/metrics.jsonl", argv[2]);
+    snprintf(b, sizeof b, "%s/metrics.jsonl", out);
+    long lines, diff = metrics_differences(a, b, &lines);
+    printf("replayed into %s: %ld metrics lines, %ld differ (imgs_per_s aside)\n", out, lines, diff);
+    return diff == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return cmd_run(argc, argv, 1); /* the default preset */
     const char *cmd = argv[1];
@@ -330,5 +383,6 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv, 0);
     if (strcmp(cmd, "sample") == 0) return cmd_sample(argc, argv);
+    if (strcmp(cmd, "replay") == 0) return cmd_replay(argc, argv);
     return usage_error("unknown command \"%s\"", cmd);
 }
