@@ -452,11 +452,15 @@ static void handle_signals(workbench *wb) {
     }
 }
 
+/* Typed keys echo at once (readline has redrawn the input window); the
+ * dashboard waits for the next frame. */
 static void read_keys(workbench *wb) {
-    for (int c; (c = wgetch(wb->input)) != ERR;) {
+    int typed = 0;
+    for (int c; (c = wgetch(wb->input)) != ERR; typed = 1) {
         if (c == KEY_RESIZE) relayout(wb);
         else on_key(wb, c);
     }
+    if (typed) doupdate();
 }
 
 static double now_ms(void) {
