@@ -27,20 +27,9 @@
 
 #include "chart.h"
 #include "preview.h"
+#include "check.h"
 
-static int checks, failures;
 
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    checks++;
-    failures += !ok;
-}
 
 /* --- canvas helpers -------------------------------------------------------------- */
 

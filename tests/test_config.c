@@ -11,22 +11,11 @@
 
 #include "config.h"
 #include "lua/lua_config.h"
+#include "check.h"
 
-static int failures, checks;
 static char tmpdir[256];
 static char srcdir[1024];
 
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    checks++;
-    failures += !ok;
-}
 
 /* Writes text to tmpdir/name; returns the path (static buffer). */
 static const char *write_file(const char *name, const char *text) {

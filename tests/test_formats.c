@@ -9,6 +9,7 @@
  *   test_formats --write-npy DIR        write DIR/{m,s,e}.npy with npy_save
  */
 #include "formats.h"
+#include "check.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -22,22 +23,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-static int n_pass, n_fail;
 static char tmp_dir[64];
 
-__attribute__((format(printf, 2, 3))) static void check(bool ok,
-                                                        const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok)
-        n_pass++;
-    else
-        n_fail++;
-}
 
 static void tpath(char *out, size_t cap, const char *name) {
     snprintf(out, cap, "%s/%s", tmp_dir, name);
@@ -1085,6 +1072,6 @@ int main(int argc, char **argv) {
     test_png_one(4, 7, 3);
     test_png_errors();
     remove_tmp_dir();
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    printf("%d passed, %d failed\n", (checks - failures), failures);
+    return failures ? 1 : 0;
 }

@@ -20,25 +20,13 @@
 #include "lua/lua_config.h"
 #include "lua/session.h"
 #include "reed.h"
+#include "check.h"
 
 enum { N_EXAMPLES = 256, STEPS = 40 };
 
-static int failures, checks;
 static char tmpdir[256];
 static reed_config base_cfg;
 
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    checks++;
-    failures += !ok;
-}
 
 static void die(const char *what, const reed_error *err) {
     fprintf(stderr, "test_lua_api: %s: %s\n", what, err ? err->msg : "");

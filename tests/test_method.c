@@ -31,6 +31,7 @@
 #include "method.h"
 #include "ops.h"
 #include "rng.h"
+#include "check.h"
 
 static const double PI = 3.14159265358979323846;
 
@@ -38,19 +39,7 @@ static const double PI = 3.14159265358979323846;
  * Check bookkeeping
  * ---------------------------------------------------------------------- */
 
-static int checks, failures;
 
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    checks++;
-    failures += !ok;
-}
 
 /* |got − want| ≤ tol, printed with both numbers. */
 static void check_near(const char *what, double got, double want, double tol) {

@@ -140,7 +140,66 @@ typedef struct reed_ops {
                          int t);
     /* ema = decay·ema + (1 - decay)·param. */
     void (*ema_update)(float *ema, const float *param, size_t n, float decay);
+
+    /* --- convolutional networks (the teacher, the evaluator) ------------ */
+    /* 2-D convolution, PyTorch's Conv2d (cross-correlation, zero padding,
+     * square kernel, dilation 1, groups 1):
+     *   out(B,OC,Ho,Wo) = Σ_{c,i,j} w(OC,C,K,K)[o,c,i,j] ·
+     *                     inp(B,C,H,W)[b, c, y·stride − pad + i, x·stride − pad + j]
+     *                     + bias(OC)[o],
+     * Ho = reed_conv2d_out_size(H, K, stride, pad), likewise Wo; bias may be
+     * NULL. scratch holds reed_conv2d_scratch_floats(...) floats (device
+     * memory on a GPU backend); its contents on entry do not matter. */
+    void (*conv2d_forward)(float *out, const float *inp, const float *w,
+                           const float *bias, int B, int C, int H, int W,
+                           int OC, int K, int stride, int pad, float *scratch);
+    /* dinp(B,C,H,W) += ∂L/∂inp; dw(OC,C,K,K) += ∂L/∂w; dbias(OC) += Σ dout
+     * over (b, y, x), from dout (B,OC,Ho,Wo). Any gradient may be NULL.
+     * scratch as for the forward pass. */
+    void (*conv2d_backward)(float *dinp, float *dw, float *dbias,
+                            const float *dout, const float *inp,
+                            const float *w, int B, int C, int H, int W,
+                            int OC, int K, int stride, int pad,
+                            float *scratch);
+    /* ReLU max(x, 0), elementwise; out may alias inp. */
+    void (*relu_forward)(float *out, const float *inp, size_t n);
+    /* dinp += dout·[x > 0], x the forward input (or its output: same mask). */
+    void (*relu_backward)(float *dinp, const float *dout, const float *x,
+                          size_t n);
+    /* Global average pooling: out(B,C) = mean over (H,W) of inp(B,C,H,W). */
+    void (*avgpool_global_forward)(float *out, const float *inp, int B, int C,
+                                   int H, int W);
+    /* dinp(B,C,H,W) += dout(B,C) / (H·W). */
+    void (*avgpool_global_backward)(float *dinp, const float *dout, int B,
+                                    int C, int H, int W);
+    /* Softmax cross-entropy over K classes, PyTorch's F.cross_entropy with
+     * mean reduction: returns mean_b(logsumexp(logits_b) − logits_b[y_b])
+     * (in double). Writes (overwrites) dlogits(B,K) =
+     * scale·(softmax(logits) − onehot(y))/B unless dlogits is NULL; when
+     * correct is not NULL, *correct = the number of rows whose argmax (the
+     * first maximum) equals the label. Labels must lie in [0, K). */
+    double (*cross_entropy_forward_backward)(float *dlogits, int *correct,
+                                             const float *logits,
+                                             const int *labels, int B, int K,
+                                             float scale);
 } reed_ops;
+
+/* Output size of a convolution along one axis: (n + 2·pad − K)/stride + 1. */
+static inline int reed_conv2d_out_size(int n, int K, int stride, int pad)
+{
+    return (n + 2 * pad - K) / stride + 1;
+}
+
+/* Floats of scratch that conv2d_forward/backward need on every backend:
+ * the im2col matrix (B·Ho·Wo, C·K·K) and a pixel-major output (B·Ho·Wo, OC). */
+static inline size_t reed_conv2d_scratch_floats(int B, int C, int H, int W,
+                                                int OC, int K, int stride,
+                                                int pad)
+{
+    size_t pixels = (size_t)B * reed_conv2d_out_size(H, K, stride, pad) *
+                    reed_conv2d_out_size(W, K, stride, pad);
+    return pixels * ((size_t)C * K * K + (size_t)OC);
+}
 
 /* The CPU backend (OpenBLAS sgemm + our OpenMP loops). */
 extern const reed_ops reed_ops_cpu;
