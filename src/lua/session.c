@@ -19,6 +19,8 @@
  * replaying only the state-changing ones would not be exact. */
 #include "session.h"
 
+#include "ops.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -533,6 +535,8 @@ static int save_on_quit(reed_session *s) {
 
 int reed_session_run(reed_session *s) {
     live_cmd cmd;
+    /* OpenMP's thread count is per thread: set it on this (engine) thread */
+    reed_cpu_set_threads(reed_run_config(s->run)->train.threads);
     refresh_schedule(s);
     refresh_completions(s);
     publish_after_change(s);

@@ -17,4 +17,23 @@ void cpu_interpolate(float *x_t, float *v, const float *x, const float *noise,
 double cpu_mse_forward_backward(float *dpred, const float *pred,
                                 const float *target, size_t n, float scale);
 
+/* cpu_conv.c: the convolutional-network ops (see ops.h for the contracts). */
+void cpu_conv2d_forward(float *out, const float *inp, const float *w,
+                        const float *bias, int B, int C, int H, int W, int OC,
+                        int K, int stride, int pad, float *scratch);
+void cpu_conv2d_backward(float *dinp, float *dw, float *dbias,
+                         const float *dout, const float *inp, const float *w,
+                         int B, int C, int H, int W, int OC, int K, int stride,
+                         int pad, float *scratch);
+void cpu_relu_forward(float *out, const float *inp, size_t n);
+void cpu_relu_backward(float *dinp, const float *dout, const float *x, size_t n);
+void cpu_avgpool_global_forward(float *out, const float *inp, int B, int C,
+                                int H, int W);
+void cpu_avgpool_global_backward(float *dinp, const float *dout, int B, int C,
+                                 int H, int W);
+double cpu_cross_entropy_forward_backward(float *dlogits, int *correct,
+                                          const float *logits,
+                                          const int *labels, int B, int K,
+                                          float scale);
+
 #endif

@@ -701,4 +701,12 @@ const reed_ops reed_ops_cpu = {
     .embedding_backward = cpu_embedding_backward,
     .interpolate = cpu_interpolate,             // x_t and target v
     .mse_forward_backward = cpu_mse_forward_backward, // velocity loss
+    /* convolutional networks: cpu_conv.c */
+    .conv2d_forward = cpu_conv2d_forward,       // im2col + one sgemm
+    .conv2d_backward = cpu_conv2d_backward,     // 2 sgemm + col2im
+    .relu_forward = cpu_relu_forward,           // max(x, 0), in place ok
+    .relu_backward = cpu_relu_backward,
+    .avgpool_global_forward = cpu_avgpool_global_forward, // (B,C,H,W) → (B,C)
+    .avgpool_global_backward = cpu_avgpool_global_backward,
+    .cross_entropy_forward_backward = cpu_cross_entropy_forward_backward, // mean loss, dlogits, hits
 };
