@@ -348,7 +348,7 @@ static void test_set_bad(reed_config *cfg) {
     expect_set_error(cfg, "sources.3.coeff=1", "--set sources.3.coeff: no source 3");
     expect_set_error(cfg, "sources.nope.coeff=1", "--set sources.nope.coeff: no source named 'nope'");
     expect_set_error(cfg, "sources.1.coeff=1", "--set sources.1.coeff: no source 1 yet");
-    expect_set_error(cfg, "sources.1={name='a'}", "--set sources.1: sources.1.file: must not be empty");
+    expect_set_error(cfg, "sources.1={name='a'}", "--set sources.1: sources.1.file: must name an .npy file");
     expect_set_error(cfg, "train.betas={0.9}", "--set train.betas: expected a table of two numbers");
     expect_set_error(cfg, "sample.ema=1", "--set sample.ema: expected a boolean, got number");
     expect_set_error(cfg, "noequals", "--set noequals: expected key=value");
@@ -436,7 +436,7 @@ static void test_validate_errors(void) {
                       "return { sources = { { name = 'a-b', file = 'f', depth = 1 } } }\n",
                       "sources.1.name: 'a-b' must be non-empty", NULL);
     expect_load_error("empty source file", "return { sources = { { name = 'a', depth = 1 } } }\n",
-                      "sources.1.file: must not be empty", NULL);
+                      "sources.1.file: must name an .npy file", NULL);
     expect_load_error("missing source depth", "return { sources = { { name = 'a', file = 'f' } } }\n",
                       "sources.1.depth: 0 is outside 1..model.depth (4)", NULL);
     expect_load_error("negative coeff",

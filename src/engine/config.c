@@ -17,6 +17,7 @@ const char *const reed_weighting_names[] = {"constant", "linear", "cosine",
 const char *const reed_decay_names[] = {"constant", "linear", "cosine", NULL};
 const char *const reed_sampler_names[] = {"euler", "heun", "sde", NULL};
 const char *const reed_resample_names[] = {"area", "bilinear", NULL};
+const char *const reed_source_from_names[] = {"file", "teacher", NULL};
 
 _Static_assert(REED_RESAMPLE_AREA == 0 && REED_RESAMPLE_BILINEAR == 1,
                "reed_resample_names follows the enum order");
@@ -375,7 +376,9 @@ static int check_source_values(const reed_source_config *s, int i, int depth,
     if (!valid_source_name(s->name))
         return reed_errorf(err, "sources.%d.name: '%s' must be non-empty and made "
                            "of letters, digits and '_'", i, s->name);
-    if (!s->file[0]) return reed_errorf(err, "sources.%d.file: must not be empty", i);
+    if (s->from == REED_FROM_FILE && !s->file[0])
+        return reed_errorf(err, "sources.%d.file: must name an .npy file (or set from = "
+                           "\"teacher\")", i);
     if ((int)s->kind < 0 || s->kind > REED_SOURCE_GLOBAL)
         return reed_errorf(err, "sources.%d.kind: invalid value %d", i, (int)s->kind);
     if ((int)s->weighting < 0 || s->weighting > REED_WEIGHT_CUTOFF)

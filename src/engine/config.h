@@ -23,6 +23,10 @@ typedef enum {
 typedef enum { REED_DECAY_CONSTANT, REED_DECAY_LINEAR, REED_DECAY_COSINE } reed_decay;
 typedef enum { REED_SAMPLER_EULER, REED_SAMPLER_HEUN, REED_SAMPLER_SDE } reed_sampler;
 typedef enum { REED_RESAMPLE_AREA, REED_RESAMPLE_BILINEAR } reed_resample;
+typedef enum {
+    REED_FROM_FILE,    /* targets precomputed in an .npy file */
+    REED_FROM_TEACHER, /* the frozen teacher's features of each batch */
+} reed_source_from;
 
 typedef struct reed_model_config {
     char preset[REED_NAME_LEN]; /* tiny, small, sitS, S/2, B/4, ... or custom */
@@ -35,6 +39,7 @@ typedef struct reed_model_config {
 typedef struct reed_source_config {
     char name[REED_NAME_LEN];
     reed_source_kind kind;
+    reed_source_from from;
     char file[REED_PATH_LEN];   /* .npy: (N,T,D) token-level or (N,D) global */
     int depth;                  /* tap: output of block `depth` (1-based) */
     float coeff;                /* c_k */
@@ -59,6 +64,8 @@ typedef struct reed_data_config {
     char images[REED_PATH_LEN];  /* npy: (N,C,H,W) */
     char labels[REED_PATH_LEN];  /* npy: (N) */
     int limit;                   /* use the first `limit` examples; 0 = all */
+    char teacher[REED_PATH_LEN]; /* teacher weights for sources from = "teacher";
+                                    "" = the shipped assets/teacher.safetensors */
 } reed_data_config;
 
 typedef struct reed_train_config {
@@ -108,6 +115,7 @@ extern const char *const reed_weighting_names[];
 extern const char *const reed_decay_names[];
 extern const char *const reed_sampler_names[];
 extern const char *const reed_resample_names[];
+extern const char *const reed_source_from_names[];
 /* Index of s in a NULL-terminated name array; -1 when absent. */
 int reed_name_index(const char *const *names, const char *s);
 

@@ -230,23 +230,50 @@ void source_free(reed_source *s) {
     s->resample = NULL;
 }
 
+/* One example's target, resampled to the model's grid when they differ:
+ * dst (T, D) = R (T, Ts) · src (Ts, D). */
+static void target_row(const reed_source *s, const float *src, float *dst) {
+    size_t out_row = (size_t)s->tokens * s->dim;
+    if (!s->resample) {
+        memcpy(dst, src, out_row * sizeof(float));
+        return;
+    }
+    memset(dst, 0, out_row * sizeof(float));
+    for (int t = 0; t < s->tokens; t++)
+        for (int j = 0; j < s->tokens_src; j++) {
+            float w = s->resample[(size_t)t * s->tokens_src + j];
+            if (w == 0.0f) continue;
+            for (int k = 0; k < s->dim; k++)
+                dst[(size_t)t * s->dim + k] += w * src[(size_t)j * s->dim + k];
+        }
+}
+
 void source_gather(const reed_source *s, const int *idx, int B, float *out) {
     size_t row = (size_t)s->tokens_src * s->dim, out_row = (size_t)s->tokens * s->dim;
-    for (int b = 0; b < B; b++) {
-        const float *src = s->data.data + (size_t)idx[b] * row;
-        float *dst = out + (size_t)b * out_row;
-        if (!s->resample) {
-            memcpy(dst, src, row * sizeof(float));
-            continue;
-        }
-        /* dst (T, D) = R (T, Ts) · src (Ts, D) */
-        memset(dst, 0, out_row * sizeof(float));
-        for (int t = 0; t < s->tokens; t++)
-            for (int j = 0; j < s->tokens_src; j++) {
-                float w = s->resample[(size_t)t * s->tokens_src + j];
-                if (w == 0.0f) continue;
-                for (int k = 0; k < s->dim; k++)
-                    dst[(size_t)t * s->dim + k] += w * src[(size_t)j * s->dim + k];
-            }
-    }
+    for (int b = 0; b < B; b++)
+        target_row(s, s->data.data + (size_t)idx[b] * row, out + (size_t)b * out_row);
+}
+
+void source_from_features(const reed_source *s, const float *features, int B, float *out) {
+    size_t row = (size_t)s->tokens_src * s->dim, out_row = (size_t)s->tokens * s->dim;
+    for (int b = 0; b < B; b++)
+        target_row(s, features + (size_t)b * row, out + (size_t)b * out_row);
+}
+
+/* A source fed by the teacher: tokens_src × dim features per example. */
+int source_init_features(reed_source *s, const reed_source_config *cfg, int tokens_src,
+                         int dim, int model_tokens, reed_error *err) {
+    memset(s, 0, sizeof *s);
+    s->cfg = *cfg;
+    int token = cfg->kind == REED_SOURCE_TOKEN;
+    s->tokens_src = token ? tokens_src : 1;
+    s->tokens = token ? model_tokens : 1;
+    s->dim = dim;
+    if (s->tokens == s->tokens_src) return 0;
+    int gs = perfect_square(s->tokens_src), g = perfect_square(s->tokens);
+    if (!gs || !g)
+        return reed_errorf(err, "source \"%s\": cannot resample %d teacher tokens to the "
+                           "model's %d", cfg->name, s->tokens_src, s->tokens);
+    s->resample = grid_resample_matrix(gs, g, cfg->resample);
+    return s->resample ? 0 : reed_errorf(err, "source \"%s\": out of memory", cfg->name);
 }

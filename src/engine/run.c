@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rng.h"
 #include "run_internal.h"
@@ -44,12 +45,60 @@ static int phase_index_of(reed_run *run, const char *name);
 
 /* --- opening ---------------------------------------------------------------------- */
 
+/* The teacher's weights: data.teacher, or the shipped
+ * assets/teacher.safetensors under $REED_SRC, the working directory, or the
+ * source tree two levels above the executable (build/reed). */
+static void teacher_path(const reed_config *cfg, char *out, size_t cap) {
+    if (cfg->data.teacher[0]) {
+        snprintf(out, cap, "%s", cfg->data.teacher);
+        return;
+    }
+    char exe[REED_PATH_LEN] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    const char *src = getenv("REED_SRC");
+    char candidates[3][REED_PATH_LEN + 64];
+    snprintf(candidates[0], sizeof candidates[0], "%s/%s", src ? src : ".", TEACHER_DEFAULT_WEIGHTS);
+    snprintf(candidates[1], sizeof candidates[1], "%s", TEACHER_DEFAULT_WEIGHTS);
+    snprintf(candidates[2], sizeof candidates[2], "%s/../%s", exe, TEACHER_DEFAULT_WEIGHTS);
+    for (int i = 0; i < 3; i++)
+        if (access(candidates[i], R_OK) == 0) {
+            snprintf(out, cap, "%s", candidates[i]);
+            return;
+        }
+    snprintf(out, cap, "%s", TEACHER_DEFAULT_WEIGHTS);
+}
+
+static int load_teacher(reed_run *run, reed_error *err) {
+    char path[REED_PATH_LEN + 64];
+    int B = run->cfg.train.batch;
+    teacher_path(&run->cfg, path, sizeof path);
+    if (teacher_load(&run->teacher, path, err) ||
+        teacher_acts_alloc(&run->teacher_acts, &run->teacher, B, 0, err))
+        return -1;
+    run->has_teacher = 1;
+    run->teacher_tokens = malloc(sizeof(float) * B * TEACHER_TOKENS * TEACHER_DIM);
+    run->teacher_global = malloc(sizeof(float) * B * TEACHER_DIM);
+    if (!run->teacher_tokens || !run->teacher_global) return reed_errorf(err, "out of memory");
+    run_log(run, "teacher: %s (test accuracy %.2f%%)", path, 100.0 * run->teacher.test_accuracy);
+    return 0;
+}
+
 static int load_sources(reed_run *run, reed_error *err) {
-    for (int k = 0; k < run->cfg.n_sources; k++)
-        if (source_load(&run->sources[k], &run->cfg.sources[k], run->data.N,
-                        (run->cfg.model.image_size / run->cfg.model.patch) *
-                            (run->cfg.model.image_size / run->cfg.model.patch), err))
+    int grid = run->cfg.model.image_size / run->cfg.model.patch;
+    for (int k = 0; k < run->cfg.n_sources; k++) {
+        const reed_source_config *c = &run->cfg.sources[k];
+        if (c->from == REED_FROM_FILE) {
+            if (source_load(&run->sources[k], c, run->data.N, grid * grid, err)) return -1;
+            continue;
+        }
+        if (!run->has_teacher && load_teacher(run, err)) return -1;
+        if (source_init_features(&run->sources[k], c, TEACHER_TOKENS, TEACHER_DIM, grid * grid,
+                                 err))
             return -1;
+    }
     return 0;
 }
 
@@ -171,6 +220,12 @@ void reed_run_close(reed_run *run) {
         source_free(&run->sources[k]);
     }
     dataset_free(&run->data);
+    if (run->has_teacher) {
+        teacher_acts_free(&run->teacher_acts);
+        teacher_free(&run->teacher);
+    }
+    free(run->teacher_tokens);
+    free(run->teacher_global);
     free(run->config_text);
     free(run);
 }
@@ -201,8 +256,18 @@ static void prepare_batch(reed_run *run, int s) {
         b->pa[i] = c.a; b->ps[i] = c.s; b->pda[i] = c.da; b->pds[i] = c.ds;
     }
     run->ops->interpolate(b->x_t, b->v, b->x, b->noise, b->pa, b->ps, b->pda, b->pds, B, img);
-    for (int k = 0; k < run->cfg.n_sources; k++)
-        source_gather(&run->sources[k], b->idx, B, b->target[k]);
+    if (run->has_teacher) /* the frozen teacher sees the clean images */
+        teacher_features(run->ops, &run->teacher, &run->teacher_acts, b->x, B,
+                         run->teacher_tokens, run->teacher_global);
+    for (int k = 0; k < run->cfg.n_sources; k++) {
+        const reed_source *src = &run->sources[k];
+        if (src->cfg.from == REED_FROM_FILE)
+            source_gather(src, b->idx, B, b->target[k]);
+        else
+            source_from_features(src, src->cfg.kind == REED_SOURCE_TOKEN ? run->teacher_tokens
+                                                                         : run->teacher_global,
+                                 B, b->target[k]);
+    }
 }
 
 /* Forward, losses and backward; fills the loss terms of m. */
@@ -365,6 +430,7 @@ static int shape_fields_equal(const reed_config *a, const reed_config *b, reed_e
     for (int k = 0; k < a->n_sources; k++) {
         const reed_source_config *s = &a->sources[k], *t = &b->sources[k];
         if (strcmp(s->name, t->name) || strcmp(s->file, t->file) || s->kind != t->kind ||
+            s->from != t->from ||
             s->depth != t->depth || s->projector_dim != t->projector_dim ||
             s->resample != t->resample)
             return reed_errorf(err, "source \"%s\": only coeff, weighting and cutoff can "

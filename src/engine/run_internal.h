@@ -8,6 +8,7 @@
 #include "method.h"
 #include "reed.h"
 #include "sit.h"
+#include "teacher.h"
 
 enum { RUN_MAX_PHASES = 16 };
 
@@ -34,6 +35,11 @@ struct reed_run {
     run_batch batch;
     reed_dataset data;
     reed_source sources[REED_MAX_SOURCES];
+    /* the frozen teacher, when a source has from = "teacher" */
+    int has_teacher;
+    teacher_model teacher;
+    teacher_acts teacher_acts;
+    float *teacher_tokens, *teacher_global; /* (B, 49, 64), (B, 64) */
     reed_cursor cursor;
     int sampling_only;            /* opened without a run directory */
     int step;                     /* steps done = index of the next step */

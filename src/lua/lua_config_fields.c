@@ -33,6 +33,7 @@ static const field data_fields[] = {
     STR(reed_data_config, "images", images, F_PATH),
     STR(reed_data_config, "labels", labels, F_PATH),
     INT(reed_data_config, "limit", limit),
+    STR(reed_data_config, "teacher", teacher, F_PATH),
     END,
 };
 
@@ -81,6 +82,7 @@ static const field sample_fields[] = {
 const field reed_config_source_fields[] = {
     STR(reed_source_config, "name", name, F_STR),
     ENUM(reed_source_config, "kind", kind, reed_source_kind_names),
+    ENUM(reed_source_config, "from", from, reed_source_from_names),
     STR(reed_source_config, "file", file, F_PATH),
     INT(reed_source_config, "depth", depth),
     FLT(reed_source_config, "coeff", coeff),
@@ -105,6 +107,7 @@ const field reed_config_top_fields[] = {
 _Static_assert(sizeof(reed_source_kind) == sizeof(int) &&
                sizeof(reed_weighting) == sizeof(int) &&
                sizeof(reed_resample) == sizeof(int) &&
+               sizeof(reed_source_from) == sizeof(int) &&
                sizeof(reed_sampler) == sizeof(int) &&
                sizeof(reed_time_kind) == sizeof(int),
                "enum fields are read and written as int");

@@ -6,18 +6,17 @@
  * may be NULL.
  *
  * Convolution is im2col + one OpenBLAS sgemm over the whole batch. The
- * column matrix is pixel-major: row r = (b, y, x) of col (B·Ho·Wo, C·K·K)
- * lists the receptive field in the order (c, i, j) of a flattened weight
- * row w(OC, C·K·K), so
- *     outT (B·Ho·Wo, OC) = col · wᵀ              (forward)
- *     dw   (OC, C·K·K)  += doutTᵀ · col          (backward)
- *     dcol (B·Ho·Wo, C·K·K) = doutT · w, then col2im into dinp
- * with outT/doutT the pixel-major transposes of out/dout (B, OC, Ho·Wo).
- * One large sgemm uses OpenBLAS's OpenMP pool; the gathers and scatters run
- * in our OpenMP loops over the batch (each sample touches only its own
- * slice of inp/dinp, so col2im needs no atomics).
+ * column matrix col (C·K·K, B·Ho·Wo) has one row per weight column (c, i, j)
+ * of the flattened w (OC, C·K·K) and one column per output pixel (b, y, x):
+ *     outT (OC, B·Ho·Wo) = w · col                 (forward)
+ *     dw   (OC, C·K·K)  += doutT · colᵀ            (backward)
+ *     dcol (C·K·K, B·Ho·Wo) = wᵀ · doutT, then col2im into dinp
+ * outT/doutT differ from out/dout (B, OC, Ho·Wo) only in the order of the
+ * two outer dimensions, so converting is a copy of contiguous rows. The
+ * large sgemms use OpenBLAS's OpenMP pool; im2col/col2im run in our OpenMP
+ * loops over (sample, channel) — each touches only its own input plane, so
+ * col2im needs no atomics.
  */
-#include <float.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -49,32 +48,31 @@ static conv_geom conv_geom_make(int B, int C, int H, int W, int OC, int K,
     return g;
 }
 
-/* col (B·P, CKK) from inp (B,C,H,W); zero where the field hits padding. */
+/* col (CKK, B·P) from inp (B,C,H,W); zero where the field hits padding. */
 static void im2col(float *restrict col, const float *restrict inp,
                    const conv_geom *g)
 {
-    const int K = g->K;
-#pragma omp parallel for if ((size_t)g->B * g->P * g->CKK >= CONV_OMP_MIN)
+    const int K = g->K, s = g->stride;
+    const size_t NP = (size_t)g->B * g->P;
+#pragma omp parallel for collapse(2) if (NP * g->CKK >= CONV_OMP_MIN)
     for (int b = 0; b < g->B; b++) {
-        const float *x = inp + (size_t)b * g->C * g->H * g->W; // (C,H,W)
-        for (int oy = 0; oy < g->Ho; oy++) {
-            for (int ox = 0; ox < g->Wo; ox++) {
-                float *row = col + ((size_t)b * g->P + (size_t)oy * g->Wo + ox) * g->CKK;
-                const int y0 = oy * g->stride - g->pad, x0 = ox * g->stride - g->pad;
-                for (int c = 0; c < g->C; c++) {
-                    const float *xc = x + (size_t)c * g->H * g->W;
-                    for (int i = 0; i < K; i++) {
-                        const int iy = y0 + i;
-                        float *r = row + ((size_t)c * K + i) * K; // (K)
+        for (int c = 0; c < g->C; c++) {
+            const float *xc = inp + ((size_t)b * g->C + c) * g->H * g->W; // (H,W)
+            for (int i = 0; i < K; i++) {
+                for (int j = 0; j < K; j++) {
+                    float *dst = col + (((size_t)c * K + i) * K + j) * NP + (size_t)b * g->P;
+                    for (int oy = 0; oy < g->Ho; oy++) {
+                        float *d = dst + (size_t)oy * g->Wo; // (Wo)
+                        const int iy = oy * s - g->pad + i;
                         if (iy < 0 || iy >= g->H) {
-                            for (int j = 0; j < K; j++)
-                                r[j] = 0.0f;
+                            for (int ox = 0; ox < g->Wo; ox++)
+                                d[ox] = 0.0f;
                             continue;
                         }
                         const float *xr = xc + (size_t)iy * g->W;
-                        for (int j = 0; j < K; j++) {
-                            const int ix = x0 + j;
-                            r[j] = (ix >= 0 && ix < g->W) ? xr[ix] : 0.0f;
+                        for (int ox = 0; ox < g->Wo; ox++) {
+                            const int ix = ox * s - g->pad + j;
+                            d[ox] = (ix >= 0 && ix < g->W) ? xr[ix] : 0.0f;
                         }
                     }
                 }
@@ -83,30 +81,29 @@ static void im2col(float *restrict col, const float *restrict inp,
     }
 }
 
-/* dinp (B,C,H,W) += the scatter of dcol (B·P, CKK); the adjoint of im2col. */
+/* dinp (B,C,H,W) += the scatter of dcol (CKK, B·P); the adjoint of im2col. */
 static void col2im_add(float *restrict dinp, const float *restrict dcol,
                        const conv_geom *g)
 {
-    const int K = g->K;
-#pragma omp parallel for if ((size_t)g->B * g->P * g->CKK >= CONV_OMP_MIN)
+    const int K = g->K, s = g->stride;
+    const size_t NP = (size_t)g->B * g->P;
+#pragma omp parallel for collapse(2) if (NP * g->CKK >= CONV_OMP_MIN)
     for (int b = 0; b < g->B; b++) {
-        float *dx = dinp + (size_t)b * g->C * g->H * g->W; // (C,H,W)
-        for (int oy = 0; oy < g->Ho; oy++) {
-            for (int ox = 0; ox < g->Wo; ox++) {
-                const float *row = dcol + ((size_t)b * g->P + (size_t)oy * g->Wo + ox) * g->CKK;
-                const int y0 = oy * g->stride - g->pad, x0 = ox * g->stride - g->pad;
-                for (int c = 0; c < g->C; c++) {
-                    float *dc = dx + (size_t)c * g->H * g->W;
-                    for (int i = 0; i < K; i++) {
-                        const int iy = y0 + i;
+        for (int c = 0; c < g->C; c++) {
+            float *dc = dinp + ((size_t)b * g->C + c) * g->H * g->W; // (H,W)
+            for (int i = 0; i < K; i++) {
+                for (int j = 0; j < K; j++) {
+                    const float *src = dcol + (((size_t)c * K + i) * K + j) * NP + (size_t)b * g->P;
+                    for (int oy = 0; oy < g->Ho; oy++) {
+                        const int iy = oy * s - g->pad + i;
                         if (iy < 0 || iy >= g->H)
                             continue;
-                        const float *r = row + ((size_t)c * K + i) * K; // (K)
+                        const float *r = src + (size_t)oy * g->Wo; // (Wo)
                         float *dr = dc + (size_t)iy * g->W;
-                        for (int j = 0; j < K; j++) {
-                            const int ix = x0 + j;
+                        for (int ox = 0; ox < g->Wo; ox++) {
+                            const int ix = ox * s - g->pad + j;
                             if (ix >= 0 && ix < g->W)
-                                dr[ix] += r[j];
+                                dr[ix] += r[ox];
                         }
                     }
                 }
@@ -120,21 +117,22 @@ void cpu_conv2d_forward(float *out, const float *inp, const float *w,
                         int K, int stride, int pad, float *scratch)
 {
     const conv_geom g = conv_geom_make(B, C, H, W, OC, K, stride, pad);
-    const size_t N = (size_t)B * g.P;
-    float *col = scratch;            // (N, CKK)
-    float *outT = scratch + N * g.CKK; // (N, OC)
+    const size_t NP = (size_t)B * g.P;
+    float *col = scratch;              // (CKK, NP)
+    float *outT = scratch + NP * g.CKK; // (OC, NP)
     im2col(col, inp, &g);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, (int)g.CKK,
-                1.0f, col, (int)g.CKK, w, (int)g.CKK, 0.0f, outT, OC);
-    // out(B,OC,P) = transpose of outT per sample, plus the bias.
-#pragma omp parallel for collapse(2) if (N * OC >= CONV_OMP_MIN)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)NP,
+                (int)g.CKK, 1.0f, w, (int)g.CKK, col, (int)NP, 0.0f, outT,
+                (int)NP);
+    // out(b, o, :) = outT(o, b·P : (b+1)·P) + bias(o)
+#pragma omp parallel for collapse(2) if (NP * OC >= CONV_OMP_MIN)
     for (int b = 0; b < B; b++) {
         for (int o = 0; o < OC; o++) {
             const float bo = bias ? bias[o] : 0.0f;
-            const float *src = outT + (size_t)b * g.P * OC + o;
+            const float *src = outT + (size_t)o * NP + (size_t)b * g.P;
             float *dst = out + ((size_t)b * OC + o) * g.P;
             for (size_t p = 0; p < g.P; p++)
-                dst[p] = src[p * OC] + bo;
+                dst[p] = src[p] + bo;
         }
     }
 }
@@ -145,42 +143,44 @@ void cpu_conv2d_backward(float *dinp, float *dw, float *dbias,
                          int pad, float *scratch)
 {
     const conv_geom g = conv_geom_make(B, C, H, W, OC, K, stride, pad);
-    const size_t N = (size_t)B * g.P;
-    float *col = scratch;              // (N, CKK): col, then dcol
-    float *doutT = scratch + N * g.CKK; // (N, OC)
+    const size_t NP = (size_t)B * g.P;
+    float *col = scratch;               // (CKK, NP): col, then dcol
+    float *doutT = scratch + NP * g.CKK; // (OC, NP)
     if (dbias) {
-#pragma omp parallel for if (N * OC >= CONV_OMP_MIN)
+#pragma omp parallel for if (NP * OC >= CONV_OMP_MIN)
         for (int o = 0; o < OC; o++) {
             double acc = 0.0;
             for (int b = 0; b < B; b++) {
                 const float *d = dout + ((size_t)b * OC + o) * g.P;
+                float part = 0.0f;
                 for (size_t p = 0; p < g.P; p++)
-                    acc += d[p];
+                    part += d[p];
+                acc += part;
             }
             dbias[o] += (float)acc;
         }
     }
     if (!dw && !dinp)
         return;
-#pragma omp parallel for collapse(2) if (N * OC >= CONV_OMP_MIN)
+#pragma omp parallel for collapse(2) if (NP * OC >= CONV_OMP_MIN)
     for (int b = 0; b < B; b++) {
         for (int o = 0; o < OC; o++) {
             const float *src = dout + ((size_t)b * OC + o) * g.P;
-            float *dst = doutT + (size_t)b * g.P * OC + o;
+            float *dst = doutT + (size_t)o * NP + (size_t)b * g.P;
             for (size_t p = 0; p < g.P; p++)
-                dst[p * OC] = src[p];
+                dst[p] = src[p];
         }
     }
     if (dw) {
         im2col(col, inp, &g);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, (int)g.CKK,
-                    (int)N, 1.0f, doutT, OC, col, (int)g.CKK, 1.0f, dw,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, (int)g.CKK,
+                    (int)NP, 1.0f, doutT, (int)NP, col, (int)NP, 1.0f, dw,
                     (int)g.CKK);
     }
     if (dinp) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N,
-                    (int)g.CKK, OC, 1.0f, doutT, OC, w, (int)g.CKK, 0.0f, col,
-                    (int)g.CKK);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.CKK,
+                    (int)NP, OC, 1.0f, w, (int)g.CKK, doutT, (int)NP, 0.0f, col,
+                    (int)NP);
         col2im_add(dinp, col, &g);
     }
 }
