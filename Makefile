@@ -3,8 +3,8 @@
 #   make test   install what is missing, build, run the whole test suite
 BUILD ?= build
 JOBS  ?= $(shell nproc)
-# Plain SiT until the teacher encoder lands (issue 3); then reed.lua.
-CONFIG ?= scripts/lua/presets/sit.lua
+# REED with the shipped teacher's targets (assets/teacher.safetensors).
+CONFIG ?= scripts/lua/presets/reed.lua
 
 .PHONY: all deps build run test asan bench clean
 

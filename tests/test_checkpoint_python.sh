@@ -29,7 +29,9 @@ c.train.steps = 2
 c.train.batch = 4
 c.sample.n = 4
 c.sample.steps = 2
+c.sources[1].from = "file"
 c.sources[1].file = "$tmp/enc.npy"
+c.sources[2].from = "file"
 c.sources[2].file = "$tmp/text.npy"
 return c
 EOF

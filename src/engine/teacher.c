@@ -290,12 +290,32 @@ void teacher_train_defaults(teacher_train_opts *o) {
     memset(o, 0, sizeof *o);
     o->data_dir = "/usr/share/datasets/fashion-mnist";
     o->epochs = 4;
-    o->batch = 128;
+    o->batch = 64;
     o->seed = 0;
-    o->lr = 5e-3f;
+    o->lr = 3e-3f;
     o->weight_decay = 1e-4f;
     o->warmup = 100;
     o->log_every = 50;
+    o->flip = 1;
+}
+
+/* Mirrors each image of x (B,1,28,28) left-right with probability 0.5,
+ * drawn from (seed, step); the teacher uses no noise, so it borrows the
+ * NOISE stream for these draws. */
+static void flip_batch(float *x, float *u, int B, uint64_t seed, int step) {
+    rng_uniform(u, (size_t)B, seed, (uint64_t)step, REED_STREAM_NOISE);
+    for (int b = 0; b < B; b++) {
+        if (u[b] >= 0.5f) continue;
+        float *img = x + (size_t)b * TEACHER_IMAGE * TEACHER_IMAGE;
+        for (int r = 0; r < TEACHER_IMAGE; r++) {
+            float *row = img + r * TEACHER_IMAGE;
+            for (int c = 0; c < TEACHER_IMAGE / 2; c++) {
+                float tmp = row[c];
+                row[c] = row[TEACHER_IMAGE - 1 - c];
+                row[TEACHER_IMAGE - 1 - c] = tmp;
+            }
+        }
+    }
 }
 
 static double now_s(void) {
@@ -329,6 +349,7 @@ typedef struct train_state {
     teacher_acts acts, eval_acts;
     float *grads, *m, *v;
     int *idx, *labels;
+    float *draws;          /* (B) flip draws */
 } train_state;
 
 static void train_state_free(train_state *s) {
@@ -341,6 +362,7 @@ static void train_state_free(train_state *s) {
     free(s->v);
     free(s->idx);
     free(s->labels);
+    free(s->draws);
 }
 
 static int train_state_init(train_state *s, const teacher_model *t,
@@ -362,7 +384,8 @@ static int train_state_init(train_state *s, const teacher_model *t,
     s->v = calloc(t->n_params, sizeof(float));
     s->idx = malloc(sizeof(int) * (size_t)o->batch);
     s->labels = malloc(sizeof(int) * (size_t)o->batch);
-    if (!s->grads || !s->m || !s->v || !s->idx || !s->labels)
+    s->draws = malloc(sizeof(float) * (size_t)o->batch);
+    if (!s->grads || !s->m || !s->v || !s->idx || !s->labels || !s->draws)
         return reed_errorf(err, "teacher: out of memory");
     return 0;
 }
@@ -391,6 +414,7 @@ int teacher_train(const reed_ops *ops, teacher_model *t,
     long hits = 0, seen = 0;
     for (int step = 0; step < total; step++) {
         dataset_next_batch(&s.train, &cur, o->seed, B, s.idx, s.acts.x, s.labels);
+        if (o->flip) flip_batch(s.acts.x, s.draws, B, o->seed, step);
         teacher_forward(ops, t, &p, &s.acts, s.acts.x, B);
         int h = 0;
         lsum += B * ops->cross_entropy_forward_backward(s.acts.d_logits, &h,
@@ -423,6 +447,11 @@ int teacher_train(const reed_ops *ops, teacher_model *t,
     }
     t->seed = o->seed;
     t->epochs = o->epochs;
+    snprintf(t->training, sizeof t->training,
+             "AdamW lr %g (warm-up %d, cosine to 0) wd %g, batch %d, %d epochs, %s, "
+             "cross-entropy on Fashion-MNIST train labels", (double)o->lr, o->warmup,
+             (double)o->weight_decay, B, o->epochs,
+             o->flip ? "random horizontal flips" : "no augmentation");
     train_state_free(&s);
     return 0;
 }
@@ -455,9 +484,10 @@ int teacher_save(const teacher_model *t, const char *path, reed_error *err) {
         {"tokens", tokens},
         {"global", global},
         {"classes", classes},
+        {"training", t->training},
     };
-    return st_write(path, ts, TEACHER_TENSORS, meta, (int)(sizeof meta / sizeof meta[0]),
-                    err);
+    int n_meta = (int)(sizeof meta / sizeof meta[0]) - (t->training[0] ? 0 : 1);
+    return st_write(path, ts, TEACHER_TENSORS, meta, n_meta, err);
 }
 
 static int load_meta(teacher_model *t, const st_file *f, const char *path,
@@ -475,6 +505,8 @@ static int load_meta(teacher_model *t, const st_file *f, const char *path,
     t->test_accuracy = acc ? strtod(acc, NULL) : -1.0;
     t->seed = seed ? strtoull(seed, NULL, 10) : 0;
     t->epochs = epochs ? atoi(epochs) : 0;
+    const char *training = st_meta_get(f, "training");
+    snprintf(t->training, sizeof t->training, "%s", training ? training : "");
     return 0;
 }
 

@@ -56,6 +56,7 @@ typedef struct teacher_model {
     uint64_t seed;
     int epochs;
     double test_accuracy;        /* fraction in [0, 1]; < 0 if unknown */
+    char training[192];          /* how it was trained (metadata), or "" */
 } teacher_model;
 
 /* Pointers into a block of n_params floats (parameters or gradients). */
@@ -135,6 +136,7 @@ typedef struct teacher_train_opts {
     uint64_t seed;
     float lr, weight_decay; /* peak lr (linear warm-up, cosine decay) */
     int warmup, log_every;
+    int flip;               /* random horizontal flips (p = 0.5) */
     /* progress lines (no newline); NULL: silent */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;

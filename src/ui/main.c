@@ -12,12 +12,13 @@
 #include "lua/lua_config.h"
 #include "lua/session.h"
 #include "reed.h"
+#include "teacher_cmd.h"
 #include "workbench.h"
 
 enum { MAX_SETS = 64, CONFIG_TEXT_CAP = 1 << 16 };
 
-/* Plain SiT until the teacher encoder lands (issue 3); then "reed". */
-#define DEFAULT_PRESET "sit"
+/* REED with the shipped teacher's targets. */
+#define DEFAULT_PRESET "reed"
 
 static volatile sig_atomic_t interrupted;
 
@@ -34,6 +35,7 @@ static void usage(FILE *f) {
           "  reed sample CHECKPOINT|RUN_DIR [--n 16] [--steps 50] [--sampler euler|heun|sde]\n"
           "              [--cfg W] [--class C] [--seed S] [--online] [--out FILE.png]\n"
           "  reed replay RUN_DIR [--out DIR]\n"
+          "  reed teacher train|features|eval [...]   (reed teacher --help)\n"
           "  reed --help | --version\n"
           "\n"
           "run      trains a SiT with representation guidance from a Lua config and\n"
@@ -384,5 +386,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) return cmd_run(argc, argv, 0);
     if (strcmp(cmd, "sample") == 0) return cmd_sample(argc, argv);
     if (strcmp(cmd, "replay") == 0) return cmd_replay(argc, argv);
+    if (strcmp(cmd, "teacher") == 0) return teacher_command(argc, argv);
     return usage_error("unknown command \"%s\"", cmd);
 }

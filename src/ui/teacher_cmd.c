@@ -20,7 +20,7 @@ enum { FEATURE_BATCH = 500 };
 static void teacher_usage(FILE *f) {
     fputs("usage:\n"
           "  reed teacher train [--out PATH] [--epochs N] [--seed S] [--lr LR]\n"
-          "                     [--threads N] [--data DIR]\n"
+          "                     [--batch B] [--threads N] [--data DIR]\n"
           "  reed teacher features [--weights PATH] --out-tokens T.npy --out-global G.npy\n"
           "                        [--split train|test] [--limit N] [--threads N] [--data DIR]\n"
           "  reed teacher eval [--weights PATH] [--threads N] [--data DIR]\n"
@@ -82,7 +82,7 @@ static void default_out(char *out, size_t cap) {
 
 typedef struct teacher_args {
     const char *out, *weights, *out_tokens, *out_global, *split, *data;
-    int epochs, threads, limit;
+    int epochs, threads, limit, batch;
     unsigned long long seed;
     double lr;
 } teacher_args;
@@ -119,6 +119,9 @@ static int parse_args(teacher_args *a, int argc, char **argv) {
         } else if (!strcmp(o, "--epochs")) {
             if (parse_int(v, 1, 1000, &x)) return usage_fail("--epochs: expected 1..1000, got \"%s\"", v);
             a->epochs = (int)x;
+        } else if (!strcmp(o, "--batch")) {
+            if (parse_int(v, 1, 4096, &x)) return usage_fail("--batch: expected 1..4096, got \"%s\"", v);
+            a->batch = (int)x;
         } else if (!strcmp(o, "--threads")) {
             if (parse_int(v, 0, 1024, &x)) return usage_fail("--threads: expected 0..1024, got \"%s\"", v);
             a->threads = (int)x;
@@ -157,6 +160,7 @@ static int cmd_train(const teacher_args *a) {
     o.epochs = a->epochs;
     o.seed = a->seed;
     if (a->lr > 0) o.lr = (float)a->lr;
+    if (a->batch > 0) o.batch = a->batch;
     o.log = print_line;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -5,11 +5,13 @@
 -- loss in over 100 steps (`warmup`), then trains both (`joint`) while the
 -- alignment weight decays to 0 along a cosine over the whole run.
 --
--- Targets: each `file` is a .npy whose row i belongs to example i of the
--- dataset: (N, T, D) for a token-level source, (N, D) for a global one. The
--- project's own teacher encoder that will produce default targets does not
--- exist yet, so point the files at your own targets. Relative paths resolve
--- against the directory of the config file that is loaded.
+-- Targets: the frozen teacher (assets/teacher.safetensors, the project's own
+-- CNN trained on Fashion-MNIST labels): its 7×7 feature map as token-level
+-- targets for block 2 (resampled to the model's grid), its pooled embedding
+-- as a global target for block 3 — two levels of abstraction, as REED's
+-- multi-latent view suggests. To use your own targets, set from = "file" and
+-- `file` to a .npy whose row i belongs to example i of the dataset: (N, T, D)
+-- for a token-level source, (N, D) for a global one.
 --
 -- When you change train.steps from your config, change
 -- curriculum.align_steps with it, and keep diffusion_start + diffusion_warmup
@@ -34,9 +36,9 @@ return {
   },
   sample = { n = 16, steps = 50, sampler = "euler", cfg = 1.0, ema = true },
   sources = {
-    { name = "enc", kind = "token", file = "features/enc_tokens.npy", depth = 2, coeff = 1.0,
+    { name = "enc", kind = "token", from = "teacher", depth = 2, coeff = 1.0,
       weighting = "constant", projector_dim = 256 },
-    { name = "text", kind = "global", file = "features/text_global.npy", depth = 3, coeff = 1.0,
+    { name = "emb", kind = "global", from = "teacher", depth = 3, coeff = 1.0,
       weighting = "constant", projector_dim = 256 },
   },
 }

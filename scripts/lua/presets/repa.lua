@@ -2,11 +2,12 @@
 -- weight, on top of the plain SiT recipe (same model, data and schedule as
 -- sit.lua).
 --
--- Targets: `file` is a .npy of shape (N, T, D) whose row i belongs to example
--- i of the dataset (e.g. DINOv2 patch tokens of each image). The project's own
--- teacher encoder that will produce default targets does not exist yet, so
--- point `file` at your own targets. Relative paths resolve against the
--- directory of the config file that is loaded (the one you pass to `reed`).
+-- Targets: the frozen teacher's 7×7 feature map (T = 49, D = 64; the
+-- project's own CNN, assets/teacher.safetensors), resampled to the model's
+-- token grid. To use your own targets instead (e.g. DINOv2 patch tokens),
+-- set from = "file" and `file` to a .npy of shape (N, T, D) whose row i
+-- belongs to example i of the dataset; relative paths resolve against the
+-- directory of the config file that is loaded.
 local steps = 600
 return {
   name = "repa",
@@ -20,7 +21,7 @@ return {
   curriculum = { proj_coeff = 0.5, align_decay = "constant" },
   sample = { n = 16, steps = 50, sampler = "euler", cfg = 1.0, ema = true },
   sources = {
-    { name = "enc", kind = "token", file = "features/enc_tokens.npy", depth = 2, coeff = 1.0,
+    { name = "enc", kind = "token", from = "teacher", depth = 2, coeff = 1.0,
       weighting = "constant", projector_dim = 256 },
   },
 }
