@@ -289,14 +289,14 @@ double teacher_evaluate(const reed_ops *ops, const teacher_model *t,
 void teacher_train_defaults(teacher_train_opts *o) {
     memset(o, 0, sizeof *o);
     o->data_dir = "/usr/share/datasets/fashion-mnist";
-    o->epochs = 4;
+    o->epochs = 6;
     o->batch = 64;
     o->seed = 0;
     o->lr = 3e-3f;
     o->weight_decay = 1e-4f;
     o->warmup = 100;
     o->log_every = 50;
-    o->flip = 1;
+    o->flip = 0;
 }
 
 /* Mirrors each image of x (B,1,28,28) left-right with probability 0.5,

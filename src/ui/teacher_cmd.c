@@ -98,7 +98,7 @@ static int parse_int(const char *s, long lo, long hi, long *v) {
 
 static int parse_args(teacher_args *a, int argc, char **argv) {
     memset(a, 0, sizeof *a);
-    a->epochs = 4;
+    a->epochs = 6;
     a->split = "train";
     a->data = DATA_DIR;
     for (int i = 3; i < argc; i++) {
