@@ -45,30 +45,10 @@ static int phase_index_of(reed_run *run, const char *name);
 
 /* --- opening ---------------------------------------------------------------------- */
 
-/* The teacher's weights: data.teacher, or the shipped
- * assets/teacher.safetensors under $REED_SRC, the working directory, or the
- * source tree two levels above the executable (build/reed). */
+/* The teacher's weights: data.teacher, or the shipped ones. */
 static void teacher_path(const reed_config *cfg, char *out, size_t cap) {
-    if (cfg->data.teacher[0]) {
-        snprintf(out, cap, "%s", cfg->data.teacher);
-        return;
-    }
-    char exe[REED_PATH_LEN] = "";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    exe[n > 0 ? n : 0] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    const char *src = getenv("REED_SRC");
-    char candidates[3][REED_PATH_LEN + 64];
-    snprintf(candidates[0], sizeof candidates[0], "%s/%s", src ? src : ".", TEACHER_DEFAULT_WEIGHTS);
-    snprintf(candidates[1], sizeof candidates[1], "%s", TEACHER_DEFAULT_WEIGHTS);
-    snprintf(candidates[2], sizeof candidates[2], "%s/../%s", exe, TEACHER_DEFAULT_WEIGHTS);
-    for (int i = 0; i < 3; i++)
-        if (access(candidates[i], R_OK) == 0) {
-            snprintf(out, cap, "%s", candidates[i]);
-            return;
-        }
-    snprintf(out, cap, "%s", TEACHER_DEFAULT_WEIGHTS);
+    if (cfg->data.teacher[0]) snprintf(out, cap, "%s", cfg->data.teacher);
+    else teacher_default_weights(out, cap);
 }
 
 static int load_teacher(reed_run *run, reed_error *err) {

@@ -3,12 +3,15 @@
  * Gradient contract: teacher_backward adds (+=) into the gradient view. */
 #include "teacher.h"
 
+#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "data.h"
@@ -533,4 +536,36 @@ int teacher_load(teacher_model *t, const char *path, reed_error *err) {
     st_close(f);
     if (rc) teacher_free(t);
     return rc;
+}
+
+/* Whether p names a regular file. */
+static int regular_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The shipped weights: $REED_SRC/assets/..., ./assets/..., then next to the
+ * executable (<exe dir>/../assets, <exe dir>/../../assets). */
+void teacher_default_weights(char *out, size_t cap) {
+    const char *src = getenv("REED_SRC");
+    if (src && *src) {
+        snprintf(out, cap, "%s/%s", src, TEACHER_DEFAULT_WEIGHTS);
+        return;
+    }
+    snprintf(out, cap, "%s", TEACHER_DEFAULT_WEIGHTS);
+    if (regular_file(out)) return;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    const char *dir = dirname(exe);
+    static const char *const ups[] = {"..", "../.."};
+    for (int i = 0; i < 2; i++) {
+        char cand[8192];
+        snprintf(cand, sizeof cand, "%s/%s/%s", dir, ups[i], TEACHER_DEFAULT_WEIGHTS);
+        if (regular_file(cand)) {
+            snprintf(out, cap, "%s", cand);
+            return;
+        }
+    }
 }

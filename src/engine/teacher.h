@@ -152,6 +152,11 @@ int teacher_train(const reed_ops *ops, teacher_model *t,
 /* safetensors with metadata format, architecture, seed, epochs,
  * test_accuracy, tokens "49x64", global "64". */
 int teacher_save(const teacher_model *t, const char *path, reed_error *err);
+/* The shipped weights: $REED_SRC/assets/teacher.safetensors when REED_SRC
+ * is set, else ./assets/..., else next to the executable (<exe dir>/../assets,
+ * <exe dir>/../../assets); the plain relative path when none exists. */
+void teacher_default_weights(char *out, size_t cap);
+
 /* Initialises t and loads the weights; checks format, architecture and
  * every tensor's shape; errors name the file. */
 int teacher_load(teacher_model *t, const char *path, reed_error *err);

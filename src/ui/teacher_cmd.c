@@ -40,37 +40,6 @@ static int usage_fail(const char *fmt, const char *arg) {
     return 2;
 }
 
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The shipped weights: $REED_SRC/assets/..., ./assets/..., then next to the
- * executable (<exe dir>/../assets, <exe dir>/../../assets). */
-static void default_weights(char *out, size_t cap) {
-    const char *src = getenv("REED_SRC");
-    if (src && *src) {
-        snprintf(out, cap, "%s/%s", src, TEACHER_DEFAULT_WEIGHTS);
-        return;
-    }
-    snprintf(out, cap, "%s", TEACHER_DEFAULT_WEIGHTS);
-    if (file_exists(out)) return;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    const char *dir = dirname(exe);
-    static const char *const ups[] = {"..", "../.."};
-    for (int i = 0; i < 2; i++) {
-        char cand[8192];
-        snprintf(cand, sizeof cand, "%s/%s/%s", dir, ups[i], TEACHER_DEFAULT_WEIGHTS);
-        if (file_exists(cand)) {
-            snprintf(out, cap, "%s", cand);
-            return;
-        }
-    }
-}
-
 /* Where `train` writes by default: $REED_SRC/assets/... or ./assets/... */
 static void default_out(char *out, size_t cap) {
     const char *src = getenv("REED_SRC");
@@ -181,7 +150,7 @@ fail:
 static int load_weights(teacher_model *t, const teacher_args *a, reed_error *err) {
     char path[8192];
     if (a->weights) snprintf(path, sizeof path, "%s", a->weights);
-    else default_weights(path, sizeof path);
+    else teacher_default_weights(path, sizeof path);
     return teacher_load(t, path, err);
 }
 
