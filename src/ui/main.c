@@ -12,6 +12,7 @@
 #include "lua/lua_config.h"
 #include "lua/session.h"
 #include "reed.h"
+#include "eval_cmd.h"
 #include "teacher_cmd.h"
 #include "workbench.h"
 
@@ -36,6 +37,8 @@ static void usage(FILE *f) {
           "              [--cfg W] [--class C] [--seed S] [--online] [--out FILE.png]\n"
           "  reed replay RUN_DIR [--out DIR]\n"
           "  reed teacher train|features|eval [...]   (reed teacher --help)\n"
+          "  reed eval CHECKPOINT|RUN_DIR [--n N] [--steps S] [--seed S]\n"
+          "  reed evaluator train|eval [...]\n"
           "  reed --help | --version\n"
           "\n"
           "run      trains a SiT with representation guidance from a Lua config and\n"
@@ -387,5 +390,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "sample") == 0) return cmd_sample(argc, argv);
     if (strcmp(cmd, "replay") == 0) return cmd_replay(argc, argv);
     if (strcmp(cmd, "teacher") == 0) return teacher_command(argc, argv);
+    if (strcmp(cmd, "eval") == 0) return eval_command(argc, argv);
+    if (strcmp(cmd, "evaluator") == 0) return evaluator_command(argc, argv);
     return usage_error("unknown command \"%s\"", cmd);
 }
