@@ -264,6 +264,8 @@ static void test_rank_deficient(void) {
     check(isfinite(fd) && fd >= 0 && self < 1e-6 * tr,
           "rank-deficient (duplicated columns, rank 16 of 32): FD %.6f finite >= 0, self %.3e",
           fd, self);
+    free(c);
+    free(e);
     // A constant set: zero covariance.
     float k[4 * 3] = {1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3};
     double km[3], kc[9], zm[3] = {0, 0, 0}, zc[9] = {0};
