@@ -2,13 +2,11 @@
  * training, features, safetensors I/O. Gradient contract: backward adds. */
 #include "evaluator.h"
 
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -384,47 +382,12 @@ int evaluator_load(evaluator_model *e, const char *path, reed_error *err) {
         e->epochs = epochs ? atoi(epochs) : 0;
         snprintf(e->training, sizeof e->training, "%s", tr ? tr : "");
     }
-    for (int i = 0; rc == 0 && i < EVAL_TENSORS; i++) {
-        const teacher_tensor *x = &e->tensors[i];
-        const st_tensor *s = st_find(f, x->name);
-        int ok = s && s->ndim == x->ndim;
-        for (int k = 0; ok && k < x->ndim; k++) ok = s->shape[k] == x->shape[k];
-        if (!ok)
-            rc = reed_errorf(err, "%s: tensor %s is %s", path, x->name,
-                             s ? "of the wrong shape" : "missing");
-        else
-            memcpy(e->params + x->offset, s->data, x->size * sizeof(float));
-    }
+    if (rc == 0) rc = teacher_tensors_read(f, path, e->tensors, EVAL_TENSORS, e->params, err);
     st_close(f);
     if (rc) evaluator_free(e);
     return rc;
 }
 
-static int regular_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 void evaluator_default_weights(char *out, size_t cap) {
-    const char *src = getenv("REED_SRC");
-    if (src && *src) {
-        snprintf(out, cap, "%s/%s", src, EVALUATOR_DEFAULT_WEIGHTS);
-        return;
-    }
-    snprintf(out, cap, "%s", EVALUATOR_DEFAULT_WEIGHTS);
-    if (regular_file(out)) return;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    const char *dir = dirname(exe);
-    static const char *const ups[] = {"..", "../.."};
-    for (int i = 0; i < 2; i++) {
-        char cand[8192];
-        snprintf(cand, sizeof cand, "%s/%s/%s", dir, ups[i], EVALUATOR_DEFAULT_WEIGHTS);
-        if (regular_file(cand)) {
-            snprintf(out, cap, "%s", cand);
-            return;
-        }
-    }
+    reed_asset_path(EVALUATOR_DEFAULT_WEIGHTS, out, cap);
 }

@@ -5,6 +5,7 @@
 #endif
 
 #include "formats.h"
+#include <libgen.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -175,4 +176,34 @@ float reed_bf16_to_f32(uint16_t h) {
     float v;
     memcpy(&v, &bits, sizeof v);
     return v;
+}
+
+/* Whether p names a regular file. */
+static int regular_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void reed_asset_path(const char *rel, char *out, size_t cap) {
+    const char *src = getenv("REED_SRC");
+    if (src && *src) {
+        snprintf(out, cap, "%s/%s", src, rel);
+        return;
+    }
+    snprintf(out, cap, "%s", rel);
+    if (regular_file(out)) return;
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    const char *dir = dirname(exe);
+    static const char *const ups[] = {"..", "../.."};
+    for (int i = 0; i < 2; i++) {
+        char cand[8192];
+        snprintf(cand, sizeof cand, "%s/%s/%s", dir, ups[i], rel);
+        if (regular_file(cand)) {
+            snprintf(out, cap, "%s", cand);
+            return;
+        }
+    }
 }

@@ -83,6 +83,11 @@ int png_write(const char *path, const uint8_t *pixels, int width, int height,
 
 /* --- small helpers shared by the writers --------------------------------- */
 /* Writes len bytes to PATH.tmp, fsyncs, renames over PATH. */
+/* A shipped file (e.g. "assets/teacher.safetensors"): $REED_SRC/REL when
+ * REED_SRC is set, else ./REL, else next to the executable (<exe dir>/../REL,
+ * <exe dir>/../../REL); REL itself when none exists. */
+void reed_asset_path(const char *rel, char *out, size_t cap);
+
 int write_file_atomic(const char *path, const void *data, size_t len,
                       reed_error *err);
 /* Reads a whole regular file into a malloc'd buffer (*data, *len); the

@@ -3,13 +3,11 @@
  * Gradient contract: teacher_backward adds (+=) into the gradient view. */
 #include "teacher.h"
 
-#include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -513,6 +511,22 @@ static int load_meta(teacher_model *t, const st_file *f, const char *path,
     return 0;
 }
 
+int teacher_tensors_read(const st_file *f, const char *path, const teacher_tensor *tensors,
+                         int n, float *params, reed_error *err) {
+    for (int i = 0; i < n; i++) {
+        const teacher_tensor *x = &tensors[i];
+        const st_tensor *s = st_find(f, x->name);
+        int ok = s && s->ndim == x->ndim;
+        for (int k = 0; ok && k < x->ndim; k++) ok = s->shape[k] == x->shape[k];
+        if (!ok)
+            return reed_errorf(err, "%s: tensor %s is %s (expected %d dims: %d %d %d %d)",
+                               path, x->name, s ? "of the wrong shape" : "missing", x->ndim,
+                               x->shape[0], x->shape[1], x->shape[2], x->shape[3]);
+        memcpy(params + x->offset, s->data, x->size * sizeof(float));
+    }
+    return 0;
+}
+
 int teacher_load(teacher_model *t, const char *path, reed_error *err) {
     if (teacher_init(t, err)) return -1;
     st_file *f = st_open(path, err);
@@ -521,51 +535,13 @@ int teacher_load(teacher_model *t, const char *path, reed_error *err) {
         return -1;
     }
     int rc = load_meta(t, f, path, err);
-    for (int i = 0; rc == 0 && i < TEACHER_TENSORS; i++) {
-        const teacher_tensor *x = &t->tensors[i];
-        const st_tensor *s = st_find(f, x->name);
-        int ok = s && s->ndim == x->ndim;
-        for (int k = 0; ok && k < x->ndim; k++) ok = s->shape[k] == x->shape[k];
-        if (!ok)
-            rc = reed_errorf(err, "%s: tensor %s is %s (expected %d dims: %d %d %d %d)",
-                             path, x->name, s ? "of the wrong shape" : "missing",
-                             x->ndim, x->shape[0], x->shape[1], x->shape[2], x->shape[3]);
-        else
-            memcpy(t->params + x->offset, s->data, x->size * sizeof(float));
-    }
+    if (rc == 0)
+        rc = teacher_tensors_read(f, path, t->tensors, TEACHER_TENSORS, t->params, err);
     st_close(f);
     if (rc) teacher_free(t);
     return rc;
 }
 
-/* Whether p names a regular file. */
-static int regular_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The shipped weights: $REED_SRC/assets/..., ./assets/..., then next to the
- * executable (<exe dir>/../assets, <exe dir>/../../assets). */
 void teacher_default_weights(char *out, size_t cap) {
-    const char *src = getenv("REED_SRC");
-    if (src && *src) {
-        snprintf(out, cap, "%s/%s", src, TEACHER_DEFAULT_WEIGHTS);
-        return;
-    }
-    snprintf(out, cap, "%s", TEACHER_DEFAULT_WEIGHTS);
-    if (regular_file(out)) return;
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return;
-    exe[n] = 0;
-    const char *dir = dirname(exe);
-    static const char *const ups[] = {"..", "../.."};
-    for (int i = 0; i < 2; i++) {
-        char cand[8192];
-        snprintf(cand, sizeof cand, "%s/%s/%s", dir, ups[i], TEACHER_DEFAULT_WEIGHTS);
-        if (regular_file(cand)) {
-            snprintf(out, cap, "%s", cand);
-            return;
-        }
-    }
+    reed_asset_path(TEACHER_DEFAULT_WEIGHTS, out, cap);
 }

@@ -157,6 +157,13 @@ int teacher_save(const teacher_model *t, const char *path, reed_error *err);
  * <exe dir>/../../assets); the plain relative path when none exists. */
 void teacher_default_weights(char *out, size_t cap);
 
+/* Copies the named tensors of a table from an opened safetensors file into
+ * params, checking every shape; errors name the file and the tensor. */
+struct st_file;
+int teacher_tensors_read(const struct st_file *f, const char *path,
+                         const teacher_tensor *tensors, int n, float *params,
+                         reed_error *err);
+
 /* Initialises t and loads the weights; checks format, architecture and
  * every tensor's shape; errors name the file. */
 int teacher_load(teacher_model *t, const char *path, reed_error *err);
