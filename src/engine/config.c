@@ -90,6 +90,7 @@ void reed_config_defaults(reed_config *cfg) {
     cfg->curriculum.align_decay = REED_DECAY_CONSTANT;
     cfg->curriculum.align_steps = 0;
     sample_defaults(&cfg->sample);
+    cfg->eval = (reed_eval_config){.every = 0, .n = 200, .steps = 20, .seed = 0};
     cfg->n_sources = 0;
 }
 
@@ -226,6 +227,9 @@ static const range_rule int_rules[] = {
     RULE("curriculum.align_steps", curriculum.align_steps, RANGE_NONNEG),
     RULE("sample.n", sample.n, RANGE_POS),
     RULE("sample.steps", sample.steps, RANGE_POS),
+    RULE("eval.every", eval.every, RANGE_NONNEG),
+    RULE("eval.n", eval.n, RANGE_POS),
+    RULE("eval.steps", eval.steps, RANGE_POS),
 };
 
 static const range_rule float_rules[] = {
@@ -416,11 +420,27 @@ static int check_sources(const reed_config *cfg, reed_error *err) {
     return 0;
 }
 
+/* The evaluator scores 1×28×28 images against the Fashion-MNIST test set. */
+static int check_eval(const reed_config *cfg, reed_error *err) {
+    const reed_eval_config *e = &cfg->eval;
+    if (e->n < 2 || e->n > 10000)
+        return reed_errorf(err, "eval.n: %d must be in 2..10000", e->n);
+    if (e->every == 0) return 0;
+    if (cfg->model.in_channels != 1 || cfg->model.image_size != 28 ||
+        strcmp(cfg->data.dataset, "fashion-mnist") != 0)
+        return reed_errorf(err, "eval.every: the evaluator scores 1x28x28 Fashion-MNIST "
+                           "samples (this run: %s, %dx%dx%d); set eval.every = 0",
+                           cfg->data.dataset, cfg->model.in_channels,
+                           cfg->model.image_size, cfg->model.image_size);
+    return 0;
+}
+
 int reed_config_validate(const reed_config *cfg, reed_error *err) {
     if (check_run_name(cfg->name, err)) return -1;
     if (check_ranges(cfg, err)) return -1;
     if (check_model(&cfg->model, err)) return -1;
     if (check_data(&cfg->data, err)) return -1;
     if (check_schedules(cfg, err)) return -1;
+    if (check_eval(cfg, err)) return -1;
     return check_sources(cfg, err);
 }

@@ -87,6 +87,16 @@ typedef struct reed_sample_config {
     int class_label;             /* -1: cycle through classes */
 } reed_sample_config;
 
+/* Periodic sample quality during training (issue 3): every `every` steps
+ * (and at the last step) n class-balanced samples at a fixed seed are scored
+ * by the evaluator; the results are the fd, fd_n and cond_acc metrics. The
+ * sampler, guidance and EMA choice come from the sample section. */
+typedef struct reed_eval_config {
+    int every;                   /* 0 = off */
+    int n, steps;
+    uint64_t seed;
+} reed_eval_config;
+
 typedef struct reed_config {
     char name[REED_NAME_LEN];
     reed_model_config model;
@@ -94,6 +104,7 @@ typedef struct reed_config {
     reed_train_config train;
     reed_curriculum_config curriculum;
     reed_sample_config sample;
+    reed_eval_config eval;
     int n_sources;
     reed_source_config sources[REED_MAX_SOURCES];
 } reed_config;

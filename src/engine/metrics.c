@@ -28,6 +28,11 @@ void metrics_write_jsonl(FILE *f, const reed_metrics *m) {
         snprintf(key, sizeof key, "loss_%s", m->source_names[k]);
         put_number(f, key, m->loss_src[k]);
     }
+    if (m->fd_n > 0) {
+        put_number(f, "fd", m->fd);
+        fprintf(f, ",\"fd_n\":%d", m->fd_n);
+        put_number(f, "cond_acc", m->cond_acc);
+    }
     fputs("}\n", f);
 }
 

@@ -24,6 +24,8 @@ typedef struct reed_metrics {
     const char *source_names[REED_MAX_SOURCES];
     double sim[REED_MAX_SOURCES];      /* mean cosine, higher is better */
     double loss_src[REED_MAX_SOURCES]; /* −mean_b w(t)·sim_b */
+    int fd_n;                 /* samples scored after this step; 0 = no evaluation */
+    double fd, cond_acc;      /* Fréchet distance, evaluator accuracy on the classes */
 } reed_metrics;
 
 /* Receives engine messages (warnings, what was saved). */
@@ -67,6 +69,12 @@ typedef struct reed_grid {
  * (png_path may be NULL); when grid is not NULL it also receives the pixels. */
 int reed_run_sample(reed_run *run, const reed_sample_config *sc,
                     const char *png_path, reed_grid *grid, reed_error *err);
+
+/* Draws sc->n (≤ 1024) samples into x (n, C, S, S), unclamped model output
+ * (data scale [-1, 1]); sample i has class sc->class_label, or i mod
+ * num_classes when it is -1. */
+int reed_run_sample_images(reed_run *run, const reed_sample_config *sc, float *x,
+                           reed_error *err);
 
 /* A schedule that replaces the config's curriculum (the Lua curriculum()
  * call): fills the weights and a phase name for step s of total. Returns 0,

@@ -184,6 +184,7 @@ int reed_run_open(reed_run **out, const reed_config *cfg, const char *config_tex
 void reed_run_close(reed_run *run) {
     if (!run) return;
     if (run->metrics) fclose(run->metrics);
+    reed_quality_close(run->quality);
     sit_acts_free(&run->acts, &run->model);
     sit_view_free(&run->p);
     sit_view_free(&run->g);
@@ -348,6 +349,35 @@ int reed_run_phase_names(const reed_run *run, const char **names, int cap) {
     return run->n_phases;
 }
 
+/* --- periodic evaluation ------------------------------------------------------------ */
+
+static int eval_due(const reed_run *run) {
+    int every = run->cfg.eval.every, done = run->step;
+    return every > 0 && !run->eval_off && (done % every == 0 || done == run->cfg.train.steps);
+}
+
+/* Scores eval.n samples after the step just taken (fd, fd_n, cond_acc). A
+ * failure is logged and turns evaluation off; it never stops the run. */
+static void evaluate(reed_run *run, reed_metrics *m) {
+    reed_error err = {{0}};
+    reed_sample_config sc = run->cfg.sample;
+    sc.steps = run->cfg.eval.steps;
+    sc.seed = run->cfg.eval.seed;
+    reed_quality_result r;
+    if ((!run->quality && reed_quality_open(&run->quality, NULL, run->cfg.data.dir, &err)) ||
+        reed_quality_measure(run->quality, run, &sc, run->cfg.eval.n, &r, &err)) {
+        run_log(run, "eval: %s; periodic evaluation is off for this run", err.msg);
+        run->eval_off = 1;
+        return;
+    }
+    m->fd_n = r.n;
+    m->fd = r.fd;
+    m->cond_acc = r.cond_acc;
+    run_log(run, "eval at step %d: FD %.3f, class accuracy %.1f%% (n %d, %d %s steps)",
+            run->step, r.fd, 100.0 * r.cond_acc, r.n, sc.steps,
+            reed_sampler_names[sc.sampler]);
+}
+
 /* --- one step, continued ----------------------------------------------------------------- */
 
 int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
@@ -382,6 +412,7 @@ int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
     m->step_seconds = now_seconds() - start;
     m->imgs_per_s = run->cfg.train.batch / m->step_seconds;
     run->active_seconds += m->step_seconds;
+    if (eval_due(run)) evaluate(run, m);
     metrics_write_jsonl(run->metrics, m); /* every step: the applied weights too */
     fflush(run->metrics);
     return 0;

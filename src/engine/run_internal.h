@@ -6,6 +6,7 @@
 
 #include "data.h"
 #include "method.h"
+#include "quality.h"
 #include "reed.h"
 #include "sit.h"
 #include "teacher.h"
@@ -44,6 +45,8 @@ struct reed_run {
     int sampling_only;            /* opened without a run directory */
     int step;                     /* steps done = index of the next step */
     double active_seconds;
+    reed_quality *quality;      /* opened at the first evaluation (eval.every) */
+    int eval_off;               /* set when an evaluation failed; the run goes on */
     FILE *metrics;
     reed_schedule_fn schedule;    /* NULL: the config's curriculum */
     void *schedule_ud;

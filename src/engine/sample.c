@@ -113,22 +113,36 @@ static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model
     return rc;
 }
 
-int reed_run_sample(reed_run *run, const reed_sample_config *sc, const char *png_path,
-                    reed_grid *grid, reed_error *err) {
+static int check_sample_config(const reed_run *run, const reed_sample_config *sc,
+                               reed_error *err) {
     if (sc->n <= 0 || sc->n > 1024 || sc->steps <= 0)
         return reed_errorf(err, "sample: n must be in 1..1024 and steps positive");
     if (sc->class_label >= run->cfg.model.num_classes)
         return reed_errorf(err, "sample: class %d out of range 0..%d", sc->class_label,
                            run->cfg.model.num_classes - 1);
+    return 0;
+}
+
+int reed_run_sample_images(reed_run *run, const reed_sample_config *sc, float *x,
+                           reed_error *err) {
+    if (check_sample_config(run, sc, err)) return -1;
     sit_acts acts;
     guided_model g = {run->ops, &run->model, sc->ema ? &run->pe : &run->p, &acts, sc,
                       sc->n, NULL, NULL, NULL, NULL,
                       (size_t)run->cfg.model.in_channels * run->cfg.model.image_size *
                           run->cfg.model.image_size};
     if (err) err->msg[0] = '\0';
-    float *x = malloc(sizeof(float) * sc->n * g.img);
+    return sample_into(run, sc, &g, x, err);
+}
+
+int reed_run_sample(reed_run *run, const reed_sample_config *sc, const char *png_path,
+                    reed_grid *grid, reed_error *err) {
+    if (check_sample_config(run, sc, err)) return -1;
+    size_t img = (size_t)run->cfg.model.in_channels * run->cfg.model.image_size *
+                 run->cfg.model.image_size;
+    float *x = malloc(sizeof(float) * sc->n * img);
     if (!x) return reed_errorf(err, "out of memory");
-    int rc = sample_into(run, sc, &g, x, err);
+    int rc = reed_run_sample_images(run, sc, x, err);
     if (rc == 0) rc = write_grid(run, sc, x, png_path, grid, err);
     free(x);
     return rc;

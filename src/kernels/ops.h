@@ -13,6 +13,11 @@
  * - Shapes come last: B batch, T tokens, C channels, NH heads, N rows.
  * - adaLN vectors (shift, scale, gate) are slices of a (B, ldm) matrix:
  *   row b of a slice starts at ptr + b*ldm.
+ * - Memory: every array an op reads or writes (floats and int indices alike)
+ *   lives in the backend's memory, obtained from mem_alloc: host memory on
+ *   the CPU, device memory on CUDA. Scalars are passed by value; scalar
+ *   results (return values, cross-entropy's *correct) are host values, and
+ *   an op returning one has finished its work when it returns.
  */
 #ifndef REED_OPS_H
 #define REED_OPS_H
@@ -22,6 +27,20 @@
 
 typedef struct reed_ops {
     const char *name;
+
+    /* --- memory ---------------------------------------------------------- */
+    /* Zeroed backend memory of `bytes` bytes, or NULL when out of memory. */
+    void *(*mem_alloc)(size_t bytes);
+    void (*mem_free)(void *p);                                   /* NULL ok */
+    void (*upload)(void *dst, const void *host_src, size_t bytes);   /* host → backend */
+    void (*download)(void *host_dst, const void *src, size_t bytes); /* backend → host */
+    void (*copy)(void *dst, const void *src, size_t bytes);          /* backend → backend */
+    void (*zero)(void *p, size_t bytes);
+    /* Waits until every op issued so far has finished. */
+    void (*synchronize)(void);
+    /* Bytes currently held through mem_alloc (for the status line and
+     * metrics); NULL where the backend does not count. */
+    size_t (*mem_used)(void);
 
     /* out(N,OC) = inp(N,C) · w(OC,C)ᵀ + bias(OC); bias may be NULL. */
     void (*linear_forward)(float *out, const float *inp, const float *w,
@@ -203,6 +222,10 @@ static inline size_t reed_conv2d_scratch_floats(int B, int C, int H, int W,
 
 /* The CPU backend (OpenBLAS sgemm + our OpenMP loops). */
 extern const reed_ops reed_ops_cpu;
+
+/* The CUDA backend on device 0, initialised on first use, or NULL with the
+ * reason in why (no GPU, no driver, or a build without CUDA). */
+const reed_ops *reed_ops_cuda(char *why, size_t cap);
 
 /* Threads used by the CPU backend (OpenMP and OpenBLAS); n <= 0 means all. */
 void reed_cpu_set_threads(int n);

@@ -79,6 +79,14 @@ static const field sample_fields[] = {
     END,
 };
 
+static const field eval_fields[] = {
+    INT(reed_eval_config, "every", every),
+    INT(reed_eval_config, "n", n),
+    INT(reed_eval_config, "steps", steps),
+    U64(reed_eval_config, "seed", seed),
+    END,
+};
+
 const field reed_config_source_fields[] = {
     STR(reed_source_config, "name", name, F_STR),
     ENUM(reed_source_config, "kind", kind, reed_source_kind_names),
@@ -100,6 +108,7 @@ const field reed_config_top_fields[] = {
     SECTION("train", train, train_fields),
     SECTION("curriculum", curriculum, curriculum_fields),
     SECTION("sample", sample, sample_fields),
+    SECTION("eval", eval, eval_fields),
     {"sources", F_SOURCES, 0, 0, NULL, NULL},
     END,
 };

@@ -12,13 +12,13 @@
 
 #include "config.h"
 #include "evaluator.h"
-#include "frechet.h"
 #include "lua/lua_config.h"
 #include "ops.h"
+#include "quality.h"
 #include "reed.h"
 
 #define DATA_DIR "/usr/share/datasets/fashion-mnist"
-enum { EVAL_BATCH = 500, SAMPLE_CHUNK = 1000, PAD = 2 };
+enum { EVAL_BATCH = 500 };
 
 static void usage(FILE *f) {
     fputs("usage:\n"
@@ -178,29 +178,21 @@ int evaluator_command(int argc, char **argv) {
     return usage_fail("unknown evaluator subcommand \"%s\" (train, eval)", argv[2]);
 }
 
-/* Samples n images (n ≤ 1024) into x (n,1,28,28) in [-1,1]: draws the grid,
- * then untiles it (2-pixel border, ceil(sqrt(n)) columns; bytes b map to
- * b/127.5 − 1, so samples carry 8-bit quantisation like the data). */
-static int draw(reed_run *run, const reed_sample_config *sc, float *x, reed_error *err) {
-    reed_grid g = {0};
-    if (reed_run_sample(run, sc, NULL, &g, err)) return -1;
-    const int S = EVAL_IMAGE, n = sc->n, cols = (int)ceil(sqrt((double)n));
-    for (int i = 0; i < n; i++) {
-        int ox = PAD + (i % cols) * (S + PAD), oy = PAD + (i / cols) * (S + PAD);
-        for (int r = 0; r < S; r++)
-            for (int q = 0; q < S; q++)
-                x[((size_t)i * S + r) * S + q] =
-                    g.pixels[((size_t)(oy + r) * g.width + ox + q) * g.channels] / 127.5f - 1.0f;
-    }
-    free(g.pixels);
+static int parse_sampler(const char *name, reed_sampler *out) {
+    int k = reed_name_index(reed_sampler_names, name);
+    if (k < 0) return usage_fail("--sampler: expected euler, heun or sde, got \"%s\"", name);
+    *out = (reed_sampler)k;
     return 0;
 }
 
-static int argmax10(const float *l) {
-    int k = 0;
-    for (int j = 1; j < EVAL_CLASSES; j++)
-        if (l[j] > l[k]) k = j;
-    return k;
+/* The checkpoint's sample settings with the command line's changes; the
+ * default seed is 0, so that evaluations of different runs compare. */
+static int eval_sample_config(const reed_config *cfg, const eval_args *a,
+                              reed_sample_config *sc) {
+    *sc = cfg->sample;
+    if (a->steps > 0) sc->steps = a->steps;
+    sc->seed = a->seed >= 0 ? (uint64_t)a->seed : 0;
+    return a->sampler ? parse_sampler(a->sampler, &sc->sampler) : 0;
 }
 
 int eval_command(int argc, char **argv) {
@@ -217,84 +209,32 @@ int eval_command(int argc, char **argv) {
     reed_error err = {{0}};
     char ckpt[REED_PATH_LEN], *text = NULL;
     reed_run *run = NULL;
-    evaluator_model e = {0};
-    evaluator_acts acts = {0};
-    teacher_split test = {0};
-    float *x = NULL, *fs = NULL, *ft = NULL, *logits = NULL;
-    double *mu1 = NULL, *c1 = NULL, *mu2 = NULL, *c2 = NULL;
+    reed_quality *q = NULL;
+    reed_sample_config sc;
+    reed_quality_result r;
     rc = 1;
     if (reed_checkpoint_config(argv[2], &text, ckpt, &err) ||
         reed_config_load_string(&cfg, text, ckpt, &err))
         goto fail;
-    if (cfg.model.in_channels != 1 || cfg.model.image_size != EVAL_IMAGE) {
-        reed_errorf(&err, "%s: the evaluator needs 1x28x28 samples (model is %dx%dx%d)", ckpt,
-                    cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size);
+    if ((rc = eval_sample_config(&cfg, &a, &sc)) != 0) goto done;
+    rc = 1;
+    if (reed_quality_open(&q, a.weights, a.data, &err) ||
+        reed_run_open(&run, &cfg, text, NULL, &err) || reed_run_load(run, ckpt, &err) ||
+        reed_quality_measure(q, run, &sc, a.n, &r, &err))
         goto fail;
-    }
-    reed_sample_config sc = cfg.sample;
-    sc.class_label = -1;
-    if (a.steps > 0) sc.steps = a.steps;
-    if (a.seed >= 0) sc.seed = (uint64_t)a.seed;
-    else sc.seed = 0;
-    if (a.sampler) {
-        int k = reed_name_index(reed_sampler_names, a.sampler);
-        if (k < 0) {
-            rc = usage_fail("--sampler: expected euler, heun or sde, got \"%s\"", a.sampler);
-            goto done;
-        }
-        sc.sampler = (reed_sampler)k;
-    }
-    if (load_evaluator(&e, &a, &err) || teacher_split_load(&test, a.data, "t10k", &err) ||
-        evaluator_acts_alloc(&acts, &e, EVAL_BATCH, 0, &err) ||
-        reed_run_open(&run, &cfg, text, NULL, &err) || reed_run_load(run, ckpt, &err))
-        goto fail;
-    const int N = a.n, D = EVAL_DIM;
-    const size_t img = (size_t)EVAL_IMAGE * EVAL_IMAGE;
-    x = malloc(sizeof(float) * (size_t)N * img);
-    fs = malloc(sizeof(float) * (size_t)N * D);
-    ft = malloc(sizeof(float) * (size_t)test.N * D);
-    logits = malloc(sizeof(float) * (size_t)N * EVAL_CLASSES);
-    mu1 = malloc(sizeof(double) * D);
-    mu2 = malloc(sizeof(double) * D);
-    c1 = malloc(sizeof(double) * D * D);
-    c2 = malloc(sizeof(double) * D * D);
-    if (!x || !fs || !ft || !logits || !mu1 || !mu2 || !c1 || !c2) {
-        reed_errorf(&err, "out of memory");
-        goto fail;
-    }
-    // Chunks of SAMPLE_CHUNK (a multiple of 10, so sample i keeps class
-    // i % 10) at seeds seed, seed+1, ...
-    uint64_t seed0 = sc.seed;
-    for (int i = 0, c = 0; i < N; i += SAMPLE_CHUNK, c++) {
-        reed_sample_config chunk = sc;
-        chunk.n = N - i < SAMPLE_CHUNK ? N - i : SAMPLE_CHUNK;
-        chunk.seed = seed0 + (uint64_t)c;
-        if (draw(run, &chunk, x + (size_t)i * img, &err)) goto fail;
-    }
-    evaluator_features(&reed_ops_cpu, &e, &acts, x, N, fs, logits);
-    evaluator_features(&reed_ops_cpu, &e, &acts, test.images, test.N, ft, NULL);
-    if (frechet_stats(fs, N, D, mu1, c1, &err) || frechet_stats(ft, test.N, D, mu2, c2, &err))
-        goto fail;
-    double fd = frechet_distance(mu1, c1, mu2, c2, D);
-    int hits = 0;
-    for (int i = 0; i < N; i++) hits += argmax10(logits + (size_t)i * EVAL_CLASSES) == i % 10;
-    printf("eval %s: n %d, sampler %s, steps %d, cfg %g, seed %llu, %s weights\n", ckpt, N,
-           reed_sampler_names[sc.sampler], sc.steps, sc.cfg, (unsigned long long)seed0,
+    printf("eval %s: n %d, sampler %s, steps %d, cfg %g, seed %llu, %s weights\n", ckpt, a.n,
+           reed_sampler_names[sc.sampler], sc.steps, sc.cfg, (unsigned long long)sc.seed,
            sc.ema ? "EMA" : "online");
-    printf("FD %.4f (evaluator features, %d dims, vs %d test images)\n", fd, D, test.N);
+    printf("FD %.4f (evaluator features, %d dims, vs the 10000 test images)\n", r.fd, EVAL_DIM);
     printf("class accuracy %.2f%% (%d/%d samples classified as their class)\n",
-           100.0 * hits / N, hits, N);
+           100.0 * r.cond_acc, (int)lround(r.cond_acc * r.n), r.n);
     rc = 0;
     goto done;
 fail:
     fprintf(stderr, "reed eval: %s\n", err.msg);
 done:
     reed_run_close(run);
+    reed_quality_close(q);
     free(text);
-    free(x); free(fs); free(ft); free(logits);
-    free(mu1); free(mu2); free(c1); free(c2);
-    evaluator_acts_free(&acts);
-    teacher_split_free(&test);
-    evaluator_free(&e);
     return rc;
 }

@@ -21,6 +21,8 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cblas.h>
 #include <omp.h>
@@ -664,8 +666,27 @@ static void cpu_ema_update(float *restrict ema, const float *restrict param,
  * The op table
  * ---------------------------------------------------------------------- */
 
+/* --- memory: plain host memory ------------------------------------------------ */
+
+static void *cpu_mem_alloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
+static void cpu_mem_free(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+static void cpu_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+static void cpu_synchronize(void) {}
+
 const reed_ops reed_ops_cpu = {
     .name = "cpu",
+    .mem_alloc = cpu_mem_alloc,
+    .mem_free = cpu_mem_free,
+    .upload = cpu_copy,                         // one address space
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
+    .synchronize = cpu_synchronize,
     .linear_forward = cpu_linear_forward,       // sgemm (+ bias seed)
     .linear_backward = cpu_linear_backward,     // 2 sgemm + column sum
     .layernorm_forward = cpu_layernorm_forward, // two-pass, per row
