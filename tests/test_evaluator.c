@@ -48,16 +48,16 @@ int main(void) {
     char path[8192];
     evaluator_default_weights(path, sizeof path);
     evaluator_model e;
-    teacher_split s = {0};
+    cnn_split s = {0};
     evaluator_acts acts = {0};
     reed_error err = {{0}};
-    int rc = evaluator_load(&e, path, &err);
+    int rc = evaluator_load(ops, &e, path, &err);
     check(rc == 0, "evaluator_load %s %s", path, rc ? err.msg : "");
     if (rc) return 1;
     char tpath[8192];
     teacher_default_weights(tpath, sizeof tpath);
     teacher_model t;
-    if (teacher_load(&t, tpath, &err) == 0) {
+    if (teacher_load(ops, &t, tpath, &err) == 0) {
         check(e.seed != t.seed && strcmp(evaluator_architecture(), teacher_architecture()) != 0,
               "evaluator seed %llu differs from the teacher's %llu; so does the architecture",
               (unsigned long long)e.seed, (unsigned long long)t.seed);
@@ -65,11 +65,11 @@ int main(void) {
     } else {
         check(0, "teacher_load %s: %s", tpath, err.msg);
     }
-    rc = teacher_split_load(&s, DATA_DIR, "t10k", &err) ||
-         evaluator_acts_alloc(&acts, &e, 500, 0, &err);
+    rc = cnn_split_load(&s, DATA_DIR, "t10k", &err) ||
+         evaluator_acts_alloc(ops, &acts, &e, 500, &err);
     check(rc == 0, "test split and activations %s", rc ? err.msg : "");
     if (rc) return 1;
-    double acc = evaluator_evaluate(ops, &e, &acts, &s, 0);
+    double acc = cnn_evaluate(ops, &e, &acts, &s, 0, NULL);
     check(acc >= MIN_ACCURACY && fabs(acc - e.test_accuracy) <= MAX_GAP,
           "test accuracy %.2f%% on %d images; stated %.2f%% (need >= %.0f%%, within %.1f points)",
           100 * acc, s.N, 100 * e.test_accuracy, 100 * MIN_ACCURACY, 100 * MAX_GAP);
@@ -96,14 +96,14 @@ int main(void) {
 
     // A teacher file is not an evaluator.
     evaluator_model bad;
-    rc = evaluator_load(&bad, tpath, &err);
+    rc = evaluator_load(ops, &bad, tpath, &err);
     check(rc != 0 && strstr(err.msg, tpath) != NULL, "teacher weights refused: %s", err.msg);
 
     free(f);
     free(noise);
     free(fn);
     evaluator_acts_free(&acts);
-    teacher_split_free(&s);
+    cnn_split_free(&s);
     evaluator_free(&e);
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;

@@ -417,9 +417,10 @@ static void sample_stats(const float *x, size_t n, double *mean, double *var) {
 static void run_sampler(reed_sampler kind, reed_path_kind path, int steps, uint64_t seed,
                         velocity_fn f, void *ctx, float *x, size_t n) {
     sampler_spec spec = {kind, steps, path, seed};
-    float *scratch = xmalloc(3 * n * sizeof(float));
-    sampler_run(&spec, f, ctx, x, n, scratch);
+    float *scratch = xmalloc(3 * n * sizeof(float)), *noise = xmalloc(n * sizeof(float));
+    sampler_run(&reed_ops_cpu, &spec, f, ctx, x, n, scratch, noise);
     free(scratch);
+    free(noise);
 }
 
 static void test_point_mass(void) {
@@ -540,7 +541,7 @@ static double cfg_error(float w, float lo, float hi, float t, int inside) {
     const float vc[n] = {1.0f, -2.0f, 0.5f, 3.0f, -0.25f}, vu[n] = {0.5f, 1.0f, -1.5f, 3.0f, 2.0f};
     float v[n];
     memcpy(v, vc, sizeof v);
-    cfg_combine(v, vu, n, w, lo, hi, t);
+    cfg_combine(&reed_ops_cpu, v, vu, n, w, lo, hi, t);
     double err = 0.0;
     for (int i = 0; i < n; i++) {
         double want = inside ? (double)vu[i] + (double)w * ((double)vc[i] - vu[i]) : vc[i];
@@ -843,7 +844,8 @@ static void check_align(const char *label, reed_source_kind kind, reed_weighting
         zd[i] = z[i];
         dz[i] = NAN; /* align_loss overwrites dz */
     }
-    align_result r = align_loss(&reed_ops_cpu, dz, sim_rows, dsim, z, target, t, B, T, D, &src, coef);
+    align_scratch as = {sim_rows, dsim, sim_rows, dsim}; /* CPU: host = backend memory */
+    align_result r = align_loss(&reed_ops_cpu, dz, &as, z, target, t, B, T, D, &src, coef);
     double ref_sim;
     double ref = ref_align_loss(zd, target, t, B, T, D, &src, &ref_sim);
     check(fabs(r.loss - ref) < 1e-6, "align_loss %s (B=%d T=%d D=%d %s): loss %.9f ref %.9f |diff| %.2e",

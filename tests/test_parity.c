@@ -144,9 +144,9 @@ static losses objective(const fixture *fx, const sit_model *m, const sit_params 
     for (int k = 0; k < fx->n_src; k++) {
         int T = fx->src[k].kind == REED_SOURCE_TOKEN ? m->tokens : 1;
         float coef = fx->proj_coeff * fx->w_align * fx->src[k].coeff;
-        align_result r = align_loss(ops, b->dz[k], b->sim_rows, b->dsim, a->proj[k].z,
-                                    b->targets[k], b->t, B, T, m->sources[k].dim,
-                                    &fx->src[k], coef);
+        align_scratch as = {b->sim_rows, b->dsim, b->sim_rows, b->dsim}; /* host = backend */
+        align_result r = align_loss(ops, b->dz[k], &as, a->proj[k].z, b->targets[k], b->t, B,
+                                    T, m->sources[k].dim, &fx->src[k], coef);
         L.src_loss[k] = r.loss;
         L.sim[k] = r.sim;
         L.loss += coef * r.loss;
@@ -280,7 +280,7 @@ static void run_fixture(const char *path) {
     sit_point(&m, &p, params);
     sit_point(&m, &g, grads);
     sit_acts a;
-    if (sit_acts_alloc(&a, &m, fx.B, 1, &err)) exit(1);
+    if (sit_acts_alloc(&a, &reed_ops_cpu, &m, fx.B, 1, &err)) exit(1);
     batch b;
     setup_batch(&fx, &m, &b);
     losses L = objective(&fx, &m, &p, &g, grads, &a, &b);

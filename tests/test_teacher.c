@@ -59,18 +59,18 @@ static void check_metadata(const char *path) {
 }
 
 static void check_accuracy(const teacher_model *t) {
-    teacher_split s;
+    cnn_split s;
     teacher_acts a;
     reed_error err = {{0}};
-    if (teacher_split_load(&s, DATA_DIR, "t10k", &err)) {
+    if (cnn_split_load(&s, DATA_DIR, "t10k", &err)) {
         printf("skip: %s\n", err.msg);
         exit(77);
     }
-    int ok = teacher_acts_alloc(&a, t, 500, 0, &err) == 0;
+    int ok = teacher_acts_alloc(ops, &a, t, 500, &err) == 0;
     check(ok, "activations for batch 500 %s", ok ? "" : err.msg);
     if (!ok) return;
     double t0 = now_s(), loss;
-    double acc = teacher_evaluate(ops, t, &a, &s, 0, &loss);
+    double acc = cnn_evaluate(ops, t, &a, &s, 0, &loss);
     printf("evaluated on all %d test images (not a subset) in %.1fs: accuracy %.2f%%, "
            "loss %.4f; stated %.2f%%\n", s.N, now_s() - t0, 100 * acc, loss,
            100 * t->test_accuracy);
@@ -81,13 +81,23 @@ static void check_accuracy(const teacher_model *t) {
           "measured %.2f%% within 0.5 points of the stated %.2f%%", 100 * acc,
           100 * t->test_accuracy);
 
-    // features of 3 images: layout and consistency with the pooled embedding
-    enum { NB = 3 };
-    float *tok = malloc(sizeof(float) * NB * TEACHER_TOKENS * TEACHER_DIM);
-    float *glob = malloc(sizeof(float) * NB * TEACHER_DIM);
-    for (int i = 0; i < NB * TEACHER_TOKENS * TEACHER_DIM; i++) tok[i] = NAN;
-    for (int i = 0; i < NB * TEACHER_DIM; i++) glob[i] = NAN;
-    teacher_features(ops, t, &a, s.images, NB, tok, glob);
+    // features of 3 images: layout and consistency with the pooled embedding;
+    // inputs and outputs in backend memory, the map downloaded to compare
+    enum { NB = 3, NT = NB * TEACHER_TOKENS * TEACHER_DIM, NG = NB * TEACHER_DIM };
+    float *tok = malloc(sizeof(float) * NT), *map = malloc(sizeof(float) * NT);
+    float *glob = malloc(sizeof(float) * NG);
+    float *x_dev = ops->mem_alloc(sizeof(float) * NB * TEACHER_IMAGE * TEACHER_IMAGE);
+    float *tok_dev = ops->mem_alloc(sizeof(float) * NT);
+    float *glob_dev = ops->mem_alloc(sizeof(float) * NG);
+    for (int i = 0; i < NT; i++) tok[i] = NAN;
+    for (int i = 0; i < NG; i++) glob[i] = NAN;
+    ops->upload(tok_dev, tok, sizeof(float) * NT);
+    ops->upload(glob_dev, glob, sizeof(float) * NG);
+    ops->upload(x_dev, s.images, sizeof(float) * NB * TEACHER_IMAGE * TEACHER_IMAGE);
+    teacher_features(ops, t, &a, x_dev, NB, tok_dev, glob_dev);
+    ops->download(tok, tok_dev, sizeof(float) * NT);
+    ops->download(glob, glob_dev, sizeof(float) * NG);
+    ops->download(map, a.a[TEACHER_CONVS - 1], sizeof(float) * NT);
     check(TEACHER_TOKENS == 49 && TEACHER_DIM == 64 && TEACHER_GRID * TEACHER_GRID == 49,
           "feature shapes tokens (B, %d, %d), global (B, %d)", TEACHER_TOKENS, TEACHER_DIM,
           TEACHER_DIM);
@@ -98,8 +108,8 @@ static void check_accuracy(const teacher_model *t) {
             double m = 0;
             for (int k = 0; k < TEACHER_TOKENS; k++) {
                 float v = tok[((size_t)b * TEACHER_TOKENS + k) * TEACHER_DIM + c];
-                float map = a.a[3][((size_t)b * TEACHER_DIM + c) * TEACHER_TOKENS + k];
-                layout = fmax(layout, isfinite(v) ? fabs(v - map) : INFINITY);
+                float w = map[((size_t)b * TEACHER_DIM + c) * TEACHER_TOKENS + k];
+                layout = fmax(layout, isfinite(v) ? fabs(v - w) : INFINITY);
                 m += v;
                 nonzero += v != 0;
             }
@@ -110,16 +120,20 @@ static void check_accuracy(const teacher_model *t) {
     check(mean_err < 1e-5, "global = mean of the tokens (max diff %.3g)", mean_err);
     check(nonzero > 0, "features are not all zero (%d non-zero token values)", nonzero);
     free(tok);
+    free(map);
     free(glob);
+    ops->mem_free(x_dev);
+    ops->mem_free(tok_dev);
+    ops->mem_free(glob_dev);
     teacher_acts_free(&a);
-    teacher_split_free(&s);
+    cnn_split_free(&s);
 }
 
 /* teacher_load must fail on PATH with a message that names it. */
 static void expect_fail(const char *path, const char *what) {
     teacher_model t;
     reed_error err = {{0}};
-    int rc = teacher_load(&t, path, &err);
+    int rc = teacher_load(ops, &t, path, &err);
     check(rc != 0 && strstr(err.msg, path) != NULL, "%s: rejected naming the file (%s)",
           what, err.msg);
     if (rc == 0) teacher_free(&t);
@@ -157,7 +171,7 @@ int main(void) {
              TEACHER_DEFAULT_WEIGHTS);
     teacher_model t;
     reed_error err = {{0}};
-    int ok = teacher_load(&t, path, &err) == 0;
+    int ok = teacher_load(ops, &t, path, &err) == 0;
     check(ok, "load %s %s", path, ok ? "" : err.msg);
     if (!ok) return 1;
     check(t.n_params < 1000000 / 4, "%zu parameters (< 1 MB as float32)", t.n_params);

@@ -21,6 +21,25 @@ static float *group_block(const reed_run *run, int g) {
     return blocks[g];
 }
 
+/* The state groups as host memory: the blocks themselves on a host-memory
+ * backend, else a staging copy (*staging, caller frees) filled when
+ * `download` is set. Returns -1 when out of memory. */
+static int host_groups(const reed_run *run, float *host[CKPT_GROUPS], float **staging,
+                       int download) {
+    size_t n = run->model.n_params;
+    *staging = NULL;
+    if (run->ops->host_memory) {
+        for (int g = 0; g < CKPT_GROUPS; g++) host[g] = group_block(run, g);
+        return 0;
+    }
+    if (!(*staging = malloc(sizeof(float) * n * CKPT_GROUPS))) return -1;
+    for (int g = 0; g < CKPT_GROUPS; g++) {
+        host[g] = *staging + (size_t)g * n;
+        if (download) run->ops->download(host[g], group_block(run, g), sizeof(float) * n);
+    }
+    return 0;
+}
+
 static void fill_tensor(st_tensor *t, char *name, size_t cap, const char *prefix,
                         const sit_tensor *src, const float *block) {
     snprintf(name, cap, "%s%s", prefix, src->name);
@@ -31,7 +50,8 @@ static void fill_tensor(st_tensor *t, char *name, size_t cap, const char *prefix
 }
 
 /* Builds the tensor list: pos_embed (1, T, H), then each group. */
-static st_tensor *checkpoint_tensors(const reed_run *run, int *count, char **names) {
+static st_tensor *checkpoint_tensors(const reed_run *run, float *const host[CKPT_GROUPS],
+                                     int *count, char **names) {
     const sit_model *m = &run->model;
     int n = 1 + CKPT_GROUPS * m->n_tensors;
     st_tensor *ts = calloc((size_t)n, sizeof *ts);
@@ -46,7 +66,7 @@ static st_tensor *checkpoint_tensors(const reed_run *run, int *count, char **nam
         for (int i = 0; i < m->n_tensors; i++) {
             int at = 1 + g * m->n_tensors + i;
             fill_tensor(&ts[at], *names + (size_t)at * 128, 128, group_prefix[g],
-                        &m->tensors[i], group_block(run, g));
+                        &m->tensors[i], host[g]);
         }
     *count = n;
     return ts;
@@ -55,8 +75,13 @@ static st_tensor *checkpoint_tensors(const reed_run *run, int *count, char **nam
 static int write_checkpoint(const reed_run *run, const char *path, reed_error *err) {
     int n;
     char *names;
-    st_tensor *ts = checkpoint_tensors(run, &n, &names);
-    if (!ts) return reed_errorf(err, "%s: out of memory", path);
+    float *host[CKPT_GROUPS], *staging;
+    if (host_groups(run, host, &staging, 1)) return reed_errorf(err, "%s: out of memory", path);
+    st_tensor *ts = checkpoint_tensors(run, host, &n, &names);
+    if (!ts) {
+        free(staging);
+        return reed_errorf(err, "%s: out of memory", path);
+    }
     char step[32], epoch[32], pos[32], seed[32];
     snprintf(step, sizeof step, "%d", run->step);
     snprintf(epoch, sizeof epoch, "%" PRId64, run->cursor.epoch);
@@ -69,6 +94,7 @@ static int write_checkpoint(const reed_run *run, const char *path, reed_error *e
     int rc = st_write(path, ts, n, meta, (int)(sizeof meta / sizeof *meta), err);
     free(ts);
     free(names);
+    free(staging);
     return rc;
 }
 
@@ -161,13 +187,18 @@ int reed_run_load(reed_run *run, const char *path, reed_error *err) {
     int rc = meta_int(f, "step", &step, err) || meta_int(f, "data_epoch", &epoch, err) ||
              meta_int(f, "data_pos", &pos, err) ? -1 : 0;
     const sit_model *m = &run->model;
+    float *host[CKPT_GROUPS], *staging = NULL;
+    if (rc == 0 && host_groups(run, host, &staging, 0))
+        rc = reed_errorf(err, "%s: out of memory", path);
     for (int g = 0; rc == 0 && g < CKPT_GROUPS; g++)
         for (int i = 0; rc == 0 && i < m->n_tensors; i++) {
             char name[160];
             snprintf(name, sizeof name, "%s%s", group_prefix[g], m->tensors[i].name);
-            rc = copy_tensor(f, name, &m->tensors[i], group_block(run, g) + m->tensors[i].offset,
-                             err);
+            rc = copy_tensor(f, name, &m->tensors[i], host[g] + m->tensors[i].offset, err);
         }
+    for (int g = 0; rc == 0 && staging && g < CKPT_GROUPS; g++)
+        run->ops->upload(group_block(run, g), host[g], sizeof(float) * m->n_params);
+    free(staging);
     if (rc == 0) {
         run->step = (int)step;
         run->cursor = (reed_cursor){epoch, pos};

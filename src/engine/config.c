@@ -18,6 +18,8 @@ const char *const reed_decay_names[] = {"constant", "linear", "cosine", NULL};
 const char *const reed_sampler_names[] = {"euler", "heun", "sde", NULL};
 const char *const reed_resample_names[] = {"area", "bilinear", NULL};
 const char *const reed_source_from_names[] = {"file", "teacher", NULL};
+const char *const reed_device_names[] = {"auto", "cpu", "cuda", NULL};
+const char *const reed_precision_names[] = {"fp32", "bf16", NULL};
 
 _Static_assert(REED_RESAMPLE_AREA == 0 && REED_RESAMPLE_BILINEAR == 1,
                "reed_resample_names follows the enum order");
@@ -53,6 +55,8 @@ static void train_defaults(reed_train_config *t) {
     t->ema_decay = 0.999f;
     t->seed = 0;
     t->threads = 0;
+    t->device = REED_DEVICE_AUTO;
+    t->precision = REED_PRECISION_FP32;
     t->path = REED_PATH_LINEAR;
     t->time_sampling = REED_TIME_UNIFORM;
     t->log_every = 10;
@@ -262,6 +266,8 @@ static const enum_rule enum_rules[] = {
     {"curriculum.align_decay", offsetof(reed_config, curriculum.align_decay),
      reed_decay_names},
     {"sample.sampler", offsetof(reed_config, sample.sampler), reed_sampler_names},
+    {"train.device", offsetof(reed_config, train.device), reed_device_names},
+    {"train.precision", offsetof(reed_config, train.precision), reed_precision_names},
 };
 
 _Static_assert(sizeof(reed_path_kind) == sizeof(int) && sizeof(reed_decay) == sizeof(int),

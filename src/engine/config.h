@@ -24,6 +24,15 @@ typedef enum { REED_DECAY_CONSTANT, REED_DECAY_LINEAR, REED_DECAY_COSINE } reed_
 typedef enum { REED_SAMPLER_EULER, REED_SAMPLER_HEUN, REED_SAMPLER_SDE } reed_sampler;
 typedef enum { REED_RESAMPLE_AREA, REED_RESAMPLE_BILINEAR } reed_resample;
 typedef enum {
+    REED_DEVICE_AUTO,  /* CUDA when a GPU is usable, else the CPU (with a message) */
+    REED_DEVICE_CPU,
+    REED_DEVICE_CUDA,
+} reed_device;
+typedef enum {
+    REED_PRECISION_FP32, /* fp32 everywhere (parity with the CPU) */
+    REED_PRECISION_BF16, /* CUDA: bf16 tensor-core matmuls, fp32 master weights and state */
+} reed_precision;
+typedef enum {
     REED_FROM_FILE,    /* targets precomputed in an .npy file */
     REED_FROM_TEACHER, /* the frozen teacher's features of each batch */
 } reed_source_from;
@@ -73,6 +82,8 @@ typedef struct reed_train_config {
     float lr, beta1, beta2, eps, weight_decay, grad_clip, ema_decay;
     uint64_t seed;
     int threads;                 /* 0 = all cores */
+    reed_device device;          /* fixed for the life of a run */
+    reed_precision precision;    /* CUDA only; the CPU computes in fp32 */
     reed_path_kind path;
     reed_time_kind time_sampling;
     int log_every, sample_every, ckpt_every, keep_ckpts;
@@ -127,6 +138,8 @@ extern const char *const reed_decay_names[];
 extern const char *const reed_sampler_names[];
 extern const char *const reed_resample_names[];
 extern const char *const reed_source_from_names[];
+extern const char *const reed_device_names[];
+extern const char *const reed_precision_names[];
 /* Index of s in a NULL-terminated name array; -1 when absent. */
 int reed_name_index(const char *const *names, const char *s);
 

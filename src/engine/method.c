@@ -75,56 +75,53 @@ float time_weight(reed_weighting w, float lo, float hi, float t) {
 
 /* --- alignment ------------------------------------------------------------------- */
 
-align_result align_loss(const reed_ops *ops, float *dz, float *sim_rows,
-                        float *dsim, const float *z, const float *target,
-                        const float *t, int B, int T, int D,
-                        const reed_source_config *src, float coef) {
+align_result align_loss(const reed_ops *ops, float *dz, const align_scratch *s,
+                        const float *z, const float *target, const float *t,
+                        int B, int T, int D, const reed_source_config *src,
+                        float coef) {
     align_result r = {0.0, 0.0};
-    ops->cosine_forward(sim_rows, z, target, B * T, D);
+    size_t rows = (size_t)B * T;
+    ops->cosine_forward(s->sim, z, target, B * T, D);
+    ops->download(s->sim_host, s->sim, rows * sizeof(float));
     for (int b = 0; b < B; b++) {
         double sim_b = 0.0;
-        for (int i = 0; i < T; i++) sim_b += sim_rows[b * T + i];
+        for (int i = 0; i < T; i++) sim_b += s->sim_host[b * T + i];
         sim_b /= T;
         float w = time_weight(src->weighting, src->cutoff_lo, src->cutoff_hi, t[b]);
         r.sim += sim_b / B;
         r.loss -= w * sim_b / B;
         /* ∂(coef·loss)/∂sim_row = −coef·w(t_b)/(B·T) */
-        for (int i = 0; i < T; i++) dsim[b * T + i] = -coef * w / (float)(B * T);
+        for (int i = 0; i < T; i++) s->dsim_host[b * T + i] = -coef * w / (float)(B * T);
     }
     if (dz) {
-        memset(dz, 0, sizeof(float) * (size_t)B * T * D);
-        ops->cosine_backward(dz, dsim, z, target, B * T, D);
+        ops->upload(s->dsim, s->dsim_host, rows * sizeof(float));
+        ops->zero(dz, sizeof(float) * rows * D);
+        ops->cosine_backward(dz, s->dsim, z, target, B * T, D);
     }
     return r;
 }
 
 /* --- samplers ---------------------------------------------------------------------- */
 
-void cfg_combine(float *v_c, const float *v_u, size_t n, float w, float lo,
-                 float hi, float t) {
+void cfg_combine(const reed_ops *ops, float *v_c, const float *v_u, size_t n, float w,
+                 float lo, float hi, float t) {
     if (t < lo || t > hi) return;
-    for (size_t i = 0; i < n; i++) v_c[i] = v_u[i] + w * (v_c[i] - v_u[i]);
+    ops->axpby(v_c, w, v_c, 1.0f - w, v_u, n);
 }
 
 /* The SDE's drift at (x, t): from x_t = a·x0 + s·ε and v = a'·x0 + s'·ε,
  * ε = (a·v − a'·x)/(a·s' − a'·s) and the score is −ε/s. With diffusion
- * coefficient g² = 2t, the reverse-time drift is v − ½·g²·score = v + t·ε/s. */
-static void sde_drift(float *drift, const float *x, const float *v, size_t n,
-                      reed_path_kind path, float t) {
+ * coefficient g² = 2t, the reverse-time drift is v − ½·g²·score = v + t·ε/s,
+ * that is (1 + t·a/(det·s))·v − (t·a'/(det·s))·x. */
+static void sde_drift(const reed_ops *ops, float *drift, const float *x, const float *v,
+                      size_t n, reed_path_kind path, float t) {
     path_coeffs c = path_at(path, t);
-    float det = c.a * c.ds - c.da * c.s;
-    for (size_t i = 0; i < n; i++) {
-        float eps = (c.a * v[i] - c.da * x[i]) / det;
-        drift[i] = v[i] + t * eps / c.s;
-    }
+    float k = t / ((c.a * c.ds - c.da * c.s) * c.s);
+    ops->axpby(drift, 1.0f + k * c.a, v, -k * c.da, x, n);
 }
 
-static void euler_step(float *x, const float *v, size_t n, float dt) {
-    for (size_t i = 0; i < n; i++) x[i] += dt * v[i];
-}
-
-void sampler_run(const sampler_spec *spec, velocity_fn velocity, void *ctx,
-                 float *x, size_t n, float *scratch) {
+void sampler_run(const reed_ops *ops, const sampler_spec *spec, velocity_fn velocity,
+                 void *ctx, float *x, size_t n, float *scratch, float *host_noise) {
     float *v = scratch, *v2 = scratch + n, *x2 = scratch + 2 * n;
     int N = spec->steps;
     for (int i = 0; i < N; i++) {
@@ -132,18 +129,20 @@ void sampler_run(const sampler_spec *spec, velocity_fn velocity, void *ctx,
         float dt = t_next - t; /* negative: we integrate towards t = 0 */
         velocity(ctx, x, t, v);
         if (spec->kind == REED_SAMPLER_HEUN) {
-            memcpy(x2, x, n * sizeof(float));
-            euler_step(x2, v, n, dt);
+            /* x += dt·(v + v2)/2 with v2 the velocity at the Euler point */
+            ops->axpby(x2, 1.0f, x, dt, v, n);
             velocity(ctx, x2, t_next, v2);
-            for (size_t j = 0; j < n; j++) x[j] += dt * 0.5f * (v[j] + v2[j]);
+            ops->axpby(v, 0.5f, v, 0.5f, v2, n);
+            ops->axpby(x, 1.0f, x, dt, v, n);
         } else if (spec->kind == REED_SAMPLER_SDE && i < N - 1) {
             /* Euler–Maruyama: x += drift·dt + sqrt(2t·|dt|)·z; last step deterministic */
-            sde_drift(v2, x, v, n, spec->path, t);
-            rng_normal(x2, n, spec->seed, (uint64_t)i, REED_STREAM_SDE);
-            float g = sqrtf(2.0f * t * -dt);
-            for (size_t j = 0; j < n; j++) x[j] += dt * v2[j] + g * x2[j];
+            sde_drift(ops, v2, x, v, n, spec->path, t);
+            rng_normal(host_noise, n, spec->seed, (uint64_t)i, REED_STREAM_SDE);
+            ops->upload(x2, host_noise, n * sizeof(float));
+            ops->axpby(x, 1.0f, x, dt, v2, n);
+            ops->axpby(x, 1.0f, x, sqrtf(2.0f * t * -dt), x2, n);
         } else {
-            euler_step(x, v, n, dt);
+            ops->axpby(x, 1.0f, x, dt, v, n); /* Euler */
         }
     }
 }

@@ -46,13 +46,18 @@ float time_weight(reed_weighting w, float lo, float hi, float t);
  * One source over a batch: z (B·T, D) projections, target (B·T, D), T = 1
  * for a global source. sim_b = mean over tokens of cos(z, target);
  * loss = −mean_b w(t_b)·sim_b; sim = mean_b sim_b. When dz is not NULL it
- * receives (overwritten) coef·∂loss/∂z. sim_rows and dsim are scratch of
- * B·T floats. */
+ * receives (overwritten) coef·∂loss/∂z. z, target and dz are backend
+ * memory, t (B) host memory. The per-row similarities go to the host, which
+ * averages and weights them and sends their gradient back. */
 typedef struct align_result { double loss, sim; } align_result;
-align_result align_loss(const reed_ops *ops, float *dz, float *sim_rows,
-                        float *dsim, const float *z, const float *target,
-                        const float *t, int B, int T, int D,
-                        const reed_source_config *src, float coef);
+typedef struct align_scratch {
+    float *sim, *dsim;            /* (B·T) backend memory */
+    float *sim_host, *dsim_host;  /* (B·T) host memory (may equal the above on the CPU) */
+} align_scratch;
+align_result align_loss(const reed_ops *ops, float *dz, const align_scratch *s,
+                        const float *z, const float *target, const float *t,
+                        int B, int T, int D, const reed_source_config *src,
+                        float coef);
 
 /* --- samplers ---------------------------------------------------------------
  * Integrates from t = 1 (noise) to t = 0 (data) over `steps` uniform steps.
@@ -66,13 +71,17 @@ typedef struct sampler_spec {
     uint64_t seed;          /* for the SDE increments */
 } sampler_spec;
 
-/* x: (n) floats in: the start noise, out: the sample. scratch: 3·n floats. */
-void sampler_run(const sampler_spec *spec, velocity_fn velocity, void *ctx,
-                 float *x, size_t n, float *scratch);
+/* x: (n) floats in: the start noise, out: the sample. scratch: 3·n floats.
+ * x, scratch and the velocity's arrays are backend memory; host_noise (n
+ * floats of host memory, only for the SDE sampler, else may be NULL) holds
+ * the increments, drawn on the host so that every backend draws the same. */
+void sampler_run(const reed_ops *ops, const sampler_spec *spec,
+                 velocity_fn velocity, void *ctx, float *x, size_t n,
+                 float *scratch, float *host_noise);
 
-/* Classifier-free guidance: v = v_u + w·(v_c − v_u) when t ∈ [lo, hi],
- * otherwise v_c. Writes into v_c. */
-void cfg_combine(float *v_c, const float *v_u, size_t n, float w, float lo,
-                 float hi, float t);
+/* Classifier-free guidance: v = w·v_c + (1 − w)·v_u (= v_u + w·(v_c − v_u))
+ * when t ∈ [lo, hi], otherwise v_c. Writes into v_c (backend memory). */
+void cfg_combine(const reed_ops *ops, float *v_c, const float *v_u, size_t n,
+                 float w, float lo, float hi, float t);
 
 #endif

@@ -21,9 +21,9 @@ struct reed_quality {
 };
 
 static int test_statistics(reed_quality *q, const char *data_dir, reed_error *err) {
-    teacher_split test = {0};
+    cnn_split test = {0};
     float *f = NULL;
-    int rc = teacher_split_load(&test, data_dir, "t10k", err);
+    int rc = cnn_split_load(&test, data_dir, "t10k", err);
     if (rc == 0 && !(f = malloc(sizeof(float) * (size_t)test.N * EVAL_DIM)))
         rc = reed_errorf(err, "out of memory");
     if (rc == 0) {
@@ -31,7 +31,7 @@ static int test_statistics(reed_quality *q, const char *data_dir, reed_error *er
         rc = frechet_stats(f, test.N, EVAL_DIM, q->mu_test, q->cov_test, err);
     }
     free(f);
-    teacher_split_free(&test);
+    cnn_split_free(&test);
     return rc;
 }
 
@@ -49,8 +49,8 @@ int reed_quality_open(reed_quality **out, const char *weights, const char *data_
     q->cov = malloc(sizeof(double) * D * D);
     int rc = q->mu_test && q->mu && q->cov_test && q->cov ? 0
                                                           : reed_errorf(err, "out of memory");
-    if (rc == 0) rc = evaluator_load(&q->e, q->path, err);
-    if (rc == 0) rc = evaluator_acts_alloc(&q->acts, &q->e, EVAL_BATCH, 0, err);
+    if (rc == 0) rc = evaluator_load(&reed_ops_cpu, &q->e, q->path, err);
+    if (rc == 0) rc = evaluator_acts_alloc(&reed_ops_cpu, &q->acts, &q->e, EVAL_BATCH, err);
     if (rc == 0) rc = test_statistics(q, data_dir, err);
     if (rc) {
         reed_quality_close(q);

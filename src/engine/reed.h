@@ -50,6 +50,9 @@ int reed_run_total_steps(const reed_run *run);
 const reed_config *reed_run_config(const reed_run *run);
 const char *reed_run_dir(const reed_run *run);
 double reed_run_active_seconds(const reed_run *run); /* time spent in steps */
+const char *reed_run_device(const reed_run *run);   /* the backend: "cpu", "cuda" */
+/* Why train.device = "auto" trains on the CPU (one line), or "". */
+const char *reed_run_device_note(const reed_run *run);
 
 /* Replaces the configuration between steps. Only what can change live may
  * differ (curriculum, optimiser hyper-parameters, source coefficients and

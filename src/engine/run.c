@@ -43,6 +43,28 @@ static int make_dir(const char *path, reed_error *err) {
 
 static int phase_index_of(reed_run *run, const char *name);
 
+/* --- buffers ------------------------------------------------------------------------ */
+
+void *run_dev_alloc(reed_run *run, size_t bytes) {
+    if (run->n_dev_buffers == RUN_MAX_BUFFERS) return NULL;
+    void *p = run->ops->mem_alloc(bytes);
+    if (p) run->dev_buffers[run->n_dev_buffers++] = p;
+    return p;
+}
+
+void *run_host_alloc(reed_run *run, size_t bytes) {
+    if (run->n_host_buffers == RUN_MAX_BUFFERS) return NULL;
+    void *p = calloc(bytes ? bytes : 1, 1);
+    if (p) run->host_buffers[run->n_host_buffers++] = p;
+    return p;
+}
+
+static void free_buffers(reed_run *run) {
+    for (int i = 0; i < run->n_dev_buffers; i++) run->ops->mem_free(run->dev_buffers[i]);
+    for (int i = 0; i < run->n_host_buffers; i++) free(run->host_buffers[i]);
+    run->n_dev_buffers = run->n_host_buffers = 0;
+}
+
 /* --- opening ---------------------------------------------------------------------- */
 
 /* The teacher's weights: data.teacher, or the shipped ones. */
@@ -55,13 +77,18 @@ static int load_teacher(reed_run *run, reed_error *err) {
     char path[REED_PATH_LEN + 64];
     int B = run->cfg.train.batch;
     teacher_path(&run->cfg, path, sizeof path);
-    if (teacher_load(&run->teacher, path, err) ||
-        teacher_acts_alloc(&run->teacher_acts, &run->teacher, B, 0, err))
-        return -1;
-    run->has_teacher = 1;
-    run->teacher_tokens = malloc(sizeof(float) * B * TEACHER_TOKENS * TEACHER_DIM);
-    run->teacher_global = malloc(sizeof(float) * B * TEACHER_DIM);
-    if (!run->teacher_tokens || !run->teacher_global) return reed_errorf(err, "out of memory");
+    if (teacher_load(run->ops, &run->teacher, path, err)) return -1;
+    run->has_teacher = 1; /* from here on, closing the run frees the teacher */
+    if (teacher_acts_alloc(run->ops, &run->teacher_acts, &run->teacher, B, err)) return -1;
+    size_t tokens = sizeof(float) * B * TEACHER_TOKENS * TEACHER_DIM;
+    size_t global = sizeof(float) * B * TEACHER_DIM;
+    run->teacher_tokens = run_dev_alloc(run, tokens);
+    run->teacher_global = run_dev_alloc(run, global);
+    run->teacher_tokens_host = run_host_alloc(run, tokens);
+    run->teacher_global_host = run_host_alloc(run, global);
+    if (!run->teacher_tokens || !run->teacher_global || !run->teacher_tokens_host ||
+        !run->teacher_global_host)
+        return reed_errorf(err, "out of memory for the teacher's features");
     run_log(run, "teacher: %s (test accuracy %.2f%%)", path, 100.0 * run->teacher.test_accuracy);
     return 0;
 }
@@ -95,6 +122,18 @@ static int check_data_matches_model(const reed_run *run, reed_error *err) {
     return 0;
 }
 
+/* The paper's initialisation, drawn on the host; the EMA starts equal. */
+static int init_weights(reed_run *run, reed_error *err) {
+    size_t bytes = run->model.n_params * sizeof(float);
+    float *w = malloc(bytes);
+    if (!w) return reed_errorf(err, "cannot allocate %zu parameters", run->model.n_params);
+    sit_init_weights(&run->model, w, run->cfg.train.seed);
+    run->ops->upload(run->params, w, bytes);
+    run->ops->upload(run->ema, w, bytes);
+    free(w);
+    return 0;
+}
+
 /* A sampling-only run has no data and no projectors (sampling never uses
  * them) and no training activations. */
 static int build_model(reed_run *run, reed_error *err) {
@@ -107,35 +146,42 @@ static int build_model(reed_run *run, reed_error *err) {
     size_t n = run->model.n_params;
     float **blocks[] = {&run->params, &run->grads, &run->m, &run->v, &run->ema};
     for (int i = 0; i < 5; i++) {
-        *blocks[i] = calloc(n, sizeof(float));
-        if (!*blocks[i]) return reed_errorf(err, "cannot allocate %zu parameters", n);
+        *blocks[i] = run_dev_alloc(run, n * sizeof(float));
+        if (!*blocks[i])
+            return reed_errorf(err, "cannot allocate %zu parameters (%s)", n, run->ops->name);
     }
     sit_point(&run->model, &run->p, run->params);
     sit_point(&run->model, &run->g, run->grads);
     sit_point(&run->model, &run->pe, run->ema);
-    sit_init_weights(&run->model, run->params, run->cfg.train.seed);
-    memcpy(run->ema, run->params, n * sizeof(float));
+    if (init_weights(run, err)) return -1;
     if (run->sampling_only) return 0;
-    return sit_acts_alloc(&run->acts, &run->model, run->cfg.train.batch, 1, err);
+    return sit_acts_alloc(&run->acts, run->ops, &run->model, run->cfg.train.batch, 1, err);
 }
+
+#define HOST(p, count) ok = ok && ((p) = run_host_alloc(run, sizeof *(p) * (count)))
+#define DEV(p, count) ok = ok && ((p) = run_dev_alloc(run, sizeof *(p) * (count)))
 
 static int alloc_batch(reed_run *run, reed_error *err) {
     run_batch *b = &run->batch;
-    int B = run->cfg.train.batch, T = run->model.tokens;
+    int B = run->cfg.train.batch, T = run->model.tokens, ok = 1;
     size_t img = (size_t)B * run->data.C * run->data.S * run->data.S;
-    int ok = (b->idx = calloc(B, sizeof(int))) && (b->y = calloc(B, sizeof(int)));
-    float **imgs[] = {&b->x, &b->noise, &b->x_t, &b->v, &b->v_pred, &b->dv};
-    for (int i = 0; ok && i < 6; i++) ok = (*imgs[i] = calloc(img, sizeof(float))) != NULL;
-    float **vecs[] = {&b->t, &b->u, &b->n, &b->drop, &b->pa, &b->ps, &b->pda, &b->pds};
-    for (int i = 0; ok && i < 8; i++) ok = (*vecs[i] = calloc(B, sizeof(float))) != NULL;
-    ok = ok && (b->sim_rows = calloc((size_t)B * T, sizeof(float)));
-    ok = ok && (b->dsim = calloc((size_t)B * T, sizeof(float)));
-    for (int k = 0; ok && k < run->cfg.n_sources; k++) {
+    HOST(b->idx, B); HOST(b->y, B); HOST(b->x, img); HOST(b->noise, img);
+    HOST(b->t, B); HOST(b->u, B); HOST(b->n, B); HOST(b->drop, B); HOST(b->coef, 4 * B);
+    HOST(b->align.sim_host, B * T); HOST(b->align.dsim_host, B * T);
+    DEV(b->y_dev, B); DEV(b->x_dev, img); DEV(b->noise_dev, img); DEV(b->x_t, img);
+    DEV(b->v, img); DEV(b->v_pred, img); DEV(b->dv, img);
+    DEV(b->t_dev, B); DEV(b->coef_dev, 4 * B);
+    DEV(b->align.sim, B * T); DEV(b->align.dsim, B * T);
+    for (int k = 0; k < run->cfg.n_sources; k++) {
         size_t n = (size_t)B * run->sources[k].tokens * run->sources[k].dim;
-        ok = (b->target[k] = calloc(n, sizeof(float))) && (b->dz[k] = calloc(n, sizeof(float)));
+        HOST(b->target_host[k], n); DEV(b->target[k], n); DEV(b->dz[k], n);
     }
-    return ok ? 0 : reed_errorf(err, "out of memory allocating batch buffers");
+    return ok ? 0 : reed_errorf(err, "out of memory allocating batch buffers (%s)",
+                                run->ops->name);
 }
+
+#undef HOST
+#undef DEV
 
 static int write_config_file(reed_run *run, reed_error *err) {
     char path[REED_PATH_LEN + 32];
@@ -160,6 +206,23 @@ static int open_parts(reed_run *run, reed_error *err) {
     return 0;
 }
 
+/* The backend of train.device: auto takes CUDA when a GPU is usable and
+ * otherwise says in one line why it trains on the CPU. */
+static int select_backend(reed_run *run, reed_error *err) {
+    char why[256] = "";
+    reed_device d = run->cfg.train.device;
+    run->ops = &reed_ops_cpu;
+    if (d == REED_DEVICE_CPU) return 0;
+    const reed_ops *cuda = reed_ops_cuda(why, sizeof why);
+    if (cuda) {
+        run->ops = cuda;
+        return 0;
+    }
+    if (d == REED_DEVICE_CUDA) return reed_errorf(err, "train.device = \"cuda\": %s", why);
+    snprintf(run->device_note, sizeof run->device_note, "%s; using the CPU", why);
+    return 0;
+}
+
 int reed_run_open(reed_run **out, const reed_config *cfg, const char *config_text,
                   const char *run_dir, reed_error *err) {
     *out = NULL;
@@ -173,7 +236,7 @@ int reed_run_open(reed_run **out, const reed_config *cfg, const char *config_tex
     run->sampling_only = run_dir == NULL;
     snprintf(run->dir, sizeof run->dir, "%s", run_dir ? run_dir : "");
     reed_cpu_set_threads(cfg->train.threads);
-    if (!run->config_text || open_parts(run, err)) {
+    if (!run->config_text || select_backend(run, err) || open_parts(run, err)) {
         reed_run_close(run);
         return -1;
     }
@@ -190,23 +253,13 @@ void reed_run_close(reed_run *run) {
     sit_view_free(&run->g);
     sit_view_free(&run->pe);
     sit_free(&run->model);
-    free(run->params); free(run->grads); free(run->m); free(run->v); free(run->ema);
-    run_batch *b = &run->batch;
-    void *bufs[] = {b->idx, b->y, b->x, b->noise, b->x_t, b->v, b->v_pred, b->dv, b->t,
-                    b->u, b->n, b->drop, b->pa, b->ps, b->pda, b->pds, b->sim_rows, b->dsim};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
-    for (int k = 0; k < REED_MAX_SOURCES; k++) {
-        free(b->target[k]);
-        free(b->dz[k]);
-        source_free(&run->sources[k]);
-    }
+    free_buffers(run);
+    for (int k = 0; k < REED_MAX_SOURCES; k++) source_free(&run->sources[k]);
     dataset_free(&run->data);
     if (run->has_teacher) {
         teacher_acts_free(&run->teacher_acts);
         teacher_free(&run->teacher);
     }
-    free(run->teacher_tokens);
-    free(run->teacher_global);
     free(run->config_text);
     free(run);
 }
@@ -218,9 +271,9 @@ void reed_run_set_log(reed_run *run, reed_log_fn fn, void *ud) {
 
 /* --- one step ---------------------------------------------------------------------- */
 
-/* Draws the batch of step s: examples, dropped labels, times, noise; builds
- * x_t and the target velocity. Every draw is keyed by (seed, s). */
-static void prepare_batch(reed_run *run, int s) {
+/* Draws the batch of step s on the host: examples, dropped labels, times,
+ * noise. Every draw is keyed by (seed, s). */
+static void draw_batch(reed_run *run, int s) {
     const reed_train_config *tc = &run->cfg.train;
     run_batch *b = &run->batch;
     int B = tc->batch, null_class = run->cfg.model.num_classes;
@@ -230,52 +283,89 @@ static void prepare_batch(reed_run *run, int s) {
     rng_uniform(b->u, B, tc->seed, s, REED_STREAM_TIME);
     rng_normal(b->n, B, tc->seed, s, REED_STREAM_TIME);
     rng_normal(b->noise, B * img, tc->seed, s, REED_STREAM_NOISE);
+    float *pa = b->coef, *ps = pa + B, *pda = ps + B, *pds = pda + B;
     for (int i = 0; i < B; i++) {
         if (b->drop[i] < run->cfg.model.class_dropout) b->y[i] = null_class;
         b->t[i] = time_sample(tc->time_sampling, tc->path, b->u[i], b->n[i]);
         path_coeffs c = path_at(tc->path, b->t[i]);
-        b->pa[i] = c.a; b->ps[i] = c.s; b->pda[i] = c.da; b->pds[i] = c.ds;
+        pa[i] = c.a; ps[i] = c.s; pda[i] = c.da; pds[i] = c.ds;
     }
-    run->ops->interpolate(b->x_t, b->v, b->x, b->noise, b->pa, b->ps, b->pda, b->pds, B, img);
-    if (run->has_teacher) /* the frozen teacher sees the clean images */
-        teacher_features(run->ops, &run->teacher, &run->teacher_acts, b->x, B,
+}
+
+/* The alignment targets of the batch, in backend memory: rows of an .npy
+ * file, or the frozen teacher's features of the clean images (computed on
+ * the backend, resampled to the model's grid on the host). */
+static void batch_targets(reed_run *run) {
+    const reed_ops *ops = run->ops;
+    run_batch *b = &run->batch;
+    int B = run->cfg.train.batch;
+    if (run->has_teacher) {
+        teacher_features(ops, &run->teacher, &run->teacher_acts, b->x_dev, B,
                          run->teacher_tokens, run->teacher_global);
+        ops->download(run->teacher_tokens_host, run->teacher_tokens,
+                      sizeof(float) * B * TEACHER_TOKENS * TEACHER_DIM);
+        ops->download(run->teacher_global_host, run->teacher_global,
+                      sizeof(float) * B * TEACHER_DIM);
+    }
     for (int k = 0; k < run->cfg.n_sources; k++) {
         const reed_source *src = &run->sources[k];
         if (src->cfg.from == REED_FROM_FILE)
-            source_gather(src, b->idx, B, b->target[k]);
+            source_gather(src, b->idx, B, b->target_host[k]);
         else
-            source_from_features(src, src->cfg.kind == REED_SOURCE_TOKEN ? run->teacher_tokens
-                                                                         : run->teacher_global,
-                                 B, b->target[k]);
+            source_from_features(src, src->cfg.kind == REED_SOURCE_TOKEN
+                                          ? run->teacher_tokens_host
+                                          : run->teacher_global_host,
+                                 B, b->target_host[k]);
+        ops->upload(b->target[k], b->target_host[k],
+                    sizeof(float) * B * src->tokens * src->dim);
     }
+}
+
+/* Draws the batch, moves it to the backend, builds x_t and the target
+ * velocity there, and the alignment targets. */
+static void prepare_batch(reed_run *run, int s) {
+    const reed_ops *ops = run->ops;
+    run_batch *b = &run->batch;
+    int B = run->cfg.train.batch;
+    size_t img = (size_t)run->data.C * run->data.S * run->data.S;
+    draw_batch(run, s);
+    ops->upload(b->x_dev, b->x, sizeof(float) * B * img);
+    ops->upload(b->noise_dev, b->noise, sizeof(float) * B * img);
+    ops->upload(b->y_dev, b->y, sizeof(int) * B);
+    ops->upload(b->t_dev, b->t, sizeof(float) * B);
+    ops->upload(b->coef_dev, b->coef, sizeof(float) * 4 * B);
+    const float *c = b->coef_dev;
+    ops->interpolate(b->x_t, b->v, b->x_dev, b->noise_dev, c, c + B, c + 2 * B, c + 3 * B, B,
+                     img);
+    batch_targets(run);
 }
 
 /* Forward, losses and backward; fills the loss terms of m. */
 static void forward_backward(reed_run *run, const reed_weights *w, reed_metrics *m) {
     const reed_config *c = &run->cfg;
+    const reed_ops *ops = run->ops;
     run_batch *b = &run->batch;
     int B = c->train.batch;
     size_t n = (size_t)B * run->data.C * run->data.S * run->data.S;
-    sit_forward(run->ops, &run->model, &run->p, &run->acts, b->x_t, b->t, b->y, b->v_pred, 1);
-    m->loss_denoise = run->ops->mse_forward_backward(b->dv, b->v_pred, b->v, n, w->w_diff);
+    sit_forward(ops, &run->model, &run->p, &run->acts, b->x_t, b->t_dev, b->y_dev, b->v_pred,
+                1);
+    m->loss_denoise = ops->mse_forward_backward(b->dv, b->v_pred, b->v, n, w->w_diff);
     m->loss = w->w_diff * m->loss_denoise;
     float *dz[REED_MAX_SOURCES] = {0};
     for (int k = 0; k < c->n_sources; k++) {
         const reed_source *s = &run->sources[k];
         float coef = c->curriculum.proj_coeff * w->w_align * c->sources[k].coeff;
         dz[k] = coef != 0.0f ? b->dz[k] : NULL;
-        align_result r = align_loss(run->ops, dz[k], b->sim_rows, b->dsim,
-                                    run->acts.proj[k].z, b->target[k], b->t, B,
-                                    s->tokens, s->dim, &c->sources[k], coef);
+        align_result r = align_loss(ops, dz[k], &b->align, run->acts.proj[k].z, b->target[k],
+                                    b->t, B, s->tokens, s->dim, &c->sources[k], coef);
         m->sim[k] = r.sim;
         m->loss_src[k] = r.loss;
         m->source_names[k] = c->sources[k].name;
         m->loss += coef * r.loss;
     }
     m->n_sources = c->n_sources;
-    memset(run->grads, 0, run->model.n_params * sizeof(float));
-    sit_backward(run->ops, &run->model, &run->p, &run->g, &run->acts, b->dv, dz);
+    ops->zero(run->grads, run->model.n_params * sizeof(float));
+    sit_backward(ops, &run->model, &run->p, &run->g, &run->acts, b->dv, dz);
 }
 
 /* Names the first non-finite loss term, or returns NULL. */
@@ -424,6 +514,8 @@ int reed_run_steps_done(const reed_run *run) { return run->step; }
 int reed_run_total_steps(const reed_run *run) { return run->cfg.train.steps; }
 const reed_config *reed_run_config(const reed_run *run) { return &run->cfg; }
 const char *reed_run_dir(const reed_run *run) { return run->dir; }
+const char *reed_run_device(const reed_run *run) { return run->ops->name; }
+const char *reed_run_device_note(const reed_run *run) { return run->device_note; }
 double reed_run_active_seconds(const reed_run *run) { return run->active_seconds; }
 
 /* What must stay fixed for the run's tensors and data to remain valid. */
@@ -436,8 +528,10 @@ static int shape_fields_equal(const reed_config *a, const reed_config *b, reed_e
         return reed_errorf(err, "data fields cannot change in a running run");
     if (a->n_sources != b->n_sources)
         return reed_errorf(err, "sources cannot be added or removed in a running run");
-    if (a->train.batch != b->train.batch || a->train.seed != b->train.seed)
-        return reed_errorf(err, "train.batch and train.seed cannot change in a running run");
+    if (a->train.batch != b->train.batch || a->train.seed != b->train.seed ||
+        a->train.device != b->train.device)
+        return reed_errorf(err, "train.batch, train.seed and train.device cannot change in a "
+                           "running run");
     for (int k = 0; k < a->n_sources; k++) {
         const reed_source_config *s = &a->sources[k], *t = &b->sources[k];
         if (strcmp(s->name, t->name) || strcmp(s->file, t->file) || s->kind != t->kind ||

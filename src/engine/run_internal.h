@@ -13,21 +13,32 @@
 
 enum { RUN_MAX_PHASES = 16 };
 
-/* Per-step buffers of one batch, allocated once when the run opens. */
+enum { RUN_MAX_BUFFERS = 64 };
+
+/* Per-step buffers of one batch, allocated once when the run opens. The
+ * host draws the batch (examples, labels, times, noise, file targets); the
+ * backend holds everything the model reads and writes. */
 typedef struct run_batch {
+    /* host memory */
     int *idx, *y;                 /* (B) */
-    float *x, *noise, *x_t, *v, *v_pred, *dv; /* (B, C, S, S) */
+    float *x, *noise;             /* (B, C, S, S) */
     float *t, *u, *n, *drop;      /* (B) */
-    float *pa, *ps, *pda, *pds;   /* (B) interpolant coefficients */
+    float *coef;                  /* (4, B): interpolant a, s, a', s' */
+    float *target_host[REED_MAX_SOURCES];
+    /* backend memory */
+    int *y_dev;
+    float *x_dev, *noise_dev, *x_t, *v, *v_pred, *dv; /* (B, C, S, S) */
+    float *t_dev, *coef_dev;      /* (B), (4, B) */
     float *target[REED_MAX_SOURCES], *dz[REED_MAX_SOURCES];
-    float *sim_rows, *dsim;       /* (B·T) */
+    align_scratch align;          /* (B·T) similarities, both sides */
 } run_batch;
 
 struct reed_run {
     reed_config cfg;
     char *config_text;
     char dir[REED_PATH_LEN];
-    const reed_ops *ops;
+    const reed_ops *ops;          /* the backend of train.device */
+    char device_note[320];        /* why auto fell back to the CPU, or "" */
     sit_model model;
     /* parameters, gradients, AdamW moments and EMA: five blocks of n_params */
     float *params, *grads, *m, *v, *ema;
@@ -40,7 +51,11 @@ struct reed_run {
     int has_teacher;
     teacher_model teacher;
     teacher_acts teacher_acts;
-    float *teacher_tokens, *teacher_global; /* (B, 49, 64), (B, 64) */
+    float *teacher_tokens, *teacher_global; /* (B, 49, 64), (B, 64) backend */
+    float *teacher_tokens_host, *teacher_global_host;
+    /* buffers freed when the run closes (backend, host) */
+    void *dev_buffers[RUN_MAX_BUFFERS], *host_buffers[RUN_MAX_BUFFERS];
+    int n_dev_buffers, n_host_buffers;
     reed_cursor cursor;
     int sampling_only;            /* opened without a run directory */
     int step;                     /* steps done = index of the next step */
@@ -55,6 +70,10 @@ struct reed_run {
     reed_log_fn log;
     void *log_ud;
 };
+
+/* Zeroed buffers owned by the run until it closes; NULL when out of memory. */
+void *run_dev_alloc(reed_run *run, size_t bytes);
+void *run_host_alloc(reed_run *run, size_t bytes);
 
 void run_log(reed_run *run, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

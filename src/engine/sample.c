@@ -8,6 +8,8 @@
 #include "rng.h"
 #include "run_internal.h"
 
+/* The model as a velocity field for the sampler. Arrays are backend memory
+ * unless marked host. */
 typedef struct guided_model {
     const reed_ops *ops;
     const sit_model *model;
@@ -17,6 +19,7 @@ typedef struct guided_model {
     int n;
     int *labels;              /* (2n): classes, then the null class */
     float *x2, *t2, *v2;      /* (2n·img), (2n), (2n·img) */
+    float *t_host;            /* (2n) host */
     size_t img;
 } guided_model;
 
@@ -26,14 +29,17 @@ static int guiding(const reed_sample_config *sc) { return sc->cfg != 1.0f; }
  * halves run as one batch of 2n and are combined inside [cfg_lo, cfg_hi]. */
 static void guided_velocity(void *ctx, const float *x, float t, float *v) {
     guided_model *g = ctx;
+    const reed_ops *ops = g->ops;
     int n = g->n, rows = guiding(g->sc) ? 2 * n : n;
     size_t len = (size_t)n * g->img;
-    memcpy(g->x2, x, len * sizeof(float));
-    if (rows > n) memcpy(g->x2 + len, x, len * sizeof(float));
-    for (int i = 0; i < rows; i++) g->t2[i] = t;
-    sit_forward(g->ops, g->model, g->params, g->acts, g->x2, g->t2, g->labels, g->v2, 0);
-    memcpy(v, g->v2, len * sizeof(float));
-    if (rows > n) cfg_combine(v, g->v2 + len, len, g->sc->cfg, g->sc->cfg_lo, g->sc->cfg_hi, t);
+    ops->copy(g->x2, x, len * sizeof(float));
+    if (rows > n) ops->copy(g->x2 + len, x, len * sizeof(float));
+    for (int i = 0; i < rows; i++) g->t_host[i] = t;
+    ops->upload(g->t2, g->t_host, (size_t)rows * sizeof(float));
+    sit_forward(ops, g->model, g->params, g->acts, g->x2, g->t2, g->labels, g->v2, 0);
+    ops->copy(v, g->v2, len * sizeof(float));
+    if (rows > n)
+        cfg_combine(ops, v, g->v2 + len, len, g->sc->cfg, g->sc->cfg_lo, g->sc->cfg_hi, t);
 }
 
 /* Maps [-1, 1] to bytes and tiles n images in a near-square grid with a
@@ -86,30 +92,48 @@ static int write_png(const reed_run *run, const reed_sample_config *sc, const ui
     return png_write(path, px, w, h, ch, text, (int)(sizeof text / sizeof *text), err);
 }
 
+/* Host labels for the 2n rows: the class (fixed or cycling), then null. */
+static int *sample_labels(const reed_run *run, const reed_sample_config *sc, int rows) {
+    int *y = malloc(sizeof(int) * rows), classes = run->cfg.model.num_classes;
+    for (int i = 0; y && i < rows; i++)
+        y[i] = i >= sc->n ? classes : sc->class_label >= 0 ? sc->class_label : i % classes;
+    return y;
+}
+
+/* Draws the samples into x (host memory): noise from (seed, SAMPLE_NOISE),
+ * then the sampler on the run's backend. */
 static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model *g,
                        float *x, reed_error *err) {
+    const reed_ops *ops = run->ops;
     int n = sc->n, rows = guiding(sc) ? 2 * n : n;
-    size_t img = g->img;
-    float *scratch = malloc(sizeof(float) * 3 * n * img);
-    g->labels = malloc(sizeof(int) * rows);
-    g->x2 = malloc(sizeof(float) * rows * img);
-    g->v2 = malloc(sizeof(float) * rows * img);
-    g->t2 = malloc(sizeof(float) * rows);
+    size_t img = g->img, len = (size_t)n * img;
+    float *xd = ops->mem_alloc(sizeof(float) * len);
+    float *scratch = ops->mem_alloc(sizeof(float) * 3 * len);
+    float *host_noise = sc->sampler == REED_SAMPLER_SDE ? malloc(sizeof(float) * len) : NULL;
+    int *labels = sample_labels(run, sc, rows);
+    g->labels = ops->mem_alloc(sizeof(int) * rows);
+    g->x2 = ops->mem_alloc(sizeof(float) * rows * img);
+    g->v2 = ops->mem_alloc(sizeof(float) * rows * img);
+    g->t2 = ops->mem_alloc(sizeof(float) * rows);
+    g->t_host = malloc(sizeof(float) * rows);
+    int ok = xd && scratch && labels && g->labels && g->x2 && g->v2 && g->t2 && g->t_host &&
+             (host_noise || sc->sampler != REED_SAMPLER_SDE);
     int rc = -1;
-    if (scratch && g->labels && g->x2 && g->v2 && g->t2 &&
-        sit_acts_alloc(g->acts, &run->model, rows, 0, err) == 0) {
-        int classes = run->cfg.model.num_classes;
-        for (int i = 0; i < rows; i++)
-            g->labels[i] = i >= n ? classes : sc->class_label >= 0 ? sc->class_label : i % classes;
-        rng_normal(x, (size_t)n * img, sc->seed, 0, REED_STREAM_SAMPLE_NOISE);
+    if (ok && sit_acts_alloc(g->acts, ops, &run->model, rows, 0, err) == 0) {
+        ops->upload(g->labels, labels, sizeof(int) * rows);
+        rng_normal(x, len, sc->seed, 0, REED_STREAM_SAMPLE_NOISE);
+        ops->upload(xd, x, sizeof(float) * len);
         sampler_spec spec = {sc->sampler, sc->steps, run->cfg.train.path, sc->seed};
-        sampler_run(&spec, guided_velocity, g, x, (size_t)n * img, scratch);
+        sampler_run(ops, &spec, guided_velocity, g, xd, len, scratch, host_noise);
+        ops->download(x, xd, sizeof(float) * len);
         sit_acts_free(g->acts, &run->model);
         rc = 0;
     } else if (!err || !err->msg[0]) {
         reed_errorf(err, "out of memory for sampling %d images", n);
     }
-    free(scratch); free(g->labels); free(g->x2); free(g->v2); free(g->t2);
+    ops->mem_free(xd); ops->mem_free(scratch); ops->mem_free(g->labels);
+    ops->mem_free(g->x2); ops->mem_free(g->v2); ops->mem_free(g->t2);
+    free(g->t_host); free(host_noise); free(labels);
     return rc;
 }
 
@@ -128,7 +152,7 @@ int reed_run_sample_images(reed_run *run, const reed_sample_config *sc, float *x
     if (check_sample_config(run, sc, err)) return -1;
     sit_acts acts;
     guided_model g = {run->ops, &run->model, sc->ema ? &run->pe : &run->p, &acts, sc,
-                      sc->n, NULL, NULL, NULL, NULL,
+                      sc->n, NULL, NULL, NULL, NULL, NULL,
                       (size_t)run->cfg.model.in_channels * run->cfg.model.image_size *
                           run->cfg.model.image_size};
     if (err) err->msg[0] = '\0';

@@ -284,21 +284,27 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     a->d_out = carve(cv, BT * m->out_dim);
 }
 
-int sit_acts_alloc(sit_acts *a, const sit_model *m, int B, int for_backward,
-                   reed_error *err) {
+int sit_acts_alloc(sit_acts *a, const reed_ops *ops, const sit_model *m, int B,
+                   int for_backward, reed_error *err) {
     memset(a, 0, sizeof *a);
+    a->ops = ops;
     a->B = B;
-    a->labels = calloc((size_t)B, sizeof *a->labels);
     a->resid = calloc((size_t)m->cfg.depth + 1, sizeof *a->resid);
     a->blocks = calloc((size_t)m->cfg.depth, sizeof *a->blocks);
     carver cv = {NULL, 0};
     if (a->resid && a->blocks) carve_all(&cv, a, m, B, for_backward);
-    a->mem = a->labels && a->resid && a->blocks ? aligned_alloc(64, cv.used * sizeof(float)) : NULL;
+    size_t pos = (size_t)m->tokens * m->cfg.hidden;
+    a->labels = ops->mem_alloc((size_t)B * sizeof *a->labels);
+    a->pos_embed = ops->mem_alloc(pos * sizeof(float));
+    a->mem = a->labels && a->pos_embed && a->resid && a->blocks
+                 ? ops->mem_alloc(cv.used * sizeof(float))
+                 : NULL;
     if (!a->mem) {
         sit_acts_free(a, m);
-        return reed_errorf(err, "model: cannot allocate %.1f MiB of activations for batch %d",
-                           cv.used * 4.0 / (1 << 20), B);
+        return reed_errorf(err, "model: cannot allocate %.1f MiB of activations for batch %d "
+                           "(%s)", cv.used * 4.0 / (1 << 20), B, ops->name);
     }
+    ops->upload(a->pos_embed, m->pos_embed, pos * sizeof(float));
     cv = (carver){a->mem, 0};
     carve_all(&cv, a, m, B, for_backward);
     return 0;
@@ -306,8 +312,11 @@ int sit_acts_alloc(sit_acts *a, const sit_model *m, int B, int for_backward,
 
 void sit_acts_free(sit_acts *a, const sit_model *m) {
     (void)m;
-    free(a->mem);
-    free(a->labels);
+    if (a->ops) {
+        a->ops->mem_free(a->mem);
+        a->ops->mem_free(a->labels);
+        a->ops->mem_free(a->pos_embed);
+    }
     free(a->resid);
     free(a->blocks);
     memset(a, 0, sizeof *a);
@@ -345,7 +354,7 @@ static void block_forward(const reed_ops *ops, const sit_model *m,
     ops->linear_forward(b->qkv, b->mod1, p->qkv_w, p->qkv_b, BT, H, 3 * H);
     ops->attention_forward(b->atty, b->att, b->qkv, B, T, H, NH);
     ops->linear_forward(b->attproj, b->atty, p->proj_w, p->proj_b, BT, H, H);
-    memcpy(b->mid, x_in, n * sizeof(float));
+    ops->copy(b->mid, x_in, n * sizeof(float));
     ops->gated_add_forward(b->mid, b->attproj, gate1, ldm, B, T, H);
     /* x_out = x_mid + gate2 · MLP(modulate(LN(x_mid), shift2, scale2)) */
     ops->layernorm_forward(b->ln2, b->mean2, b->rstd2, b->mid, BT, H, 1e-6f);
@@ -353,7 +362,7 @@ static void block_forward(const reed_ops *ops, const sit_model *m,
     ops->linear_forward(b->fc1, b->mod2, p->fc1_w, p->fc1_b, BT, H, F);
     ops->gelu_forward(b->gelu, b->fc1, (size_t)BT * F);
     ops->linear_forward(b->fc2, b->gelu, p->fc2_w, p->fc2_b, BT, F, H);
-    memcpy(x_out, b->mid, n * sizeof(float));
+    ops->copy(x_out, b->mid, n * sizeof(float));
     ops->gated_add_forward(x_out, b->fc2, gate2, ldm, B, T, H);
 }
 
@@ -393,11 +402,11 @@ void sit_forward(const reed_ops *ops, const sit_model *m, const sit_params *p,
                  float *v, int with_projectors) {
     const reed_model_config *c = &m->cfg;
     int B = a->B, H = c->hidden, T = m->tokens;
-    memcpy(a->labels, y, (size_t)B * sizeof *y);
+    ops->copy(a->labels, y, (size_t)B * sizeof *y);
     ops->patchify(a->patches, x_t, B, c->in_channels, c->image_size, c->patch);
     ops->linear_forward(a->resid[0], a->patches, p->xemb_w, p->xemb_b, B * T,
                         m->patch_dim, H);
-    ops->add_rows(a->resid[0], m->pos_embed, B, T, H);
+    ops->add_rows(a->resid[0], a->pos_embed, B, T, H);
     conditioning_forward(ops, m, p, a, t, y);
     for (int l = 0; l < c->depth; l++)
         block_forward(ops, m, &p->blocks[l], &a->blocks[l], a->silu_c,
@@ -422,19 +431,19 @@ static void projector_backward(const reed_ops *ops, const sit_model *m, int k,
     int N = global ? B : B * m->tokens;
     const float *in = global ? pa->in : tap;
     size_t np = (size_t)N * P;
-    memset(a->d_proj_p, 0, np * sizeof(float));
+    ops->zero(a->d_proj_p, np * sizeof(float));
     ops->linear_backward(a->d_proj_p, g->w4, g->b4, dz, pa->s2, q->w4, N, P, s->dim);
-    memset(a->d_proj_p2, 0, np * sizeof(float));
+    ops->zero(a->d_proj_p2, np * sizeof(float));
     ops->silu_backward(a->d_proj_p2, a->d_proj_p, pa->h2, np);
-    memset(a->d_proj_p, 0, np * sizeof(float));
+    ops->zero(a->d_proj_p, np * sizeof(float));
     ops->linear_backward(a->d_proj_p, g->w2, g->b2, a->d_proj_p2, pa->s0, q->w2, N, P, P);
-    memset(a->d_proj_p2, 0, np * sizeof(float));
+    ops->zero(a->d_proj_p2, np * sizeof(float));
     ops->silu_backward(a->d_proj_p2, a->d_proj_p, pa->h0, np);
     if (!global) {
         ops->linear_backward(d_tap, g->w0, g->b0, a->d_proj_p2, in, q->w0, N, H, P);
         return;
     }
-    memset(a->d_proj_n, 0, (size_t)B * H * sizeof(float));
+    ops->zero(a->d_proj_n, (size_t)B * H * sizeof(float));
     ops->linear_backward(a->d_proj_n, g->w0, g->b0, a->d_proj_p2, in, q->w0, N, H, P);
     ops->mean_tokens_backward(d_tap, a->d_proj_n, B, m->tokens, H);
 }
@@ -449,29 +458,29 @@ static void block_backward(const reed_ops *ops, const sit_model *m,
     size_t n = (size_t)BT * H;
     float *dshift1 = a->d_ada, *dscale1 = a->d_ada + H, *dgate1 = a->d_ada + 2 * H;
     float *dshift2 = a->d_ada + 3 * H, *dscale2 = a->d_ada + 4 * H, *dgate2 = a->d_ada + 5 * H;
-    memset(a->d_ada, 0, (size_t)B * 6 * H * sizeof(float));
+    ops->zero(a->d_ada, (size_t)B * 6 * H * sizeof(float));
     /* MLP branch: x_out = mid + gate2·fc2 */
-    memset(a->d_small, 0, n * sizeof(float));
+    ops->zero(a->d_small, n * sizeof(float));
     ops->gated_add_backward(a->d_small, dgate2, a->d_resid, b->fc2, b->ada + 5 * H, ldm, B, T, H);
-    memset(a->d_big, 0, (size_t)BT * F * sizeof(float));
+    ops->zero(a->d_big, (size_t)BT * F * sizeof(float));
     ops->linear_backward(a->d_big, g->fc2_w, g->fc2_b, a->d_small, b->gelu, p->fc2_w, BT, F, H);
-    memset(a->d_big2, 0, (size_t)BT * F * sizeof(float));
+    ops->zero(a->d_big2, (size_t)BT * F * sizeof(float));
     ops->gelu_backward(a->d_big2, a->d_big, b->fc1, (size_t)BT * F);
-    memset(a->d_mod, 0, n * sizeof(float));
+    ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->fc1_w, g->fc1_b, a->d_big2, b->mod2, p->fc1_w, BT, H, F);
-    memset(a->d_ln, 0, n * sizeof(float));
+    ops->zero(a->d_ln, n * sizeof(float));
     ops->modulate_backward(a->d_ln, dshift2, dscale2, a->d_mod, b->ln2, b->ada + 4 * H, ldm, B, T, H);
     ops->layernorm_backward(a->d_resid, a->d_ln, b->mid, b->mean2, b->rstd2, BT, H);
     /* attention branch: mid = x_in + gate1·attproj */
-    memset(a->d_small, 0, n * sizeof(float));
+    ops->zero(a->d_small, n * sizeof(float));
     ops->gated_add_backward(a->d_small, dgate1, a->d_resid, b->attproj, b->ada + 2 * H, ldm, B, T, H);
-    memset(a->d_mod, 0, n * sizeof(float));
+    ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->proj_w, g->proj_b, a->d_small, b->atty, p->proj_w, BT, H, H);
-    memset(a->d_qkv, 0, n * 3 * sizeof(float));
+    ops->zero(a->d_qkv, n * 3 * sizeof(float));
     ops->attention_backward(a->d_qkv, a->d_att, a->d_mod, b->qkv, b->att, B, T, H, NH);
-    memset(a->d_mod, 0, n * sizeof(float));
+    ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->qkv_w, g->qkv_b, a->d_qkv, b->mod1, p->qkv_w, BT, H, 3 * H);
-    memset(a->d_ln, 0, n * sizeof(float));
+    ops->zero(a->d_ln, n * sizeof(float));
     ops->modulate_backward(a->d_ln, dshift1, dscale1, a->d_mod, b->ln1, b->ada + H, ldm, B, T, H);
     ops->layernorm_backward(a->d_resid, a->d_ln, x_in, b->mean1, b->rstd1, BT, H);
     /* adaLN: ada = Linear(silu_c) */
@@ -485,12 +494,12 @@ static void final_backward(const reed_ops *ops, const sit_model *m,
     int B = a->B, H = c->hidden, T = m->tokens, BT = B * T;
     size_t n = (size_t)BT * H;
     ops->unpatchify_backward(a->d_out, dv, B, c->in_channels, c->image_size, c->patch);
-    memset(a->d_mod, 0, n * sizeof(float));
+    ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->fin_w, g->fin_b, a->d_out, a->modf, p->fin_w, BT, H, m->out_dim);
-    memset(a->d_ln, 0, n * sizeof(float));
-    memset(a->d_ada, 0, (size_t)B * 2 * H * sizeof(float));
+    ops->zero(a->d_ln, n * sizeof(float));
+    ops->zero(a->d_ada, (size_t)B * 2 * H * sizeof(float));
     ops->modulate_backward(a->d_ln, a->d_ada, a->d_ada + H, a->d_mod, a->lnf, a->fada + H, 2 * H, B, T, H);
-    memset(a->d_resid, 0, n * sizeof(float));
+    ops->zero(a->d_resid, n * sizeof(float));
     ops->layernorm_backward(a->d_resid, a->d_ln, a->resid[c->depth], a->meanf, a->rstdf, BT, H);
     ops->linear_backward(a->d_c, g->fada_w, g->fada_b, a->d_ada, a->silu_c, p->fada_w, B, H, 2 * H);
 }
@@ -502,12 +511,12 @@ static void conditioning_backward(const reed_ops *ops, const sit_model *m,
     int B = a->B, H = m->cfg.hidden;
     size_t n = (size_t)B * H;
     float *dc = a->d_small, *dths = a->d_mod, *dth = a->d_ln;
-    memset(dc, 0, n * sizeof(float));
+    ops->zero(dc, n * sizeof(float));
     ops->silu_backward(dc, a->d_c, a->c, n);
     ops->embedding_backward(g->y_table, dc, y, B, H);
-    memset(dths, 0, n * sizeof(float));
+    ops->zero(dths, n * sizeof(float));
     ops->linear_backward(dths, g->t2_w, g->t2_b, dc, a->ths, p->t2_w, B, H, H);
-    memset(dth, 0, n * sizeof(float));
+    ops->zero(dth, n * sizeof(float));
     ops->silu_backward(dth, dths, a->th, n);
     ops->linear_backward(NULL, g->t0_w, g->t0_b, dth, a->tfreq, p->t0_w, B, SIT_FREQ_DIM, H);
 }
@@ -517,7 +526,7 @@ void sit_backward(const reed_ops *ops, const sit_model *m, const sit_params *p,
                   float *const *dz) {
     const reed_model_config *c = &m->cfg;
     int B = a->B, H = c->hidden, T = m->tokens;
-    memset(a->d_c, 0, (size_t)B * H * sizeof(float));
+    ops->zero(a->d_c, (size_t)B * H * sizeof(float));
     final_backward(ops, m, p, g, a, dv);
     for (int l = c->depth; l >= 1; l--) {
         for (int k = 0; k < m->n_sources; k++)

@@ -84,10 +84,13 @@ typedef struct sit_projector_acts {
     float *h0, *s0, *h2, *s2, *z; /* (N,P), (N,P), (N,P), (N,P), (N,D) */
 } sit_projector_acts;
 
+/* Every buffer here is backend memory (from ops->mem_alloc). */
 typedef struct sit_acts {
+    const reed_ops *ops;    /* the backend that owns the buffers */
     int B;
     float *mem;
     int *labels;            /* (B) the labels of the last forward pass */
+    float *pos_embed;       /* (T, H): the model's, uploaded */
     float *patches;         /* (B·T, Cin·p·p) */
     float *tfreq, *th, *ths, *temb, *c, *silu_c; /* (B,256), then (B,H) each */
     float **resid;          /* [depth+1] (B,T,H): resid[0] embeds, resid[l] after block l */
@@ -109,11 +112,14 @@ void sit_free(sit_model *m);
 void sit_point(const sit_model *m, sit_params *view, float *block);
 void sit_view_free(sit_params *view);
 
-/* The paper's initialisation into `block`, drawn from (seed, INIT stream). */
+/* The paper's initialisation into `block` (host memory), drawn from
+ * (seed, INIT stream). */
 void sit_init_weights(const sit_model *m, float *block, uint64_t seed);
 
-int sit_acts_alloc(sit_acts *a, const sit_model *m, int B, int for_backward,
-                   reed_error *err);
+/* Activations for batch B in the backend's memory (all arguments of
+ * sit_forward/sit_backward are backend memory too). */
+int sit_acts_alloc(sit_acts *a, const reed_ops *ops, const sit_model *m, int B,
+                   int for_backward, reed_error *err);
 void sit_acts_free(sit_acts *a, const sit_model *m);
 
 /* Forward. x_t (B, Cin, S, S), t (B), y (B) integer labels (num_classes =

@@ -27,6 +27,9 @@
 
 typedef struct reed_ops {
     const char *name;
+    /* 1 when backend memory is host memory (the host may read and write it
+     * directly, and upload/download are plain copies). */
+    int host_memory;
 
     /* --- memory ---------------------------------------------------------- */
     /* Zeroed backend memory of `bytes` bytes, or NULL when out of memory. */

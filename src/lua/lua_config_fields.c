@@ -48,6 +48,8 @@ static const field train_fields[] = {
     FLT(reed_train_config, "ema_decay", ema_decay),
     U64(reed_train_config, "seed", seed),
     INT(reed_train_config, "threads", threads),
+    ENUM(reed_train_config, "device", device, reed_device_names),
+    ENUM(reed_train_config, "precision", precision, reed_precision_names),
     ENUM(reed_train_config, "path", path, reed_path_names),
     ENUM(reed_train_config, "time_sampling", time_sampling, reed_time_names),
     INT(reed_train_config, "log_every", log_every),
@@ -118,7 +120,9 @@ _Static_assert(sizeof(reed_source_kind) == sizeof(int) &&
                sizeof(reed_resample) == sizeof(int) &&
                sizeof(reed_source_from) == sizeof(int) &&
                sizeof(reed_sampler) == sizeof(int) &&
-               sizeof(reed_time_kind) == sizeof(int),
+               sizeof(reed_time_kind) == sizeof(int) &&
+               sizeof(reed_device) == sizeof(int) &&
+               sizeof(reed_precision) == sizeof(int),
                "enum fields are read and written as int");
 
 const field *reed_config_find_field(const field *fields, const char *key) {

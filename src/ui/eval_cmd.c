@@ -1,24 +1,19 @@
 /* reed eval / reed evaluator (see eval_cmd.h). */
 #include "eval_cmd.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
+#include "cnn_cmd.h"
 #include "config.h"
 #include "evaluator.h"
 #include "lua/lua_config.h"
 #include "ops.h"
 #include "quality.h"
 #include "reed.h"
-
-#define DATA_DIR "/usr/share/datasets/fashion-mnist"
-enum { EVAL_BATCH = 500 };
 
 static void usage(FILE *f) {
     fputs("usage:\n"
@@ -36,132 +31,23 @@ static void usage(FILE *f) {
           f);
 }
 
+/* `reed eval` and `reed evaluator` take the same options. */
+static const cnn_tool evaluator_tool = {
+    .prefix = "reed eval",
+    .usage = usage,
+    .options = "--out --weights --data --sampler --n --steps --epochs --threads --seed",
+    .arch = &evaluator_arch,
+    .train_defaults = evaluator_train_defaults,
+};
+
+typedef cnn_args eval_args;
+
 static int usage_fail(const char *fmt, const char *arg) {
-    fprintf(stderr, "reed eval: ");
-    fprintf(stderr, fmt, arg);
-    fputs("\n", stderr);
-    usage(stderr);
-    return 2;
+    return cnn_usage_fail(&evaluator_tool, fmt, arg);
 }
-
-static int parse_long(const char *s, long lo, long hi, long *v) {
-    char *end;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi) return -1;
-    *v = x;
-    return 0;
-}
-
-typedef struct eval_args {
-    const char *out, *weights, *data, *sampler;
-    int n, steps, threads, epochs;
-    long seed;
-} eval_args;
 
 static int parse_args(eval_args *a, int argc, char **argv, int first) {
-    memset(a, 0, sizeof *a);
-    a->n = 1000;
-    a->seed = -1;
-    a->epochs = 4;
-    a->data = DATA_DIR;
-    for (int i = first; i < argc; i++) {
-        const char *o = argv[i];
-        if (o[0] != '-') return usage_fail("unexpected argument \"%s\"", o);
-        if (i + 1 >= argc) return usage_fail("%s: missing value", o);
-        const char *v = argv[++i];
-        long x;
-        if (!strcmp(o, "--out")) a->out = v;
-        else if (!strcmp(o, "--weights")) a->weights = v;
-        else if (!strcmp(o, "--data")) a->data = v;
-        else if (!strcmp(o, "--sampler")) a->sampler = v;
-        else if (!strcmp(o, "--n")) {
-            if (parse_long(v, 2, 100000, &x)) return usage_fail("--n: expected 2..100000, got \"%s\"", v);
-            a->n = (int)x;
-        } else if (!strcmp(o, "--steps")) {
-            if (parse_long(v, 1, 100000, &x)) return usage_fail("--steps: expected 1..100000, got \"%s\"", v);
-            a->steps = (int)x;
-        } else if (!strcmp(o, "--epochs")) {
-            if (parse_long(v, 1, 1000, &x)) return usage_fail("--epochs: expected 1..1000, got \"%s\"", v);
-            a->epochs = (int)x;
-        } else if (!strcmp(o, "--threads")) {
-            if (parse_long(v, 0, 1024, &x)) return usage_fail("--threads: expected 0..1024, got \"%s\"", v);
-            a->threads = (int)x;
-        } else if (!strcmp(o, "--seed")) {
-            if (parse_long(v, 0, 0x7fffffffL, &x)) return usage_fail("--seed: expected 0..2^31-1, got \"%s\"", v);
-            a->seed = x;
-        } else return usage_fail("unknown option \"%s\"", o);
-    }
-    return 0;
-}
-
-static void print_line(void *ctx, const char *line) {
-    (void)ctx;
-    printf("%s\n", line);
-    fflush(stdout);
-}
-
-static void default_out(char *out, size_t cap) {
-    const char *src = getenv("REED_SRC");
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s%sassets", src && *src ? src : "", src && *src ? "/" : "");
-    mkdir(dir, 0755); // may exist; st_write reports real failures
-    snprintf(out, cap, "%s/evaluator.safetensors", dir);
-}
-
-static int load_evaluator(evaluator_model *e, const eval_args *a, reed_error *err) {
-    char path[8192];
-    if (a->weights) snprintf(path, sizeof path, "%s", a->weights);
-    else evaluator_default_weights(path, sizeof path);
-    return evaluator_load(e, path, err);
-}
-
-static int cmd_train(const eval_args *a) {
-    evaluator_model e;
-    reed_error err = {{0}};
-    char out[8192];
-    if (a->out) snprintf(out, sizeof out, "%s", a->out);
-    else default_out(out, sizeof out);
-    teacher_train_opts o;
-    teacher_train_defaults(&o);
-    o.data_dir = a->data;
-    o.epochs = a->epochs;
-    o.seed = a->seed >= 0 ? (uint64_t)a->seed : EVALUATOR_SEED;
-    o.log = print_line;
-    o.log_every = 100;
-    o.batch = 128;
-    if (evaluator_init(&e, &err) || evaluator_train(&reed_ops_cpu, &e, &o, &err) ||
-        evaluator_save(&e, out, &err)) {
-        fprintf(stderr, "reed evaluator train: %s\n", err.msg);
-        evaluator_free(&e);
-        return 1;
-    }
-    printf("evaluator: test accuracy %.2f%% after %d epochs; wrote %s\n",
-           100.0 * e.test_accuracy, e.epochs, out);
-    evaluator_free(&e);
-    return 0;
-}
-
-static int cmd_check(const eval_args *a) {
-    evaluator_model e = {0};
-    teacher_split s = {0};
-    evaluator_acts acts = {0};
-    reed_error err = {{0}};
-    int rc = 1;
-    if (load_evaluator(&e, a, &err) || teacher_split_load(&s, a->data, "t10k", &err) ||
-        evaluator_acts_alloc(&acts, &e, EVAL_BATCH, 0, &err)) {
-        fprintf(stderr, "reed evaluator eval: %s\n", err.msg);
-        goto done;
-    }
-    double acc = evaluator_evaluate(&reed_ops_cpu, &e, &acts, &s, 0);
-    printf("evaluator: test accuracy %.2f%% on %d test images; stated %.2f%%\n", 100.0 * acc,
-           s.N, 100.0 * e.test_accuracy);
-    rc = 0;
-done:
-    evaluator_acts_free(&acts);
-    teacher_split_free(&s);
-    evaluator_free(&e);
-    return rc;
+    return cnn_parse_args(&evaluator_tool, a, argc, argv, first);
 }
 
 int evaluator_command(int argc, char **argv) {
@@ -173,8 +59,8 @@ int evaluator_command(int argc, char **argv) {
     int rc = parse_args(&a, argc, argv, 3);
     if (rc) return rc;
     reed_cpu_set_threads(a.threads);
-    if (!strcmp(argv[2], "train")) return cmd_train(&a);
-    if (!strcmp(argv[2], "eval")) return cmd_check(&a);
+    if (!strcmp(argv[2], "train")) return cnn_cmd_train(&evaluator_tool, &a);
+    if (!strcmp(argv[2], "eval")) return cnn_cmd_eval(&evaluator_tool, &a);
     return usage_fail("unknown evaluator subcommand \"%s\" (train, eval)", argv[2]);
 }
 

@@ -32,6 +32,7 @@ static void usage(FILE *f) {
     fputs("usage:\n"
           "  reed                      the workbench on the default preset\n"
           "  reed run CONFIG.lua [--set key=value]... [--run-dir DIR] [--steps N] [--headless]\n"
+          "           [--device auto|cpu|cuda]\n"
           "  reed run [CONFIG.lua] --resume RUN_DIR|CHECKPOINT [--set key=value]... [--steps N]\n"
           "  reed sample CHECKPOINT|RUN_DIR [--n 16] [--steps 50] [--sampler euler|heun|sde]\n"
           "              [--cfg W] [--class C] [--seed S] [--online] [--out FILE.png]\n"
@@ -46,7 +47,9 @@ static void usage(FILE *f) {
           "         On a terminal it opens the workbench (charts, samples, a Lua REPL;\n"
           "         ? for keys, help() for the API); --headless or no terminal prints\n"
           "         progress lines, and Ctrl-C saves a checkpoint and exits.\n"
-          "         Presets: scripts/lua/presets/ (sit, repa, reed).\n"
+          "         Presets: scripts/lua/presets/ (sit, repa, reed). --device auto (the\n"
+          "         default) trains on the GPU when this build has CUDA and a GPU is\n"
+          "         usable, else on the CPU; cpu and cuda choose explicitly.\n"
           "sample   draws a sample grid (PNG) from a checkpoint, EMA weights by default.\n"
           "replay   reruns a steered run with the commands of its commands.log at the\n"
           "         same steps (into RUN_DIR-replay by default) and compares the metrics.\n",
@@ -101,6 +104,11 @@ static int parse_run_args(int argc, char **argv, int use_default, run_args *a) {
         else if (strcmp(arg, "--run-dir") == 0 && has_value) a->run_dir = argv[++i];
         else if (strcmp(arg, "--resume") == 0 && has_value) a->resume = argv[++i];
         else if (strcmp(arg, "--headless") == 0) a->headless = 1;
+        else if (strcmp(arg, "--device") == 0 && has_value && a->n_sets < MAX_SETS) {
+            static char set[64]; /* one --device per command line; the last wins */
+            snprintf(set, sizeof set, "train.device=%s", argv[++i]);
+            a->sets[a->n_sets++] = set;
+        }
         else if (strcmp(arg, "--steps") == 0 && has_value) {
             if (parse_int(argv[++i], &a->steps) || a->steps <= 0 || a->steps > 1000000000)
                 return usage_error("--steps: expected a positive integer, got \"%s\"", argv[i]);
@@ -250,8 +258,10 @@ static int cmd_run(int argc, char **argv, int use_default) {
         reed_run_close(run);
         return fail("resume", &err);
     }
-    printf("run %s: %s, %d steps, batch %d%s%s\n", cfg.name, cfg.model.preset, cfg.train.steps,
-           cfg.train.batch, a.resume ? ", resumed from " : "", a.resume ? ckpt : "");
+    printf("run %s: %s, %d steps, batch %d, %s%s%s\n", cfg.name, cfg.model.preset,
+           cfg.train.steps, cfg.train.batch, reed_run_device(run),
+           a.resume ? ", resumed from " : "", a.resume ? ckpt : "");
+    if (reed_run_device_note(run)[0]) printf("device: %s\n", reed_run_device_note(run));
     printf("run directory: %s\n", dir);
     if (!a.headless && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO)) {
         rc = workbench_main(run);

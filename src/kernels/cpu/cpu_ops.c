@@ -680,6 +680,7 @@ static void cpu_synchronize(void) {}
 
 const reed_ops reed_ops_cpu = {
     .name = "cpu",
+    .host_memory = 1,
     .mem_alloc = cpu_mem_alloc,
     .mem_free = cpu_mem_free,
     .upload = cpu_copy,                         // one address space

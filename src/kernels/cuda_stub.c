@@ -1,0 +1,24 @@
+/* The CUDA entry points in a build without the CUDA backend: there is no
+ * CUDA op table, and the settings of reed_cuda.h do nothing. */
+#include <stdio.h>
+
+#include "ops.h"
+#include "reed_cuda.h"
+
+const reed_ops *reed_ops_cuda(char *why, size_t cap)
+{
+#ifdef REED_CUDA_DISABLED
+    const char *reason = "it was configured with -DREED_CUDA=OFF";
+#else
+    const char *reason = "the CUDA toolkit was not found at configure time";
+#endif
+    if (why && cap)
+        snprintf(why, cap, "this build has no CUDA backend (%s)", reason);
+    return NULL;
+}
+
+void reed_cuda_set_precision(int bf16) { (void)bf16; }
+int reed_cuda_precision(void) { return 0; }
+int reed_cuda_set_cudnn(int on) { (void)on; return 0; }
+long reed_cuda_conv_fallbacks(void) { return 0; }
+void reed_cuda_set_fatal_handler(void (*handler)(const char *msg)) { (void)handler; }
