@@ -2,7 +2,13 @@
  * For each fixture: loads the reference weights and inputs, runs our
  * forward, losses and backward, and compares every tensor; then three
  * AdamW steps. Prints the worst error per tensor; fails above 1e-4
- * (relative to the tensor's largest magnitude). */
+ * (relative to the tensor's largest magnitude).
+ *
+ *   test_parity [cpu|cuda]
+ *
+ * With `cuda` the same step runs on the CUDA backend in fp32 (inputs and
+ * weights uploaded, results downloaded for the comparison); it exits 77
+ * (skipped) when no GPU is usable. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,15 +21,30 @@
 static const double TOL = 1e-4;
 static int failures;
 static double worst_overall;
+static const reed_ops *OPS; /* the backend under test */
 
-/* max|a−b| / max|ref| over a tensor. */
-static double compare(const char *what, const float *got, const float *ref, size_t n) {
+/* Backend memory holding a copy of n host floats (or zeros when host is NULL). */
+static void *to_backend(const void *host, size_t bytes) {
+    void *d = OPS->mem_alloc(bytes);
+    if (!d) {
+        fprintf(stderr, "test_parity: out of %s memory (%zu bytes)\n", OPS->name, bytes);
+        exit(1);
+    }
+    if (host) OPS->upload(d, host, bytes);
+    return d;
+}
+
+/* max|a−b| / max|ref| over a tensor; got is backend memory. */
+static double compare(const char *what, const float *got_backend, const float *ref, size_t n) {
+    float *got = malloc(n * sizeof(float));
+    OPS->download(got, got_backend, n * sizeof(float));
     double diff = 0, scale = 1e-12;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - ref[i]);
         if (!(d <= diff)) diff = d; /* also catches NaN */
         if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
     }
+    free(got);
     double rel = diff / scale;
     int bad = !(rel <= TOL);
     if (rel > worst_overall || isnan(rel)) worst_overall = rel;
@@ -116,11 +137,14 @@ static void read_fixture(fixture *fx, const char *path) {
 }
 
 /* The objective of one batch: forward, losses, backward (grads zeroed). */
+/* Backend memory, except t_host and the host halves of align. */
 typedef struct batch {
-    const float *x, *noise, *t, *targets[REED_MAX_SOURCES];
+    float *x, *noise, *t, *targets[REED_MAX_SOURCES];
+    const float *t_host;
     int *y;
-    float *x_t, *v, *v_pred, *dv, *dz[REED_MAX_SOURCES], *sim_rows, *dsim;
-    float *pa, *ps, *pda, *pds;
+    float *x_t, *v, *v_pred, *dv, *dz[REED_MAX_SOURCES];
+    float *coef, *coef_host;    /* (4, B): a, s, a', s' */
+    align_scratch align;
 } batch;
 
 typedef struct losses {
@@ -129,14 +153,17 @@ typedef struct losses {
 
 static losses objective(const fixture *fx, const sit_model *m, const sit_params *p,
                         const sit_params *g, float *grads, sit_acts *a, batch *b) {
-    const reed_ops *ops = &reed_ops_cpu;
+    const reed_ops *ops = OPS;
     int B = fx->B;
     size_t img = (size_t)m->cfg.in_channels * m->cfg.image_size * m->cfg.image_size;
     for (int i = 0; i < B; i++) {
-        path_coeffs c = path_at(fx->path, b->t[i]);
-        b->pa[i] = c.a; b->ps[i] = c.s; b->pda[i] = c.da; b->pds[i] = c.ds;
+        path_coeffs c = path_at(fx->path, b->t_host[i]);
+        float *h = b->coef_host;
+        h[i] = c.a; h[B + i] = c.s; h[2 * B + i] = c.da; h[3 * B + i] = c.ds;
     }
-    ops->interpolate(b->x_t, b->v, b->x, b->noise, b->pa, b->ps, b->pda, b->pds, B, img);
+    ops->upload(b->coef, b->coef_host, sizeof(float) * 4 * B);
+    const float *c = b->coef;
+    ops->interpolate(b->x_t, b->v, b->x, b->noise, c, c + B, c + 2 * B, c + 3 * B, B, img);
     sit_forward(ops, m, p, a, b->x_t, b->t, b->y, b->v_pred, 1);
     losses L = {0};
     L.denoise = ops->mse_forward_backward(b->dv, b->v_pred, b->v, B * img, fx->w_diff);
@@ -144,14 +171,13 @@ static losses objective(const fixture *fx, const sit_model *m, const sit_params 
     for (int k = 0; k < fx->n_src; k++) {
         int T = fx->src[k].kind == REED_SOURCE_TOKEN ? m->tokens : 1;
         float coef = fx->proj_coeff * fx->w_align * fx->src[k].coeff;
-        align_scratch as = {b->sim_rows, b->dsim, b->sim_rows, b->dsim}; /* host = backend */
-        align_result r = align_loss(ops, b->dz[k], &as, a->proj[k].z, b->targets[k], b->t, B,
-                                    T, m->sources[k].dim, &fx->src[k], coef);
+        align_result r = align_loss(ops, b->dz[k], &b->align, a->proj[k].z, b->targets[k],
+                                    b->t_host, B, T, m->sources[k].dim, &fx->src[k], coef);
         L.src_loss[k] = r.loss;
         L.sim[k] = r.sim;
         L.loss += coef * r.loss;
     }
-    memset(grads, 0, m->n_params * sizeof(float));
+    ops->zero(grads, m->n_params * sizeof(float));
     sit_backward(ops, m, p, g, a, b->dv, b->dz);
     return L;
 }
@@ -159,35 +185,53 @@ static losses objective(const fixture *fx, const sit_model *m, const sit_params 
 static void setup_batch(fixture *fx, const sit_model *m, batch *b) {
     size_t img = (size_t)m->cfg.in_channels * m->cfg.image_size * m->cfg.image_size;
     int B = fx->B;
-    b->x = need(fx->f, "in.x")->data;
-    b->noise = need(fx->f, "in.noise")->data;
-    b->t = need(fx->f, "in.t")->data;
+    size_t rows = (size_t)B * m->tokens;
+    b->x = to_backend(need(fx->f, "in.x")->data, sizeof(float) * B * img);
+    b->noise = to_backend(need(fx->f, "in.noise")->data, sizeof(float) * B * img);
+    b->t_host = need(fx->f, "in.t")->data;
+    b->t = to_backend(b->t_host, sizeof(float) * B);
     const float *yf = need(fx->f, "in.y")->data;
-    b->y = malloc(sizeof(int) * B);
-    for (int i = 0; i < B; i++) b->y[i] = (int)yf[i];
+    int *y = malloc(sizeof(int) * B);
+    for (int i = 0; i < B; i++) y[i] = (int)yf[i];
+    b->y = to_backend(y, sizeof(int) * B);
+    free(y);
     float **bufs[] = {&b->x_t, &b->v, &b->v_pred, &b->dv};
-    for (int i = 0; i < 4; i++) *bufs[i] = malloc(sizeof(float) * B * img);
-    float **vecs[] = {&b->pa, &b->ps, &b->pda, &b->pds};
-    for (int i = 0; i < 4; i++) *vecs[i] = malloc(sizeof(float) * B);
-    b->sim_rows = malloc(sizeof(float) * B * m->tokens);
-    b->dsim = malloc(sizeof(float) * B * m->tokens);
+    for (int i = 0; i < 4; i++) *bufs[i] = to_backend(NULL, sizeof(float) * B * img);
+    b->coef = to_backend(NULL, sizeof(float) * 4 * B);
+    b->coef_host = malloc(sizeof(float) * 4 * B);
+    b->align = (align_scratch){to_backend(NULL, sizeof(float) * rows),
+                               to_backend(NULL, sizeof(float) * rows),
+                               malloc(sizeof(float) * rows), malloc(sizeof(float) * rows)};
     for (int k = 0; k < fx->n_src; k++) {
         char name[96];
         snprintf(name, sizeof name, "in.target.%s", fx->src[k].name);
-        b->targets[k] = need(fx->f, name)->data;
-        b->dz[k] = malloc(sizeof(float) * B * m->tokens * m->sources[k].dim);
+        size_t n = (size_t)rows * m->sources[k].dim;
+        b->targets[k] = to_backend(need(fx->f, name)->data,
+                                   sizeof(float) * (fx->src[k].kind == REED_SOURCE_TOKEN
+                                                        ? n : (size_t)B * m->sources[k].dim));
+        b->dz[k] = to_backend(NULL, sizeof(float) * n);
     }
 }
 
 static void free_batch(batch *b, int n_src) {
-    free(b->y); free(b->x_t); free(b->v); free(b->v_pred); free(b->dv);
-    free(b->pa); free(b->ps); free(b->pda); free(b->pds); free(b->sim_rows); free(b->dsim);
-    for (int k = 0; k < n_src; k++) free(b->dz[k]);
+    void *dev[] = {b->x, b->noise, b->t, b->y, b->x_t, b->v, b->v_pred, b->dv, b->coef,
+                   b->align.sim, b->align.dsim};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) OPS->mem_free(dev[i]);
+    for (int k = 0; k < n_src; k++) OPS->mem_free(b->targets[k]), OPS->mem_free(b->dz[k]);
+    free(b->coef_host); free(b->align.sim_host); free(b->align.dsim_host);
+}
+
+/* Compares host values (scalars, loss curves) through a backend copy. */
+static double compare_host(const char *what, const float *got, const float *ref, size_t n) {
+    float *d = to_backend(got, n * sizeof(float));
+    double rel = compare(what, d, ref, n);
+    OPS->mem_free(d);
+    return rel;
 }
 
 static void compare_scalar(const char *what, double got, const st_tensor *ref) {
     float g = (float)got;
-    compare(what, &g, ref->data, 1);
+    compare_host(what, &g, ref->data, 1);
 }
 
 static void check_losses(const fixture *fx, const losses *L) {
@@ -206,8 +250,9 @@ static void check_losses(const fixture *fx, const losses *L) {
  * on the same batch, as the reference does. */
 static void check_adamw(fixture *fx, const sit_model *m, float *params, const sit_params *p,
                         const sit_params *g, float *grads, sit_acts *a, batch *b) {
-    const reed_ops *ops = &reed_ops_cpu;
-    float *mom = calloc(m->n_params, sizeof(float)), *vel = calloc(m->n_params, sizeof(float));
+    const reed_ops *ops = OPS;
+    float *mom = to_backend(NULL, m->n_params * sizeof(float));
+    float *vel = to_backend(NULL, m->n_params * sizeof(float));
     float loss[3], norm[3];
     for (int s = 0; s < 3; s++) {
         losses L = objective(fx, m, p, g, grads, a, b);
@@ -218,8 +263,10 @@ static void check_adamw(fixture *fx, const sit_model *m, float *params, const si
         loss[s] = (float)L.loss;
         norm[s] = (float)gn;
     }
-    compare("adam.loss (3 steps)", loss, need(fx->f, "adam.loss")->data, 3);
-    compare("adam.grad_norm (3 steps)", norm, need(fx->f, "adam.grad_norm")->data, 3);
+    compare_host("adam.loss (3 steps)", loss, need(fx->f, "adam.loss")->data, 3);
+    compare_host("adam.grad_norm (3 steps)", norm, need(fx->f, "adam.grad_norm")->data, 3);
+    float *host_params = malloc(m->n_params * sizeof(float));
+    ops->download(host_params, params, m->n_params * sizeof(float));
     double worst = 0;
     const char *worst_name = "";
     int before = failures;
@@ -227,6 +274,7 @@ static void check_adamw(fixture *fx, const sit_model *m, float *params, const si
         char name[160];
         snprintf(name, sizeof name, "adam.final.%s", m->tensors[i].name);
         const float *got = params + m->tensors[i].offset, *ref = need(fx->f, name)->data;
+        const float *got_host = host_params + m->tensors[i].offset;
         size_t n = m->tensors[i].size;
         double rel;
         if (strstr(name, "attn.qkv.bias")) {
@@ -240,7 +288,7 @@ static void check_adamw(fixture *fx, const sit_model *m, float *params, const si
             if (rel_v > rel) rel = rel_v;
             double maxd = 0;
             for (size_t j = 0; j < H; j++) {
-                double d = fabs((double)got[H + j] - ref[H + j]);
+                double d = fabs((double)got_host[H + j] - ref[H + j]);
                 if (d > maxd) maxd = d;
             }
             printf("  %-52s key slice (zero-gradient direction) max |diff| %.2e, not checked\n",
@@ -255,8 +303,9 @@ static void check_adamw(fixture *fx, const sit_model *m, float *params, const si
     }
     printf("  worst parameter after 3 AdamW steps: %s (%.2e), %d failures\n", worst_name, worst,
            failures - before);
-    free(mom);
-    free(vel);
+    free(host_params);
+    ops->mem_free(mom);
+    ops->mem_free(vel);
 }
 
 static void run_fixture(const char *path) {
@@ -272,15 +321,21 @@ static void run_fixture(const char *path) {
         fprintf(stderr, "%s\n", err.msg);
         exit(1);
     }
-    float *params = malloc(m.n_params * sizeof(float)), *grads = malloc(m.n_params * sizeof(float));
+    float *host = malloc(m.n_params * sizeof(float));
     for (int i = 0; i < m.n_tensors; i++)
-        memcpy(params + m.tensors[i].offset, need(fx.f, m.tensors[i].name)->data,
+        memcpy(host + m.tensors[i].offset, need(fx.f, m.tensors[i].name)->data,
                m.tensors[i].size * sizeof(float));
+    float *params = to_backend(host, m.n_params * sizeof(float));
+    float *grads = to_backend(NULL, m.n_params * sizeof(float));
+    free(host);
     sit_params p, g;
     sit_point(&m, &p, params);
     sit_point(&m, &g, grads);
     sit_acts a;
-    if (sit_acts_alloc(&a, &reed_ops_cpu, &m, fx.B, 1, &err)) exit(1);
+    if (sit_acts_alloc(&a, OPS, &m, fx.B, 1, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
     batch b;
     setup_batch(&fx, &m, &b);
     losses L = objective(&fx, &m, &p, &g, grads, &a, &b);
@@ -299,14 +354,26 @@ static void run_fixture(const char *path) {
     sit_acts_free(&a, &m);
     sit_view_free(&p);
     sit_view_free(&g);
-    free(params);
-    free(grads);
+    OPS->mem_free(params);
+    OPS->mem_free(grads);
     sit_free(&m);
     st_close(fx.f);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     reed_cpu_set_threads(2);
+    OPS = &reed_ops_cpu;
+    if (argc > 1 && strcmp(argv[1], "cuda") == 0) {
+        char why[256];
+        if (!(OPS = reed_ops_cuda(why, sizeof why))) {
+            printf("test_parity cuda: skipped: %s\n", why);
+            return 77;
+        }
+    } else if (argc > 1 && strcmp(argv[1], "cpu") != 0) {
+        fprintf(stderr, "usage: test_parity [cpu|cuda]\n");
+        return 2;
+    }
+    printf("backend: %s\n", OPS->name);
     run_fixture("tests/fixtures/parity_a.safetensors");
     run_fixture("tests/fixtures/parity_b.safetensors");
     printf("parity: worst relative error %.2e (tolerance %.0e), %d tensors failed\n",

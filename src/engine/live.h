@@ -40,6 +40,8 @@ typedef struct live_status {
     double eta_seconds;        /* on active time */
     double active_seconds;
     size_t memory_bytes;       /* resident set */
+    size_t device_bytes;       /* backend memory in use (GPU); 0 on the CPU */
+    double fd;                 /* latest evaluation's Fréchet distance; < 0: none */
     int n_sources;
     char source_names[REED_MAX_SOURCES][REED_NAME_LEN];
     char phase_names[8][32];   /* names of phases 0..n_phases-1 */

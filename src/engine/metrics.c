@@ -21,6 +21,7 @@ void metrics_write_jsonl(FILE *f, const reed_metrics *m) {
     put_number(f, "grad_norm", m->grad_norm);
     put_number(f, "lr", m->lr);
     put_number(f, "imgs_per_s", m->imgs_per_s);
+    if (m->device_mb > 0) put_number(f, "device_mem_mb", m->device_mb);
     for (int k = 0; k < m->n_sources; k++) {
         char key[REED_NAME_LEN + 8];
         snprintf(key, sizeof key, "sim_%s", m->source_names[k]);

@@ -5,6 +5,7 @@
 #ifndef REED_H
 #define REED_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -26,6 +27,7 @@ typedef struct reed_metrics {
     double loss_src[REED_MAX_SOURCES]; /* −mean_b w(t)·sim_b */
     int fd_n;                 /* samples scored after this step; 0 = no evaluation */
     double fd, cond_acc;      /* Fréchet distance, evaluator accuracy on the classes */
+    double device_mb;         /* backend (GPU) memory in use, MiB; 0 on the CPU */
 } reed_metrics;
 
 /* Receives engine messages (warnings, what was saved). */
@@ -53,6 +55,8 @@ double reed_run_active_seconds(const reed_run *run); /* time spent in steps */
 const char *reed_run_device(const reed_run *run);   /* the backend: "cpu", "cuda" */
 /* Why train.device = "auto" trains on the CPU (one line), or "". */
 const char *reed_run_device_note(const reed_run *run);
+/* Bytes of backend memory the process holds (GPU); 0 on the CPU. */
+size_t reed_run_device_memory(const reed_run *run);
 
 /* Replaces the configuration between steps. Only what can change live may
  * differ (curriculum, optimiser hyper-parameters, source coefficients and

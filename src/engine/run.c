@@ -502,6 +502,7 @@ int reed_run_step(reed_run *run, reed_metrics *m, reed_error *err) {
     m->step_seconds = now_seconds() - start;
     m->imgs_per_s = run->cfg.train.batch / m->step_seconds;
     run->active_seconds += m->step_seconds;
+    m->device_mb = reed_run_device_memory(run) / 1048576.0;
     if (eval_due(run)) evaluate(run, m);
     metrics_write_jsonl(run->metrics, m); /* every step: the applied weights too */
     fflush(run->metrics);
@@ -516,6 +517,9 @@ const reed_config *reed_run_config(const reed_run *run) { return &run->cfg; }
 const char *reed_run_dir(const reed_run *run) { return run->dir; }
 const char *reed_run_device(const reed_run *run) { return run->ops->name; }
 const char *reed_run_device_note(const reed_run *run) { return run->device_note; }
+size_t reed_run_device_memory(const reed_run *run) {
+    return run->ops->mem_used ? run->ops->mem_used() : 0;
+}
 double reed_run_active_seconds(const reed_run *run) { return run->active_seconds; }
 
 /* What must stay fixed for the run's tensors and data to remain valid. */

@@ -54,6 +54,8 @@ struct reed_session {
     char phase_buf[32];
     int n_samples;       /* REPL sample{} calls (file names) */
     double its;          /* smoothed steps per second */
+    double fd;           /* the latest evaluation's Fréchet distance (eval.every) */
+    int has_fd;
 };
 
 static inline reed_session *session_of(lua_State *L) {

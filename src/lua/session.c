@@ -144,7 +144,7 @@ static void publish_status(reed_session *s, int running_command) {
     const reed_config *c = reed_run_config(s->run);
     const char *names[8];
     snprintf(st.run_name, sizeof st.run_name, "%s", c->name);
-    snprintf(st.backend, sizeof st.backend, "cpu");
+    snprintf(st.backend, sizeof st.backend, "%s", reed_run_device(s->run));
     st.step = reed_run_steps_done(s->run);
     st.total_steps = reed_run_total_steps(s->run);
     st.n_phases = reed_run_phase_names(s->run, names, 8);
@@ -159,6 +159,8 @@ static void publish_status(reed_session *s, int running_command) {
     st.active_seconds = reed_run_active_seconds(s->run);
     st.eta_seconds = s->its > 0 ? (st.total_steps - st.step) / s->its : -1;
     st.memory_bytes = resident_bytes();
+    st.device_bytes = reed_run_device_memory(s->run);
+    st.fd = s->has_fd ? s->fd : -1;
     st.n_sources = c->n_sources;
     for (int k = 0; k < c->n_sources; k++)
         snprintf(st.source_names[k], sizeof st.source_names[k], "%s", c->sources[k].name);
@@ -438,6 +440,7 @@ static void record_step(reed_session *s, const reed_metrics *m) {
     live_history_push(s->live, &p);
     double rate = m->step_seconds > 0 ? 1.0 / m->step_seconds : 0;
     s->its = s->its > 0 ? 0.9 * s->its + 0.1 * rate : rate;
+    if (m->fd_n > 0) s->fd = m->fd, s->has_fd = 1;
 }
 
 /* After a step: samples every train.sample_every steps, checkpoints every

@@ -342,6 +342,15 @@ static int status_fields(const live_status *st, status_field *f) {
     format_bytes(b, sizeof b, st->memory_bytes);
     f[n++] = (status_field){ "", UI_COLOR_STATUS, 3 };
     snprintf(f[n - 1].text, sizeof f[0].text, "mem %s", b);
+    if (st->device_bytes > 0) {
+        format_bytes(b, sizeof b, st->device_bytes);
+        f[n++] = (status_field){ "", UI_COLOR_STATUS, 3 };
+        snprintf(f[n - 1].text, sizeof f[0].text, "gpu %s", b);
+    }
+    if (st->fd >= 0) {
+        f[n++] = (status_field){ "", UI_COLOR_STATUS, 4 };
+        snprintf(f[n - 1].text, sizeof f[0].text, "FD %.1f", st->fd);
+    }
     ui_format_duration(a, sizeof a, st->active_seconds);
     f[n++] = (status_field){ "", UI_COLOR_STATUS, 1 };
     snprintf(f[n - 1].text, sizeof f[0].text, "active %s", a);
@@ -370,7 +379,7 @@ static int status_fit(status_field *f, int *keep, int n, int width) {
 }
 
 static void draw_status(ui_screen *s, WINDOW *w, const live_status *st) {
-    status_field f[12];
+    status_field f[16];
     int keep[12], n = status_fields(st, f), sep = status_fit(f, keep, n, getmaxx(w));
     fill_row(s, w, 0, UI_COLOR_STATUS);
     int x = 0;

@@ -520,6 +520,7 @@ int workbench_main(reed_run *run) {
     terminal_init(&wb);
     readline_init(&wb);
     log_add(&wb, "REED workbench: training starts. Type help() for the Lua API, ? for keys.");
+    if (reed_run_device_note(run)[0]) log_addf(&wb, "device: %s", reed_run_device_note(run));
     pthread_create(&wb.engine, NULL, engine_main, &wb);
     ui_loop(&wb);
     pthread_join(wb.engine, NULL);

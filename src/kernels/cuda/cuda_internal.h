@@ -1,0 +1,277 @@
+/* Private to the CUDA backend: its state, the error checks, launch helpers,
+ * the row-major GEMM wrappers and the ops each .cu file contributes to the
+ * table in cuda_ops.cu.
+ *
+ * Every op runs on the backend's one stream (g_cuda.stream); kernels are
+ * launched on it, cuBLAS and cuDNN are bound to it. Ops return without
+ * waiting, except those with a host result (reductions, downloads), which
+ * wait for the stream. */
+#ifndef REED_CUDA_INTERNAL_H
+#define REED_CUDA_INTERNAL_H
+
+#include <stddef.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#if REED_CUDNN
+#include <cudnn.h>
+#endif
+
+/* ops.h has no extern "C" block of its own. */
+#include <stdint.h>
+extern "C" {
+#include "ops.h"
+}
+
+/* --- state ------------------------------------------------------------------ */
+
+/* Blocks of the first pass of a two-pass reduction (one double partial each). */
+#define RED_MAX_BLOCKS 1024
+#define RED_THREADS 256
+
+typedef struct cuda_state {
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+#if REED_CUDNN
+    cudnnHandle_t cudnn;
+#endif
+    int bf16;            /* reed_cuda_set_precision */
+    /* cuBLAS compute types of the two modes, as probed at start-up */
+    cublasComputeType_t compute_fp32, compute_bf16;
+    int cudnn_ok;        /* the cuDNN handle was created */
+    int use_cudnn;       /* reed_cuda_set_cudnn (and cudnn_ok) */
+    long conv_fallbacks; /* cuDNN → im2col fallbacks so far */
+    int sync_debug;      /* REED_CUDA_SYNC=1: wait after every launch */
+    double *red_partial; /* (RED_MAX_BLOCKS) device: first-pass partials */
+    double *red_result;  /* (2) device: a reduction's results */
+} cuda_state;
+
+extern cuda_state g_cuda;
+
+/* --- errors ----------------------------------------------------------------- */
+
+/* Reports "file:line: call failed: detail" through the fatal handler, then
+ * aborts. */
+[[noreturn]] void cuda_fatal(const char *call, const char *detail,
+                             const char *file, int line);
+
+#define CUDA_CHECK(call)                                                      \
+    do {                                                                      \
+        cudaError_t e_ = (call);                                              \
+        if (e_ != cudaSuccess)                                                \
+            cuda_fatal(#call, cudaGetErrorString(e_), __FILE__, __LINE__);    \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                    \
+    do {                                                                      \
+        cublasStatus_t s_ = (call);                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                      \
+            cuda_fatal(#call, cublasGetStatusString(s_), __FILE__, __LINE__); \
+    } while (0)
+
+#if REED_CUDNN
+#define CUDNN_CHECK(call)                                                     \
+    do {                                                                      \
+        cudnnStatus_t s_ = (call);                                            \
+        if (s_ != CUDNN_STATUS_SUCCESS)                                       \
+            cuda_fatal(#call, cudnnGetErrorString(s_), __FILE__, __LINE__);   \
+    } while (0)
+#endif
+
+/* After every kernel launch: a bad launch configuration fails here; with
+ * REED_CUDA_SYNC=1 an error inside the kernel fails here too. */
+void cuda_launch_check(const char *what, const char *file, int line);
+#define LAUNCH_CHECK(what) cuda_launch_check(what, __FILE__, __LINE__)
+
+/* --- launch helpers ---------------------------------------------------------- */
+
+#define THREADS 256
+
+/* Blocks for a grid-stride loop over n elements with `threads` per block
+ * (capped: the loop covers the rest). n must be > 0. */
+static inline unsigned grid_for(size_t n, int threads)
+{
+    size_t blocks = (n + (size_t)threads - 1) / (size_t)threads;
+    const size_t cap = (size_t)1 << 20;
+    return (unsigned)(blocks < cap ? blocks : cap);
+}
+
+/* Blocks for one warp per row over `rows` rows, ROW_WARPS warps (of 32
+ * threads) per block. rows must be > 0. */
+#define ROW_WARPS 4
+#define ROW_THREADS (32 * ROW_WARPS)
+static inline unsigned grid_rows(size_t rows)
+{
+    return (unsigned)((rows + ROW_WARPS - 1) / ROW_WARPS);
+}
+
+/* --- device reductions --------------------------------------------------------- */
+
+#ifdef __CUDACC__
+/* Sum (max) over the 32 lanes of a warp; every lane gets the result. */
+__device__ __forceinline__ double warp_sum(double v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum of v over the block (blockDim.x a multiple of 32, at most 1024);
+ * the result is valid in thread 0. Every thread of the block must call it;
+ * it may be called several times in a row. */
+__device__ __forceinline__ double block_sum(double v)
+{
+    __shared__ double part[32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads(); // a previous call may still be reading part[]
+    v = warp_sum(v);
+    if (lane == 0)
+        part[warp] = v;
+    __syncthreads();
+    v = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0;
+    if (warp == 0)
+        v = warp_sum(v);
+    return v;
+}
+
+/* Row handled by this warp in a one-warp-per-row kernel (ROW_WARPS warps
+ * per block), and the lane within the warp. */
+__device__ __forceinline__ size_t warp_row(void)
+{
+    return (size_t)blockIdx.x * ROW_WARPS + threadIdx.x / 32;
+}
+__device__ __forceinline__ int lane_id(void) { return threadIdx.x % 32; }
+
+/* Grid-stride loop over [0, n). */
+#define GRID_LOOP(i, n)                                                       \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);   \
+         i += (size_t)gridDim.x * blockDim.x)
+#endif
+
+/* --- GEMM in row-major terms (cuda_ops.cu) ------------------------------------ */
+
+/* C(M,N) = alpha·op(A)·op(B) + beta·C, all row-major with leading dims
+ * lda/ldb/ldc, op = transpose when ta/tb is set: the meaning of
+ * cblas_sgemm(CblasRowMajor, ...). Precision as set by
+ * reed_cuda_set_precision. */
+void gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* `batch` such products, the i-th on A + i·sA, B + i·sB, C + i·sC. */
+void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
+                     const float *A, int lda, long long sA, const float *B,
+                     int ldb, long long sB, float beta, float *C, int ldc,
+                     long long sC, int batch);
+
+/* Host value of a device reduction result; waits for the stream. */
+double cuda_read_double(const double *dev);
+
+/* Two-pass reductions: a first pass of red_blocks(n) blocks of RED_THREADS
+ * threads writes one double per block to g_cuda.red_partial; then
+ * cuda_finish_sum adds the first nparts partials in a fixed order and
+ * returns the sum (waits for the stream). */
+static inline unsigned red_blocks(size_t n)
+{
+    unsigned b = grid_for(n, RED_THREADS);
+    return b < RED_MAX_BLOCKS ? b : RED_MAX_BLOCKS;
+}
+double cuda_finish_sum(int nparts);
+
+/* --- ops (see ops.h for each contract) ----------------------------------------- */
+
+/* cuda_kernels.cu: transformer ops, elementwise helpers, optimiser */
+void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC);
+void cuda_colsum_add(float *dbias, const float *dout, int N, int OC);
+void cuda_layernorm_forward(float *out, float *mean, float *rstd,
+                            const float *inp, int N, int C, float eps);
+void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,
+                             const float *mean, const float *rstd, int N, int C);
+void cuda_modulate_forward(float *out, const float *x, const float *shift,
+                           const float *scale, int ldm, int B, int T, int C);
+void cuda_modulate_backward(float *dx, float *dshift, float *dscale,
+                            const float *dout, const float *x,
+                            const float *scale, int ldm, int B, int T, int C);
+void cuda_gated_add_forward(float *x, const float *y, const float *gate,
+                            int ldm, int B, int T, int C);
+void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
+                             const float *y, const float *gate, int ldm,
+                             int B, int T, int C);
+void cuda_gelu_forward(float *out, const float *inp, size_t n);
+void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
+                        size_t n);
+void cuda_silu_forward(float *out, const float *inp, size_t n);
+void cuda_silu_backward(float *dinp, const float *dout, const float *inp,
+                        size_t n);
+void cuda_softmax_rows(float *S, size_t rows, int T);
+void cuda_softmax_rows_backward(float *D, const float *P, size_t rows, int T);
+void cuda_add(float *out, const float *a, const float *b, size_t n);
+void cuda_accumulate(float *acc, const float *x, size_t n);
+void cuda_scale(float *x, float s, size_t n);
+void cuda_axpby(float *out, float a, const float *x, float b, const float *y,
+                size_t n);
+double cuda_sum_squares(const float *x, size_t n);
+void cuda_mean_tokens_forward(float *out, const float *x, int B, int T, int C);
+void cuda_mean_tokens_backward(float *dx, const float *dout, int B, int T,
+                               int C);
+void cuda_cosine_forward(float *sim, const float *a, const float *b, int N,
+                         int D);
+void cuda_cosine_backward(float *da, const float *dsim, const float *a,
+                          const float *b, int N, int D);
+void cuda_adamw_update(float *param, const float *grad, float *m, float *v,
+                       size_t n, float lr, float beta1, float beta2, float eps,
+                       float weight_decay, float grad_scale, int t);
+void cuda_ema_update(float *ema, const float *param, size_t n, float decay);
+
+/* cuda_model_ops.cu: the model's plumbing */
+void cuda_patchify(float *patches, const float *x, int B, int Cin, int S,
+                   int p);
+void cuda_unpatchify_forward(float *x, const float *tokens, int B, int Cout,
+                             int S, int p);
+void cuda_unpatchify_backward(float *dtokens, const float *dx, int B, int Cout,
+                              int S, int p);
+void cuda_add_rows(float *x, const float *rows, int B, int T, int C);
+void cuda_timestep_embedding(float *out, const float *t, int B, int dim);
+void cuda_embedding_forward(float *out, const float *table, const int *idx,
+                            int B, int C);
+void cuda_embedding_backward(float *dtable, const float *dout, const int *idx,
+                             int B, int C);
+void cuda_interpolate(float *x_t, float *v, const float *x, const float *noise,
+                      const float *a, const float *s, const float *da,
+                      const float *ds, int B, size_t n);
+double cuda_mse_forward_backward(float *dpred, const float *pred,
+                                 const float *target, size_t n, float scale);
+
+/* cuda_conv.cu: the convolutional networks' ops */
+void cuda_conv2d_forward(float *out, const float *inp, const float *w,
+                         const float *bias, int B, int C, int H, int W, int OC,
+                         int K, int stride, int pad, float *scratch);
+void cuda_conv2d_backward(float *dinp, float *dw, float *dbias,
+                          const float *dout, const float *inp, const float *w,
+                          int B, int C, int H, int W, int OC, int K, int stride,
+                          int pad, float *scratch);
+void cuda_relu_forward(float *out, const float *inp, size_t n);
+void cuda_relu_backward(float *dinp, const float *dout, const float *x,
+                        size_t n);
+void cuda_avgpool_global_forward(float *out, const float *inp, int B, int C,
+                                 int H, int W);
+void cuda_avgpool_global_backward(float *dinp, const float *dout, int B, int C,
+                                  int H, int W);
+double cuda_cross_entropy_forward_backward(float *dlogits, int *correct,
+                                           const float *logits,
+                                           const int *labels, int B, int K,
+                                           float scale);
+
+#endif

@@ -1,0 +1,687 @@
+/* CUDA backend: our own kernels for the transformer ops that are not GEMMs —
+ * normalisation, adaLN modulation and gates, activations, the attention
+ * softmax, elementwise helpers, reductions, cosine similarity, AdamW, EMA.
+ *
+ * Gradient contract (see ops.h): forward ops overwrite their outputs;
+ * backward ops ADD (+=) into every gradient output, and any gradient output
+ * may be NULL.
+ *
+ * Each kernel sits next to its launcher. The kernels are written to be
+ * plainly correct rather than fast: grid-stride loops for elementwise work,
+ * one warp per row for row reductions, and column sums with one thread per
+ * channel. Reductions the CPU accumulates in double are accumulated in
+ * double here too; all reductions are deterministic (no atomics).
+ * Aliasing: elementwise forward ops may run in place (each thread reads an
+ * element before writing it), as on the CPU.
+ */
+#include <math.h>
+
+#include "cuda_internal.h"
+
+/* ------------------------------------------------------------------------
+ * Column sums: the reductions over tokens (dbias, dshift, dscale, dgate,
+ * mean over tokens). For each group g < G (a sample, or one group of all
+ * N rows) and channel c < C:
+ *     s = Σ_{t<T} a[(g·T + t)·C + c] · (b ? b[(g·T + t)·C + c] : 1)
+ * accumulated in double, then out[g·ldo + c] += s (COLSUM_ADD) or
+ * out[g·ldo + c] = s / T (COLSUM_MEAN). A block covers 32 channels of one
+ * group; its COLSUM_ROWS rows of threads split the T rows, then one row of
+ * threads adds up the partial sums in a fixed order.
+ * ---------------------------------------------------------------------- */
+
+#define COLSUM_ROWS 16
+enum { COLSUM_ADD, COLSUM_MEAN };
+
+__global__ void colsum_kernel(float *out, int ldo, const float *a,
+                              const float *b, int T, int C, int mode)
+{
+    __shared__ double part[COLSUM_ROWS][32];
+    const int c = blockIdx.x * 32 + threadIdx.x;
+    const size_t g = blockIdx.y;
+    double acc = 0.0;
+    if (c < C) {
+        for (int t = threadIdx.y; t < T; t += COLSUM_ROWS) {
+            const size_t i = (g * T + t) * C + c;
+            acc += b ? (double)a[i] * b[i] : (double)a[i];
+        }
+    }
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        double s = 0.0;
+        for (int r = 0; r < COLSUM_ROWS; r++)
+            s += part[r][threadIdx.x];
+        float *o = out + g * ldo + c;
+        if (mode == COLSUM_ADD)
+            *o += (float)s;
+        else
+            *o = (float)s / T;
+    }
+}
+
+static void colsum(float *out, int ldo, const float *a, const float *b, int G,
+                   int T, int C, int mode)
+{
+    if (G <= 0 || C <= 0)
+        return;
+    dim3 grid((C + 31) / 32, G), block(32, COLSUM_ROWS);
+    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, a, b, T, C, mode);
+    LAUNCH_CHECK("colsum_kernel");
+}
+
+/* dbias(OC) += Σ_n dout(N,OC) */
+void cuda_colsum_add(float *dbias, const float *dout, int N, int OC)
+{
+    colsum(dbias, 0, dout, NULL, 1, N, OC, COLSUM_ADD);
+}
+
+/* ------------------------------------------------------------------------
+ * Linear bias seed: out(N,OC) = bias broadcast over rows
+ * ---------------------------------------------------------------------- */
+
+__global__ void bias_seed_kernel(float *out, const float *bias, size_t n,
+                                 int OC)
+{
+    GRID_LOOP(i, n)
+        out[i] = bias[i % OC];
+}
+
+void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC)
+{
+    const size_t n = (size_t)N * OC;
+    if (!n)
+        return;
+    bias_seed_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, bias, n, OC);
+    LAUNCH_CHECK("bias_seed_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * LayerNorm (no affine), one warp per row:
+ *   mean = Σx/C, var = Σ(x − mean)²/C (two passes, double),
+ *   rstd = 1/sqrt(var + eps), out = (x − mean)·rstd
+ * ---------------------------------------------------------------------- */
+
+__global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd,
+                                         const float *inp, int N, int C,
+                                         float eps)
+{
+    const size_t row = warp_row();
+    const int lane = lane_id();
+    if (row >= (size_t)N)
+        return; // the whole warp: row depends on the warp only
+    const float *x = inp + row * C; // (C)
+    double sum = 0.0;
+    for (int i = lane; i < C; i += 32)
+        sum += x[i];
+    const double md = warp_sum(sum) / C;
+    double var = 0.0;
+    for (int i = lane; i < C; i += 32)
+        var += (x[i] - md) * (x[i] - md);
+    var = warp_sum(var);
+    const float m = (float)md, s = (float)(1.0 / sqrt(var / C + eps));
+    float *o = out + row * C;
+    for (int i = lane; i < C; i += 32)
+        o[i] = (x[i] - m) * s;
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = s;
+    }
+}
+
+void cuda_layernorm_forward(float *out, float *mean, float *rstd,
+                            const float *inp, int N, int C, float eps)
+{
+    if (N <= 0)
+        return;
+    layernorm_forward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
+        out, mean, rstd, inp, N, C, eps);
+    LAUNCH_CHECK("layernorm_forward_kernel");
+}
+
+/* With xhat = (x − mean)·rstd and g = dout:
+ * dx += rstd · (g − mean(g) − xhat · mean(g·xhat)). */
+__global__ void layernorm_backward_kernel(float *dinp, const float *dout,
+                                          const float *inp, const float *mean,
+                                          const float *rstd, int N, int C)
+{
+    const size_t row = warp_row();
+    const int lane = lane_id();
+    if (row >= (size_t)N)
+        return;
+    const float *x = inp + row * C, *g = dout + row * C; // (C)
+    float *dx = dinp + row * C;
+    const float m = mean[row], s = rstd[row];
+    double gsum = 0.0, gxsum = 0.0;
+    for (int i = lane; i < C; i += 32) {
+        gsum += g[i];
+        gxsum += g[i] * (x[i] - m) * s;
+    }
+    const float gmean = (float)(warp_sum(gsum) / C);
+    const float gxmean = (float)(warp_sum(gxsum) / C);
+    for (int i = lane; i < C; i += 32) {
+        const float xhat = (x[i] - m) * s;
+        dx[i] += s * (g[i] - gmean - xhat * gxmean);
+    }
+}
+
+void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,
+                             const float *mean, const float *rstd, int N, int C)
+{
+    if (!dinp || N <= 0)
+        return;
+    layernorm_backward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
+        dinp, dout, inp, mean, rstd, N, C);
+    LAUNCH_CHECK("layernorm_backward_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * adaLN: element i of a (B,T,C) tensor is channel c = i mod C of sample
+ * b = i / (T·C); its shift/scale/gate is vec[b·ldm + c].
+ * ---------------------------------------------------------------------- */
+
+__device__ __forceinline__ size_t adaln_index(size_t i, int T, int C, int ldm)
+{
+    const size_t b = i / ((size_t)T * C);
+    return b * ldm + i % C;
+}
+
+/* out = x·(1 + scale[b]) + shift[b]; out may alias x. */
+__global__ void modulate_forward_kernel(float *out, const float *x,
+                                        const float *shift, const float *scale,
+                                        int ldm, int T, int C, size_t n)
+{
+    GRID_LOOP(i, n) {
+        const size_t v = adaln_index(i, T, C, ldm);
+        out[i] = x[i] * (1.0f + scale[v]) + shift[v];
+    }
+}
+
+void cuda_modulate_forward(float *out, const float *x, const float *shift,
+                           const float *scale, int ldm, int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    if (!n)
+        return;
+    modulate_forward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        out, x, shift, scale, ldm, T, C, n);
+    LAUNCH_CHECK("modulate_forward_kernel");
+}
+
+/* dx += dout·(1 + scale[b]) */
+__global__ void modulate_dx_kernel(float *dx, const float *dout,
+                                   const float *scale, int ldm, int T, int C,
+                                   size_t n)
+{
+    GRID_LOOP(i, n)
+        dx[i] += dout[i] * (1.0f + scale[adaln_index(i, T, C, ldm)]);
+}
+
+void cuda_modulate_backward(float *dx, float *dshift, float *dscale,
+                            const float *dout, const float *x,
+                            const float *scale, int ldm, int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    if (!n)
+        return;
+    if (dx) {
+        modulate_dx_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+            dx, dout, scale, ldm, T, C, n);
+        LAUNCH_CHECK("modulate_dx_kernel");
+    }
+    // dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·x
+    if (dshift)
+        colsum(dshift, ldm, dout, NULL, B, T, C, COLSUM_ADD);
+    if (dscale)
+        colsum(dscale, ldm, dout, x, B, T, C, COLSUM_ADD);
+}
+
+/* x += gate[b]·y */
+__global__ void gated_add_kernel(float *x, const float *y, const float *gate,
+                                 int ldm, int T, int C, size_t n)
+{
+    GRID_LOOP(i, n)
+        x[i] += gate[adaln_index(i, T, C, ldm)] * y[i];
+}
+
+void cuda_gated_add_forward(float *x, const float *y, const float *gate,
+                            int ldm, int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    if (!n)
+        return;
+    gated_add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        x, y, gate, ldm, T, C, n);
+    LAUNCH_CHECK("gated_add_kernel");
+}
+
+void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
+                             const float *y, const float *gate, int ldm,
+                             int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    if (!n)
+        return;
+    // dy += gate[b]·dx: the forward kernel with (x, y) = (dy, dx)
+    if (dy) {
+        gated_add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+            dy, dx, gate, ldm, T, C, n);
+        LAUNCH_CHECK("gated_add_kernel");
+    }
+    // dgate[b] += Σ_t dx·y
+    if (dgate)
+        colsum(dgate, ldm, dx, y, B, T, C, COLSUM_ADD);
+}
+
+/* ------------------------------------------------------------------------
+ * GELU (tanh approximation, PyTorch approximate="tanh") and SiLU
+ * ---------------------------------------------------------------------- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/π) */
+#define GELU_A 0.044715f
+
+/* gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³) */
+__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n)
+{
+    GRID_LOOP(i, n) {
+        const float x = inp[i];
+        const float u = GELU_K * (x + GELU_A * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+
+/* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²) */
+__global__ void gelu_backward_kernel(float *dinp, const float *dout,
+                                     const float *inp, size_t n)
+{
+    GRID_LOOP(i, n) {
+        const float x = inp[i];
+        const float u = GELU_K * (x + GELU_A * x * x * x);
+        const float th = tanhf(u);
+        const float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        const float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+        dinp[i] += grad * dout[i];
+    }
+}
+
+/* silu(x) = x·σ(x) = x / (1 + e^{−x}) */
+__global__ void silu_forward_kernel(float *out, const float *inp, size_t n)
+{
+    GRID_LOOP(i, n) {
+        const float x = inp[i];
+        out[i] = x / (1.0f + expf(-x));
+    }
+}
+
+/* silu'(x) = σ(x)·(1 + x·(1 − σ(x))) */
+__global__ void silu_backward_kernel(float *dinp, const float *dout,
+                                     const float *inp, size_t n)
+{
+    GRID_LOOP(i, n) {
+        const float x = inp[i];
+        const float s = 1.0f / (1.0f + expf(-x));
+        dinp[i] += dout[i] * s * (1.0f + x * (1.0f - s));
+    }
+}
+
+void cuda_gelu_forward(float *out, const float *inp, size_t n)
+{
+    if (!n)
+        return;
+    gelu_forward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, inp, n);
+    LAUNCH_CHECK("gelu_forward_kernel");
+}
+
+void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
+                        size_t n)
+{
+    if (!dinp || !n)
+        return;
+    gelu_backward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        dinp, dout, inp, n);
+    LAUNCH_CHECK("gelu_backward_kernel");
+}
+
+void cuda_silu_forward(float *out, const float *inp, size_t n)
+{
+    if (!n)
+        return;
+    silu_forward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, inp, n);
+    LAUNCH_CHECK("silu_forward_kernel");
+}
+
+void cuda_silu_backward(float *dinp, const float *dout, const float *inp,
+                        size_t n)
+{
+    if (!dinp || !n)
+        return;
+    silu_backward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        dinp, dout, inp, n);
+    LAUNCH_CHECK("silu_backward_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * Attention softmax, one warp per row of T logits (the 1/sqrt(hs) scale is
+ * already in the GEMM's alpha).
+ * ---------------------------------------------------------------------- */
+
+/* In place: row = exp(row − max) / Σ exp(row − max). */
+__global__ void softmax_rows_kernel(float *S, size_t rows, int T)
+{
+    const size_t row = warp_row();
+    const int lane = lane_id();
+    if (row >= rows)
+        return;
+    float *r = S + row * T; // (T)
+    float mx = -INFINITY;
+    for (int j = lane; j < T; j += 32)
+        mx = fmaxf(mx, r[j]);
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < T; j += 32) {
+        const float e = expf(r[j] - mx);
+        r[j] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / warp_sum(sum);
+    for (int j = lane; j < T; j += 32)
+        r[j] *= inv;
+}
+
+void cuda_softmax_rows(float *S, size_t rows, int T)
+{
+    if (!rows || T <= 0)
+        return;
+    softmax_rows_kernel<<<grid_rows(rows), ROW_THREADS, 0, g_cuda.stream>>>(S, rows, T);
+    LAUNCH_CHECK("softmax_rows_kernel");
+}
+
+/* In place: D holds dP on entry, dS = P∘(dP − rowsum(dP∘P)) on exit. */
+__global__ void softmax_rows_backward_kernel(float *D, const float *P,
+                                             size_t rows, int T)
+{
+    const size_t row = warp_row();
+    const int lane = lane_id();
+    if (row >= rows)
+        return;
+    float *d = D + row * T;
+    const float *p = P + row * T;
+    float dot = 0.0f;
+    for (int j = lane; j < T; j += 32)
+        dot += d[j] * p[j];
+    dot = warp_sum(dot);
+    for (int j = lane; j < T; j += 32)
+        d[j] = p[j] * (d[j] - dot);
+}
+
+void cuda_softmax_rows_backward(float *D, const float *P, size_t rows, int T)
+{
+    if (!rows || T <= 0)
+        return;
+    softmax_rows_backward_kernel<<<grid_rows(rows), ROW_THREADS, 0, g_cuda.stream>>>(
+        D, P, rows, T);
+    LAUNCH_CHECK("softmax_rows_backward_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * Elementwise helpers
+ * ---------------------------------------------------------------------- */
+
+/* out = a·x + b·y */
+__global__ void axpby_kernel(float *out, float a, const float *x, float b,
+                             const float *y, size_t n)
+{
+    GRID_LOOP(i, n)
+        out[i] = a * x[i] + b * y[i];
+}
+
+__global__ void add_kernel(float *out, const float *a, const float *b, size_t n)
+{
+    GRID_LOOP(i, n)
+        out[i] = a[i] + b[i];
+}
+
+__global__ void scale_kernel(float *x, float s, size_t n)
+{
+    GRID_LOOP(i, n)
+        x[i] *= s;
+}
+
+void cuda_add(float *out, const float *a, const float *b, size_t n)
+{
+    if (!n)
+        return;
+    add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, a, b, n);
+    LAUNCH_CHECK("add_kernel");
+}
+
+/* acc += x */
+void cuda_accumulate(float *acc, const float *x, size_t n)
+{
+    cuda_add(acc, acc, x, n);
+}
+
+void cuda_scale(float *x, float s, size_t n)
+{
+    if (!n)
+        return;
+    scale_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(x, s, n);
+    LAUNCH_CHECK("scale_kernel");
+}
+
+void cuda_axpby(float *out, float a, const float *x, float b, const float *y,
+                size_t n)
+{
+    if (!n)
+        return;
+    axpby_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, a, x, b, y, n);
+    LAUNCH_CHECK("axpby_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * Σ x² in double: each block writes a partial sum, then one block adds the
+ * partials in a fixed order (deterministic).
+ * ---------------------------------------------------------------------- */
+
+__global__ void sumsq_partial_kernel(double *partial, const float *x, size_t n)
+{
+    double acc = 0.0;
+    GRID_LOOP(i, n)
+        acc += (double)x[i] * x[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0)
+        partial[blockIdx.x] = acc;
+}
+
+/* result[0] = Σ partial[0 .. nparts); one block. */
+__global__ void sum_partials_kernel(double *result, const double *partial,
+                                    int nparts)
+{
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < nparts; i += blockDim.x)
+        acc += partial[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0)
+        result[0] = acc;
+}
+
+double cuda_finish_sum(int nparts)
+{
+    sum_partials_kernel<<<1, RED_THREADS, 0, g_cuda.stream>>>(
+        g_cuda.red_result, g_cuda.red_partial, nparts);
+    LAUNCH_CHECK("sum_partials_kernel");
+    return cuda_read_double(g_cuda.red_result);
+}
+
+double cuda_sum_squares(const float *x, size_t n)
+{
+    if (!n)
+        return 0.0;
+    const unsigned blocks = red_blocks(n);
+    sumsq_partial_kernel<<<blocks, RED_THREADS, 0, g_cuda.stream>>>(
+        g_cuda.red_partial, x, n);
+    LAUNCH_CHECK("sumsq_partial_kernel");
+    return cuda_finish_sum((int)blocks);
+}
+
+/* ------------------------------------------------------------------------
+ * Mean over tokens: out(B,C) = (1/T) Σ_t x(B,T,C)
+ * ---------------------------------------------------------------------- */
+
+void cuda_mean_tokens_forward(float *out, const float *x, int B, int T, int C)
+{
+    colsum(out, C, x, NULL, B, T, C, COLSUM_MEAN);
+}
+
+/* dx(B,T,C) += dout(B,C)·inv, inv = 1/T */
+__global__ void mean_tokens_backward_kernel(float *dx, const float *dout,
+                                            float inv, int T, int C, size_t n)
+{
+    GRID_LOOP(i, n)
+        dx[i] += dout[adaln_index(i, T, C, C)] * inv;
+}
+
+void cuda_mean_tokens_backward(float *dx, const float *dout, int B, int T,
+                               int C)
+{
+    const size_t n = (size_t)B * T * C;
+    if (!dx || !n)
+        return;
+    mean_tokens_backward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        dx, dout, 1.0f / T, T, C, n);
+    LAUNCH_CHECK("mean_tokens_backward_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * Cosine similarity with F.normalize semantics: â = a / max(|a|, 1e-12),
+ * sim = <â, b̂>. One warp per row; dot products in double.
+ * ---------------------------------------------------------------------- */
+
+#define COS_EPS 1e-12
+
+/* The warp's sums <a,a>, <b,b>, <a,b> over one row of D. */
+__device__ void row_dots(const float *a, const float *b, int D, double *aa,
+                         double *bb, double *ab)
+{
+    double saa = 0.0, sbb = 0.0, sab = 0.0;
+    for (int i = lane_id(); i < D; i += 32) {
+        const double x = a[i], y = b[i];
+        saa += x * x;
+        sbb += y * y;
+        sab += x * y;
+    }
+    *aa = warp_sum(saa);
+    *bb = warp_sum(sbb);
+    *ab = warp_sum(sab);
+}
+
+__global__ void cosine_forward_kernel(float *sim, const float *a,
+                                      const float *b, int N, int D)
+{
+    const size_t row = warp_row();
+    if (row >= (size_t)N)
+        return;
+    double aa, bb, ab;
+    row_dots(a + row * D, b + row * D, D, &aa, &bb, &ab);
+    const double na = fmax(sqrt(aa), COS_EPS), nb = fmax(sqrt(bb), COS_EPS);
+    if (lane_id() == 0)
+        sim[row] = (float)(ab / (na * nb));
+}
+
+/* With b̂ = b / max(|b|, eps):
+ *   |a| > eps:  ∂sim/∂a = (b̂ − â·<â, b̂>) / |a|,  â = a/|a|
+ *   |a| ≤ eps:  â = a/eps is linear in a, so ∂sim/∂a = b̂ / eps. */
+__global__ void cosine_backward_kernel(float *da, const float *dsim,
+                                       const float *a, const float *b, int N,
+                                       int D)
+{
+    const size_t row = warp_row();
+    if (row >= (size_t)N)
+        return;
+    const float *ar = a + row * D, *br = b + row * D; // (D)
+    float *dr = da + row * D;
+    double aa, bb, ab;
+    row_dots(ar, br, D, &aa, &bb, &ab);
+    const double la = sqrt(aa);
+    const double nb = fmax(sqrt(bb), COS_EPS), na = fmax(la, COS_EPS);
+    const double s = ab / (na * nb); // <â, b̂>
+    // Projection removed only when the norm is not clamped.
+    const double proj = la > COS_EPS ? s / na : 0.0;
+    const double cb = dsim[row] / (na * nb), ca = dsim[row] * proj / na;
+    for (int i = lane_id(); i < D; i += 32)
+        dr[i] += (float)(cb * br[i] - ca * ar[i]);
+}
+
+void cuda_cosine_forward(float *sim, const float *a, const float *b, int N,
+                         int D)
+{
+    if (N <= 0)
+        return;
+    cosine_forward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(sim, a, b, N, D);
+    LAUNCH_CHECK("cosine_forward_kernel");
+}
+
+void cuda_cosine_backward(float *da, const float *dsim, const float *a,
+                          const float *b, int N, int D)
+{
+    if (!da || N <= 0)
+        return;
+    cosine_backward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
+        da, dsim, a, b, N, D);
+    LAUNCH_CHECK("cosine_backward_kernel");
+}
+
+/* ------------------------------------------------------------------------
+ * Optimiser and EMA
+ * ---------------------------------------------------------------------- */
+
+/* PyTorch AdamW, with g = grad·grad_scale:
+ *   p -= lr·wd·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
+ *   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)
+ * bc1, bc2 and decay = 1 − lr·wd come from the host, computed as the CPU
+ * backend computes them. */
+__global__ void adamw_kernel(float *param, const float *grad, float *m,
+                             float *v, size_t n, float lr, float beta1,
+                             float beta2, float eps, float decay,
+                             float grad_scale, float bc1, float bc2)
+{
+    GRID_LOOP(i, n) {
+        const float g = grad[i] * grad_scale;
+        const float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        const float update = (mi / bc1) / (sqrtf(vi / bc2) + eps);
+        param[i] = param[i] * decay - lr * update;
+    }
+}
+
+void cuda_adamw_update(float *param, const float *grad, float *m, float *v,
+                       size_t n, float lr, float beta1, float beta2, float eps,
+                       float weight_decay, float grad_scale, int t)
+{
+    if (!n)
+        return;
+    const float bc1 = (float)(1.0 - pow(beta1, t));
+    const float bc2 = (float)(1.0 - pow(beta2, t));
+    const float decay = 1.0f - lr * weight_decay;
+    adamw_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        param, grad, m, v, n, lr, beta1, beta2, eps, decay, grad_scale, bc1, bc2);
+    LAUNCH_CHECK("adamw_kernel");
+}
+
+/* ema = decay·ema + (1 − decay)·param */
+__global__ void ema_kernel(float *ema, const float *param, size_t n,
+                           float decay, float w)
+{
+    GRID_LOOP(i, n)
+        ema[i] = decay * ema[i] + w * param[i];
+}
+
+void cuda_ema_update(float *ema, const float *param, size_t n, float decay)
+{
+    if (!n)
+        return;
+    ema_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        ema, param, n, decay, 1.0f - decay);
+    LAUNCH_CHECK("ema_kernel");
+}

@@ -1,0 +1,509 @@
+/* CUDA backend: start-up on device 0, memory, the GEMM wrappers, the
+ * GEMM-built ops (linear, attention) and the op table.
+ *
+ * Gradient contract (see ops.h): forward ops overwrite their outputs;
+ * backward ops ADD (+=) into every gradient output (beta = 1 in the GEMMs),
+ * and any gradient output may be NULL.
+ *
+ * Every array is device memory from mem_alloc; every op is issued on the
+ * one stream g_cuda.stream and returns without waiting, except the ops with
+ * a host result, which wait for it.
+ *
+ * GEMMs: row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, so
+ * gemm_rm calls cuBLAS with the operands swapped and keeps the CPU
+ * backend's cblas_sgemm arguments otherwise: each GEMM below reads like its
+ * CPU twin. Precision: CUBLAS_COMPUTE_32F_PEDANTIC (plain fp32 FMA, never
+ * TF32 or emulation) by default; CUBLAS_COMPUTE_32F_FAST_16BF (bf16 tensor
+ * cores, fp32 accumulation, fp32 storage) after reed_cuda_set_precision(1).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
+
+#include "cuda_internal.h"
+#include "reed_cuda.h"
+
+cuda_state g_cuda;
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------- */
+
+static void (*fatal_handler)(const char *msg);
+
+extern "C" void reed_cuda_set_fatal_handler(void (*handler)(const char *msg))
+{
+    fatal_handler = handler;
+}
+
+void cuda_fatal(const char *call, const char *detail, const char *file,
+                int line)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "CUDA backend: %s:%d: %s failed: %s", file, line,
+             call, detail ? detail : "(no detail)");
+    if (fatal_handler)
+        fatal_handler(msg);
+    else
+        fprintf(stderr, "%s\n", msg);
+    abort();
+}
+
+void cuda_launch_check(const char *what, const char *file, int line)
+{
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && g_cuda.sync_debug)
+        e = cudaStreamSynchronize(g_cuda.stream);
+    if (e != cudaSuccess)
+        cuda_fatal(what, cudaGetErrorString(e), file, line);
+}
+
+/* ------------------------------------------------------------------------
+ * Memory. Each allocation carries a 256-byte header in front (keeping the
+ * 256-byte alignment of cudaMalloc) that records its size, so that mem_free
+ * can keep the byte count without a host-side table.
+ * ---------------------------------------------------------------------- */
+
+#define MEM_HEADER 256
+
+static std::atomic<size_t> mem_bytes{0};
+
+static void *cuda_mem_alloc(size_t bytes)
+{
+    if (bytes > SIZE_MAX - MEM_HEADER)
+        return NULL;
+    char *base = NULL;
+    cudaError_t e = cudaMalloc((void **)&base, bytes + MEM_HEADER);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); // not sticky: clear it, report NULL
+        return NULL;
+    }
+    CUDA_CHECK(e);
+    uint64_t size = bytes;
+    CUDA_CHECK(cudaMemsetAsync(base, 0, bytes + MEM_HEADER, g_cuda.stream));
+    CUDA_CHECK(cudaMemcpyAsync(base, &size, sizeof size, cudaMemcpyHostToDevice,
+                               g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream)); // `size` goes out of scope
+    mem_bytes += bytes;
+    return base + MEM_HEADER;
+}
+
+static void cuda_mem_free(void *p)
+{
+    if (!p)
+        return;
+    char *base = (char *)p - MEM_HEADER;
+    uint64_t size = 0;
+    // Also waits for every queued op, which may still use the memory.
+    CUDA_CHECK(cudaMemcpyAsync(&size, base, sizeof size, cudaMemcpyDeviceToHost,
+                               g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+    mem_bytes -= (size_t)size;
+    CUDA_CHECK(cudaFree(base));
+}
+
+static size_t cuda_mem_used(void) { return mem_bytes.load(); }
+
+/* Host → device. Waits, so the caller may reuse its buffer at once. */
+static void cuda_upload(void *dst, const void *host_src, size_t bytes)
+{
+    if (!bytes)
+        return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice,
+                               g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+}
+
+/* Device → host, after every op issued before it. */
+static void cuda_download(void *host_dst, const void *src, size_t bytes)
+{
+    if (!bytes)
+        return;
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost,
+                               g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    if (!bytes || dst == src)
+        return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                               g_cuda.stream));
+}
+
+static void cuda_zero(void *p, size_t bytes)
+{
+    if (bytes)
+        CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, g_cuda.stream));
+}
+
+static void cuda_synchronize(void)
+{
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+}
+
+double cuda_read_double(const double *dev)
+{
+    double v = 0.0;
+    cuda_download(&v, dev, sizeof v);
+    return v;
+}
+
+/* ------------------------------------------------------------------------
+ * GEMM
+ * ---------------------------------------------------------------------- */
+
+static cublasComputeType_t gemm_compute_type(void)
+{
+    return g_cuda.bf16 ? g_cuda.compute_bf16 : g_cuda.compute_fp32;
+}
+
+static cublasOperation_t op_of(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+void gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    // Column-major Cᵀ(N,M) = op(B)ᵀ(N,K) · op(A)ᵀ(K,M).
+    CUBLAS_CHECK(cublasGemmEx(g_cuda.cublas, op_of(tb), op_of(ta), N, M, K,
+                              &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
+                              &beta, C, CUDA_R_32F, ldc, gemm_compute_type(),
+                              CUBLAS_GEMM_DEFAULT));
+}
+
+void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
+                     const float *A, int lda, long long sA, const float *B,
+                     int ldb, long long sB, float beta, float *C, int ldc,
+                     long long sC, int batch)
+{
+    if (M <= 0 || N <= 0 || batch <= 0)
+        return;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        g_cuda.cublas, op_of(tb), op_of(ta), N, M, K, &alpha, B, CUDA_R_32F,
+        ldb, sB, A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
+        gemm_compute_type(), CUBLAS_GEMM_DEFAULT));
+}
+
+/* ------------------------------------------------------------------------
+ * Linear: out(N,OC) = inp(N,C) · w(OC,C)ᵀ + bias(OC)
+ * ---------------------------------------------------------------------- */
+
+static void cuda_linear_forward(float *out, const float *inp, const float *w,
+                                const float *bias, int N, int C, int OC)
+{
+    // Seed out with the bias and add the product onto it (beta = 1), or let
+    // beta = 0 ignore out's old contents.
+    float beta = 0.0f;
+    if (bias) {
+        cuda_linear_bias_seed(out, bias, N, OC);
+        beta = 1.0f;
+    }
+    gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+}
+
+static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
+                                 const float *dout, const float *inp,
+                                 const float *w, int N, int C, int OC)
+{
+    // dinp(N,C) += dout(N,OC) · w(OC,C)
+    if (dinp)
+        gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+    // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
+    if (dw)
+        gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    // dbias(OC) += Σ_n dout(n, :)
+    if (dbias)
+        cuda_colsum_add(dbias, dout, N, OC);
+}
+
+/* ------------------------------------------------------------------------
+ * Attention. For batch b and head h, with C3 = 3C and hs = C/NH:
+ *   q = qkv + b·T·C3 + h·hs    (T, hs), leading dim C3
+ *   k = q + C, v = q + 2C      (T, hs), leading dim C3
+ *   o = out + b·T·C + h·hs     (T, hs), leading dim C
+ *   P = att + (b·NH + h)·T·T   (T, T)
+ * For a fixed head every one of these is a constant stride away from batch
+ * b to b+1 (T·C3, T·C, NH·T·T), so each GEMM runs as one strided batch over
+ * b per head: NH cuBLAS calls per GEMM.
+ * ---------------------------------------------------------------------- */
+
+static void cuda_attention_forward(float *out, float *att, const float *qkv,
+                                   int B, int T, int C, int NH)
+{
+    const int C3 = 3 * C, hs = C / NH;
+    const float sc = 1.0f / sqrtf((float)hs);
+    const long long sq = (long long)T * C3, so = (long long)T * C;
+    const long long sp = (long long)NH * T * T;
+    for (int h = 0; h < NH; h++) {
+        const float *q = qkv + (size_t)h * hs, *k = q + C;
+        float *P = att + (size_t)h * T * T;
+        // S = q·kᵀ / sqrt(hs)
+        gemm_rm_batched(0, 1, T, T, hs, sc, q, C3, sq, k, C3, sq, 0.0f, P, T,
+                        sp, B);
+    }
+    cuda_softmax_rows(att, (size_t)B * NH * T, T);
+    for (int h = 0; h < NH; h++) {
+        const float *v = qkv + (size_t)h * hs + 2 * C;
+        const float *P = att + (size_t)h * T * T;
+        // o = P·v
+        gemm_rm_batched(0, 0, T, hs, T, 1.0f, P, T, sp, v, C3, sq, 0.0f,
+                        out + (size_t)h * hs, C, so, B);
+    }
+}
+
+static void cuda_attention_backward(float *dqkv, float *scratch,
+                                    const float *dout, const float *qkv,
+                                    const float *att, int B, int T, int C,
+                                    int NH)
+{
+    if (!dqkv)
+        return;
+    const int C3 = 3 * C, hs = C / NH;
+    const float sc = 1.0f / sqrtf((float)hs);
+    const long long sq = (long long)T * C3, so = (long long)T * C;
+    const long long sp = (long long)NH * T * T;
+    for (int h = 0; h < NH; h++) {
+        const float *v = qkv + (size_t)h * hs + 2 * C;
+        float *dv = dqkv + (size_t)h * hs + 2 * C;
+        const float *g = dout + (size_t)h * hs;      // (T,hs) per batch
+        const float *P = att + (size_t)h * T * T;    // (T,T)
+        float *D = scratch + (size_t)h * T * T;      // (T,T)
+        // dP = dout·vᵀ
+        gemm_rm_batched(0, 1, T, T, hs, 1.0f, g, C, so, v, C3, sq, 0.0f, D, T,
+                        sp, B);
+        // dv += Pᵀ·dout
+        gemm_rm_batched(1, 0, T, hs, T, 1.0f, P, T, sp, g, C, so, 1.0f, dv, C3,
+                        sq, B);
+    }
+    // dS = P∘(dP − rowsum(dP∘P)), in place in scratch
+    cuda_softmax_rows_backward(scratch, att, (size_t)B * NH * T, T);
+    for (int h = 0; h < NH; h++) {
+        const float *q = qkv + (size_t)h * hs, *k = q + C;
+        float *dq = dqkv + (size_t)h * hs, *dk = dq + C;
+        const float *D = scratch + (size_t)h * T * T;
+        // dq += dS·k·scale; dk += dSᵀ·q·scale
+        gemm_rm_batched(0, 0, T, hs, T, sc, D, T, sp, k, C3, sq, 1.0f, dq, C3,
+                        sq, B);
+        gemm_rm_batched(1, 0, T, hs, T, sc, D, T, sp, q, C3, sq, 1.0f, dk, C3,
+                        sq, B);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * The op table
+ * ---------------------------------------------------------------------- */
+
+/* Filled by name (not a designated initialiser, which C++ wants in the
+ * declaration order of ops.h): a slot added to ops.h stays NULL here until
+ * this backend implements it. */
+static reed_ops cuda_ops_table;
+
+static void cuda_table_fill(reed_ops *t)
+{
+    t->name = "cuda";
+    t->host_memory = 0;                            // device memory: upload/download
+    t->mem_alloc = cuda_mem_alloc;                 // cudaMalloc + size header, zeroed
+    t->mem_free = cuda_mem_free;                   // waits for the stream first
+    t->upload = cuda_upload;                       // waits
+    t->download = cuda_download;                   // waits
+    t->copy = cuda_copy;                           // async on the stream
+    t->zero = cuda_zero;                           // async on the stream
+    t->synchronize = cuda_synchronize;
+    t->mem_used = cuda_mem_used;                   // bytes requested, not rounded
+    t->linear_forward = cuda_linear_forward;       // bias seed + cuBLAS GEMM
+    t->linear_backward = cuda_linear_backward;     // 2 GEMM (beta 1) + column sum
+    t->layernorm_forward = cuda_layernorm_forward; // warp per row, double moments
+    t->layernorm_backward = cuda_layernorm_backward;
+    t->modulate_forward = cuda_modulate_forward;   // x·(1+scale)+shift
+    t->modulate_backward = cuda_modulate_backward; // + per-sample column sums
+    t->gated_add_forward = cuda_gated_add_forward; // x += gate·y
+    t->gated_add_backward = cuda_gated_add_backward;
+    t->gelu_forward = cuda_gelu_forward;           // tanh approximation
+    t->gelu_backward = cuda_gelu_backward;
+    t->silu_forward = cuda_silu_forward;           // x·σ(x), in place ok
+    t->silu_backward = cuda_silu_backward;
+    t->attention_forward = cuda_attention_forward; // strided-batch GEMMs per head + softmax
+    t->attention_backward = cuda_attention_backward;
+    t->add = cuda_add;                             // out = a + b
+    t->accumulate = cuda_accumulate;               // acc += x
+    t->scale = cuda_scale;                         // x *= s
+    t->axpby = cuda_axpby;                         // out = a·x + b·y
+    t->sum_squares = cuda_sum_squares;             // two-pass, double, waits
+    t->mean_tokens_forward = cuda_mean_tokens_forward; // (B,T,C) → (B,C)
+    t->mean_tokens_backward = cuda_mean_tokens_backward;
+    t->cosine_forward = cuda_cosine_forward;       // warp per row, double dots
+    t->cosine_backward = cuda_cosine_backward;
+    t->adamw_update = cuda_adamw_update;           // PyTorch AdamW, elementwise
+    t->ema_update = cuda_ema_update;
+    /* model plumbing: cuda_model_ops.cu */
+    t->patchify = cuda_patchify;
+    t->unpatchify_forward = cuda_unpatchify_forward;
+    t->unpatchify_backward = cuda_unpatchify_backward;
+    t->add_rows = cuda_add_rows;
+    t->timestep_embedding = cuda_timestep_embedding; // host frequency table
+    t->embedding_forward = cuda_embedding_forward;
+    t->embedding_backward = cuda_embedding_backward; // serial over b per column
+    t->interpolate = cuda_interpolate;
+    t->mse_forward_backward = cuda_mse_forward_backward; // two-pass, double, waits
+    /* convolutional networks: cuda_conv.cu */
+    t->conv2d_forward = cuda_conv2d_forward;       // cuDNN, or im2col + GEMM
+    t->conv2d_backward = cuda_conv2d_backward;
+    t->relu_forward = cuda_relu_forward;
+    t->relu_backward = cuda_relu_backward;
+    t->avgpool_global_forward = cuda_avgpool_global_forward;
+    t->avgpool_global_backward = cuda_avgpool_global_backward;
+    t->cross_entropy_forward_backward = cuda_cross_entropy_forward_backward; // one block, waits
+}
+
+/* ------------------------------------------------------------------------
+ * Start-up
+ * ---------------------------------------------------------------------- */
+
+/* Writes one value on the device and reads it back: proves that this
+ * build's kernels (sm_80 / sm_90 code, compute_80 / compute_90 PTX) load on
+ * the device. */
+__global__ void probe_kernel(double *out) { out[0] = 42.0; }
+
+static int cuda_probe(char *why, size_t cap)
+{
+    probe_kernel<<<1, 1, 0, g_cuda.stream>>>(g_cuda.red_result);
+    cudaError_t e = cudaGetLastError();
+    double v = 0.0;
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(&v, g_cuda.red_result, sizeof v,
+                            cudaMemcpyDeviceToHost, g_cuda.stream);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(g_cuda.stream);
+    if (e != cudaSuccess || v != 42.0) {
+        snprintf(why, cap, "CUDA kernels do not run on device 0: %s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "wrong result");
+        return -1;
+    }
+    return 0;
+}
+
+/* `want` if cuBLAS accepts it for fp32 matrices in both GEMM entry points
+ * (a 1×1×1 product on the reduction buffer), otherwise `fallback`. */
+static cublasComputeType_t probe_compute_type(cublasComputeType_t want,
+                                              cublasComputeType_t fallback)
+{
+    float *buf = (float *)g_cuda.red_partial;
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s = cublasGemmEx(g_cuda.cublas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1, 1,
+                                    &one, buf, CUDA_R_32F, 1, buf, CUDA_R_32F, 1,
+                                    &zero, buf + 1, CUDA_R_32F, 1, want,
+                                    CUBLAS_GEMM_DEFAULT);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasGemmStridedBatchedEx(g_cuda.cublas, CUBLAS_OP_N, CUBLAS_OP_N, 1, 1,
+                                       1, &one, buf, CUDA_R_32F, 1, 1, buf,
+                                       CUDA_R_32F, 1, 1, &zero, buf + 2, CUDA_R_32F,
+                                       1, 1, 1, want, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? want : fallback;
+}
+
+/* The device, the stream, the library handles and the reduction buffers.
+ * Returns 0, or -1 with the reason in why. */
+static int cuda_init(char *why, size_t cap)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        snprintf(why, cap, "no CUDA device: %s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+        (void)cudaGetLastError();
+        return -1;
+    }
+    cudaDeviceProp prop;
+    if ((e = cudaSetDevice(0)) != cudaSuccess ||
+        (e = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess) {
+        snprintf(why, cap, "CUDA device 0: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    if (prop.major < 8) {
+        snprintf(why, cap, "CUDA device 0 (%s) has compute capability %d.%d; "
+                 "this build needs 8.0 or newer", prop.name, prop.major, prop.minor);
+        return -1;
+    }
+    if ((e = cudaStreamCreateWithFlags(&g_cuda.stream, cudaStreamNonBlocking)) ||
+        (e = cudaMalloc((void **)&g_cuda.red_partial, RED_MAX_BLOCKS * sizeof(double))) ||
+        (e = cudaMalloc((void **)&g_cuda.red_result, 2 * sizeof(double)))) {
+        snprintf(why, cap, "CUDA device 0 (%s): %s", prop.name, cudaGetErrorString(e));
+        return -1;
+    }
+    cublasStatus_t bs = cublasCreate(&g_cuda.cublas);
+    if (bs == CUBLAS_STATUS_SUCCESS)
+        bs = cublasSetStream(g_cuda.cublas, g_cuda.stream);
+    if (bs == CUBLAS_STATUS_SUCCESS)
+        bs = cublasSetMathMode(g_cuda.cublas, CUBLAS_DEFAULT_MATH);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        snprintf(why, cap, "cuBLAS on %s: %s", prop.name, cublasGetStatusString(bs));
+        return -1;
+    }
+    // fp32: pedantic (never TF32 or emulation), else plain fp32 compute
+    // (which under CUBLAS_DEFAULT_MATH never uses TF32 either); bf16: bf16
+    // tensor cores, else fp32.
+    CUDA_CHECK(cudaMemsetAsync(g_cuda.red_partial, 0, 4 * sizeof(float), g_cuda.stream));
+    g_cuda.compute_fp32 = probe_compute_type(CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_COMPUTE_32F);
+    g_cuda.compute_bf16 = probe_compute_type(CUBLAS_COMPUTE_32F_FAST_16BF, g_cuda.compute_fp32);
+#if REED_CUDNN
+    // Without a working cuDNN (a sub-library missing at run time, say) the
+    // convolutions run as im2col + cuBLAS: not a reason to refuse the GPU.
+    cudnnStatus_t ds = cudnnCreate(&g_cuda.cudnn);
+    if (ds == CUDNN_STATUS_SUCCESS)
+        ds = cudnnSetStream(g_cuda.cudnn, g_cuda.stream);
+    g_cuda.cudnn_ok = ds == CUDNN_STATUS_SUCCESS;
+    g_cuda.use_cudnn = g_cuda.cudnn_ok;
+#endif
+    const char *sync = getenv("REED_CUDA_SYNC");
+    g_cuda.sync_debug = sync && sync[0] == '1';
+    return cuda_probe(why, cap);
+}
+
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int init_state; /* 0: not tried, 1: ready, -1: failed */
+static char init_why[512];
+
+extern "C" const reed_ops *reed_ops_cuda(char *why, size_t cap)
+{
+    pthread_mutex_lock(&init_lock);
+    if (init_state == 0) {
+        init_state = cuda_init(init_why, sizeof init_why) == 0 ? 1 : -1;
+        if (init_state > 0)
+            cuda_table_fill(&cuda_ops_table);
+    }
+    const int state = init_state;
+    pthread_mutex_unlock(&init_lock);
+    if (state < 0) {
+        if (why && cap)
+            snprintf(why, cap, "%s", init_why);
+        return NULL;
+    }
+    return &cuda_ops_table;
+}
+
+/* ------------------------------------------------------------------------
+ * Settings (reed_cuda.h)
+ * ---------------------------------------------------------------------- */
+
+extern "C" void reed_cuda_set_precision(int bf16) { g_cuda.bf16 = bf16 != 0; }
+
+extern "C" int reed_cuda_precision(void) { return g_cuda.bf16; }
+
+extern "C" int reed_cuda_set_cudnn(int on)
+{
+#if REED_CUDNN
+    g_cuda.use_cudnn = on != 0 && g_cuda.cudnn_ok;
+#else
+    (void)on;
+#endif
+    return g_cuda.use_cudnn;
+}
+
+extern "C" long reed_cuda_conv_fallbacks(void) { return g_cuda.conv_fallbacks; }

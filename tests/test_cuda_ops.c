@@ -1,0 +1,933 @@
+/* The CUDA op table against the CPU op table (kernels/ops.h), op by op.
+ *
+ * Without a usable GPU (or in a build without CUDA) it prints why and exits
+ * 77, which ctest reports as skipped.
+ *
+ * With a GPU, every op runs on both backends on the same seeded random
+ * inputs (never zero), at the model's shapes (N = B·T with B = 4 and
+ * T = 49 or 64, C = 96/128/384, OC = 3C, heads 2..6 of size 32..96,
+ * attention T up to 256, the teacher's and evaluator's convolutions) and at
+ * small odd ones. Metric: err = max|cpu − gpu| / max(max|cpu|, 1e-6).
+ *  - Forward outputs on the GPU are poisoned with NaN first, so an element
+ *    the op fails to write fails the check.
+ *  - Gradient outputs start from the same random values on both sides,
+ *    which checks the += contract; linear, conv, modulate and gated_add are
+ *    also run with some gradient outputs NULL. adaLN vectors are slices of
+ *    a wider (B, ldm) matrix and the whole matrix is compared, so writes
+ *    outside the slice fail.
+ *  - Scalar results (double) are compared by relative error.
+ *  - fp32 mode: tolerance 1e-5 (the backends differ only in summation
+ *    order and in 1-ulp differences of exp/tanh); double results 1e-9.
+ *    bf16 mode (reed_cuda_set_precision(1)): the GEMM ops (linear,
+ *    attention, conv) again at 1e-2 — bf16 keeps 8 bits of mantissa.
+ *  - Convolutions run through cuDNN and through the im2col + cuBLAS path.
+ *  - The memory functions: zeroed allocation, upload/download/copy/zero
+ *    round trips, the byte count.
+ * Prints one line per check and then the worst error per op; exits 1 on
+ * any failure.
+ *
+ * REED_CUDA_TEST_ON_CPU=1 runs the whole test with the CPU table standing in
+ * for the GPU (a check of the test itself on machines without a GPU).
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "ops.h"
+#include "reed_cuda.h"
+
+#define TOL 1e-5        /* fp32 parity */
+#define TOL_BF16 1e-2   /* GEMM ops in bf16 mode */
+#define TOL_DOUBLE 1e-9 /* scalar results accumulated in double on both sides */
+
+static const reed_ops *cpu = &reed_ops_cpu;
+static const reed_ops *gpu;  /* the CUDA table (or the CPU's, see above) */
+static int on_gpu;           /* gpu is the real CUDA table */
+static const char *mode = "fp32"; /* printed with every check */
+
+/* ------------------------------------------------------------------------
+ * RNG and buffers. Host buffers and device buffers of one test case are
+ * registered and freed together by release().
+ * ---------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x5eedc0da1234ULL;
+
+static uint64_t rng_next(void)
+{
+    // splitmix64
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [lo, hi), never exactly zero. */
+static float rng_float(float lo, float hi)
+{
+    for (;;) {
+        float u = (float)(rng_next() >> 40) * (1.0f / 16777216.0f);
+        float x = lo + (hi - lo) * u;
+        if (x != 0.0f)
+            return x;
+    }
+}
+
+#define MAX_HELD 256
+static void *host_held[MAX_HELD], *dev_held[MAX_HELD];
+static int nhost, ndev;
+
+static void *hold(void **list, int *n, void *p)
+{
+    if (*n == MAX_HELD) {
+        fprintf(stderr, "test_cuda_ops: too many buffers in one case\n");
+        exit(2);
+    }
+    list[(*n)++] = p;
+    return p;
+}
+
+static void release(void)
+{
+    while (nhost)
+        free(host_held[--nhost]);
+    while (ndev)
+        gpu->mem_free(dev_held[--ndev]);
+}
+
+static void *hmem(size_t bytes)
+{
+    void *p = calloc(1, bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "test_cuda_ops: out of host memory\n");
+        exit(2);
+    }
+    return hold(host_held, &nhost, p);
+}
+
+static float *hbuf(size_t n) { return hmem(n * sizeof(float)); }
+
+static float *hrand(size_t n, float lo, float hi)
+{
+    float *p = hbuf(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = rng_float(lo, hi);
+    return p;
+}
+
+static void *dmem(size_t bytes)
+{
+    void *p = gpu->mem_alloc(bytes);
+    if (!p) {
+        fprintf(stderr, "test_cuda_ops: out of device memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    return hold(dev_held, &ndev, p);
+}
+
+/* A device copy of n host floats (or ints: dup_bytes). */
+static void *dup_bytes(const void *h, size_t bytes)
+{
+    void *d = dmem(bytes);
+    gpu->upload(d, h, bytes);
+    return d;
+}
+static float *dup(const float *h, size_t n)
+{
+    return h ? dup_bytes(h, n * sizeof(float)) : NULL;
+}
+
+/* A device buffer of n NaNs: a forward output. */
+static float *dnan(size_t n)
+{
+    float *h = hbuf(n);
+    for (size_t i = 0; i < n; i++)
+        h[i] = NAN;
+    return dup(h, n);
+}
+
+static float *download(const float *d, size_t n)
+{
+    float *h = hbuf(n);
+    gpu->download(h, d, n * sizeof(float));
+    return h;
+}
+
+/* ------------------------------------------------------------------------
+ * Comparison and results
+ * ---------------------------------------------------------------------- */
+
+/* max|ref − got| / max(max|ref|, 1e-6); NaN or Inf anywhere gives +inf. */
+static double norm_err(const float *ref, const float *got, size_t n)
+{
+    double diff = 0.0, mag = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)ref[i] - (double)got[i]);
+        if (!isfinite(d) || !isfinite(ref[i]))
+            return INFINITY;
+        diff = d > diff ? d : diff;
+        mag = fabs(ref[i]) > mag ? fabs(ref[i]) : mag;
+    }
+    return diff / mag;
+}
+
+/* The worst error per op over all checks, for the summary. */
+typedef struct result {
+    char op[40];
+    double err, tol;
+    int failed;
+} result;
+
+#define MAX_RESULTS 128
+static result results[MAX_RESULTS];
+static int nresults;
+
+static void record(const char *op, double err, double tol)
+{
+    char name[40];
+    snprintf(name, sizeof name, "%s%s", op, strcmp(mode, "fp32") ? " (bf16)" : "");
+    result *r = NULL;
+    for (int i = 0; i < nresults && !r; i++)
+        if (!strcmp(results[i].op, name))
+            r = &results[i];
+    if (!r && nresults < MAX_RESULTS) {
+        r = &results[nresults++];
+        snprintf(r->op, sizeof r->op, "%s", name);
+        r->err = 0.0;
+        r->tol = tol;
+    }
+    if (!r)
+        return;
+    if (err > r->err || isnan(err))
+        r->err = err;
+    if (!(err <= tol)) {
+        r->failed = 1;
+        r->tol = tol;
+    }
+}
+
+/* One check: `what` of op (a printf format for the case) on both sides. */
+static void report(const char *op, double err, double tol, const char *fmt,
+                   va_list ap)
+{
+    char what[160];
+    vsnprintf(what, sizeof what, fmt, ap);
+    check(err <= tol, "%-31s %-4s %-48s err %.2e (tol %.0e)", op, mode, what,
+          err, tol);
+    record(op, err, tol);
+}
+
+/* Compares n floats: ref (host, from the CPU op) against dev (device). */
+static void expect(const char *op, const float *ref, const float *dev, size_t n,
+                   double tol, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void expect(const char *op, const float *ref, const float *dev, size_t n,
+                   double tol, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report(op, norm_err(ref, download(dev, n), n), tol, fmt, ap);
+    va_end(ap);
+}
+
+/* Compares two host scalars by relative error. */
+static void expect_scalar(const char *op, double ref, double got, double tol,
+                          const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void expect_scalar(const char *op, double ref, double got, double tol,
+                          const char *fmt, ...)
+{
+    double err = fabs(ref - got) / fmax(fabs(ref), 1e-6);
+    if (!isfinite(err))
+        err = INFINITY;
+    va_list ap;
+    va_start(ap, fmt);
+    report(op, err, tol, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------
+ * Memory and the table
+ * ---------------------------------------------------------------------- */
+
+static int all_equal(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    return memcmp(a, b, n) == 0;
+}
+
+static int all_zero(const unsigned char *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i])
+            return 0;
+    return 1;
+}
+
+static void test_memory(void)
+{
+    const size_t n = 1000003; // odd, not a multiple of anything
+    size_t used0 = gpu->mem_used ? gpu->mem_used() : 0;
+    unsigned char *p = gpu->mem_alloc(n), *q = gpu->mem_alloc(n);
+    check(p && q, "memory: mem_alloc(%zu) twice", n);
+    if (!p || !q)
+        exit(1);
+    if (gpu->mem_used)
+        check(gpu->mem_used() - used0 == 2 * n, "memory: mem_used counts %zu bytes, want %zu",
+              gpu->mem_used() - used0, 2 * n);
+    unsigned char *h = hmem(n), *pattern = hmem(n);
+    gpu->download(h, p, n);
+    check(all_zero(h, n), "memory: mem_alloc zeroes");
+    for (size_t i = 0; i < n; i++)
+        pattern[i] = (unsigned char)(i * 7 + 1);
+    gpu->upload(p, pattern, n);
+    gpu->copy(q, p, n);
+    memset(h, 0, n);
+    gpu->download(h, q, n);
+    check(all_equal(h, pattern, n), "memory: upload, copy, download round trip");
+    gpu->zero(q + 100, 200);
+    gpu->synchronize();
+    gpu->download(h, q, n);
+    check(all_zero(h + 100, 200) && all_equal(h, pattern, 100) &&
+              all_equal(h + 300, pattern + 300, n - 300),
+          "memory: zero of a sub-range");
+    gpu->copy(q + 5, p + 1000, 333); // unaligned offsets
+    gpu->download(h, q, n);
+    check(all_equal(h + 5, pattern + 1000, 333) && all_equal(h, pattern, 5),
+          "memory: copy between unaligned offsets");
+    void *z = gpu->mem_alloc(0);
+    check(z != NULL, "memory: mem_alloc(0) is not NULL");
+    gpu->mem_free(z);
+    gpu->mem_free(NULL);
+    gpu->upload(p, pattern, 0);
+    gpu->download(h, p, 0);
+    gpu->copy(q, p, 0);
+    gpu->zero(p, 0);
+    gpu->mem_free(p);
+    gpu->mem_free(q);
+    if (gpu->mem_used)
+        check(gpu->mem_used() == used0, "memory: mem_used back to %zu after mem_free (%zu)",
+              used0, gpu->mem_used());
+    release();
+}
+
+/* Every slot of the table is set (the table is a name and then nothing but
+ * function pointers). */
+static void test_table(void)
+{
+    const size_t first = offsetof(reed_ops, mem_alloc);
+    const size_t nslots = (sizeof(reed_ops) - first) / sizeof(void *);
+    int missing = 0;
+    for (size_t i = 0; i < nslots; i++) {
+        void *slot;
+        memcpy(&slot, (const char *)gpu + first + i * sizeof(void *), sizeof slot);
+        missing += slot == NULL;
+    }
+    if (!on_gpu && !gpu->mem_used)
+        missing--; // the CPU table does not count bytes (allowed by ops.h)
+    check(missing == 0 && gpu->name, "table: %zu of %zu op slots are NULL", (size_t)missing,
+          nslots);
+}
+
+/* ------------------------------------------------------------------------
+ * Linear
+ * ---------------------------------------------------------------------- */
+
+/* Gradient outputs to pass: a mask of GRAD_* bits. */
+enum { GRAD_A = 1, GRAD_B = 2, GRAD_C = 4, GRAD_ALL = 7 };
+
+/* "grads a,b" for the gradients of mask k, named a, b, c (c may be NULL). */
+static const char *grads(int k, const char *a, const char *b, const char *c)
+{
+    static char s[64];
+    snprintf(s, sizeof s, "grads %s%s%s%s%s", k & GRAD_A ? a : "",
+             (k & GRAD_A) && (k & (GRAD_B | GRAD_C)) ? "," : "", k & GRAD_B ? b : "",
+             (k & GRAD_B) && (k & GRAD_C) ? "," : "", k & GRAD_C && c ? c : "");
+    return s;
+}
+
+static void test_linear(int N, int C, int OC, int with_bias, double tol)
+{
+    const size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
+    float *inp = hrand(ni, -1, 1), *w = hrand(nw, -1, 1);
+    float *bias = with_bias ? hrand(OC, -1, 1) : NULL;
+    float *out = hbuf(no), *d_out = dnan(no);
+    float *d_inp = dup(inp, ni), *d_w = dup(w, nw);
+    cpu->linear_forward(out, inp, w, bias, N, C, OC);
+    gpu->linear_forward(d_out, d_inp, d_w, dup(bias, OC), N, C, OC);
+    expect("linear_forward", out, d_out, no, tol, "N=%d C=%d OC=%d%s", N, C, OC,
+           with_bias ? "" : " no bias");
+
+    float *dout = hrand(no, -1, 1), *d_dout = dup(dout, no);
+    static const int masks[] = {GRAD_ALL, GRAD_A, GRAD_B, GRAD_C, GRAD_B | GRAD_C};
+    for (size_t m = 0; m < sizeof masks / sizeof *masks; m++) {
+        const int k = masks[m];
+        float *dinp = hrand(ni, -1, 1), *dw = hrand(nw, -1, 1), *db = hrand(OC, -1, 1);
+        float *g_dinp = dup(dinp, ni), *g_dw = dup(dw, nw), *g_db = dup(db, OC);
+        cpu->linear_backward(k & GRAD_A ? dinp : NULL, k & GRAD_B ? dw : NULL,
+                             k & GRAD_C ? db : NULL, dout, inp, w, N, C, OC);
+        gpu->linear_backward(k & GRAD_A ? g_dinp : NULL, k & GRAD_B ? g_dw : NULL,
+                             k & GRAD_C ? g_db : NULL, d_dout, d_inp, d_w, N, C, OC);
+        // Gradients passed as NULL must stay as they were on both sides.
+        const char *gs = grads(k, "dinp", "dw", "dbias");
+        expect("linear_backward dinp", dinp, g_dinp, ni, tol, "N=%d C=%d OC=%d %s", N, C, OC, gs);
+        expect("linear_backward dw", dw, g_dw, nw, tol, "N=%d C=%d OC=%d %s", N, C, OC, gs);
+        expect("linear_backward dbias", db, g_db, OC, tol, "N=%d C=%d OC=%d %s", N, C, OC, gs);
+    }
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * LayerNorm, adaLN modulate, gated residual
+ * ---------------------------------------------------------------------- */
+
+static void test_layernorm(int N, int C, float eps)
+{
+    const size_t n = (size_t)N * C;
+    float *inp = hrand(n, 1, 5); // mean ≈ 3: tests the moments' precision
+    float *out = hbuf(n), *mean = hbuf(N), *rstd = hbuf(N);
+    float *d_out = dnan(n), *d_mean = dnan(N), *d_rstd = dnan(N), *d_inp = dup(inp, n);
+    cpu->layernorm_forward(out, mean, rstd, inp, N, C, eps);
+    gpu->layernorm_forward(d_out, d_mean, d_rstd, d_inp, N, C, eps);
+    expect("layernorm_forward out", out, d_out, n, TOL, "N=%d C=%d", N, C);
+    expect("layernorm_forward mean", mean, d_mean, N, TOL, "N=%d C=%d", N, C);
+    expect("layernorm_forward rstd", rstd, d_rstd, N, TOL, "N=%d C=%d", N, C);
+
+    // Backward from the CPU's saved statistics on both sides.
+    float *dout = hrand(n, -1, 1), *dinp = hrand(n, -1, 1), *g_dinp = dup(dinp, n);
+    cpu->layernorm_backward(dinp, dout, inp, mean, rstd, N, C);
+    gpu->layernorm_backward(g_dinp, dup(dout, n), d_inp, dup(mean, N), dup(rstd, N), N, C);
+    expect("layernorm_backward", dinp, g_dinp, n, TOL, "N=%d C=%d", N, C);
+    gpu->layernorm_backward(NULL, dup(dout, n), d_inp, dup(mean, N), dup(rstd, N), N, C);
+    release();
+}
+
+/* The adaLN matrix (B, ldm) with ldm = 6C: shift, scale and gate are slices
+ * at column offsets SHIFT, SCALE, GATE (times C). */
+enum { ADALN_LDM = 6, SHIFT = 3, SCALE = 4, GATE = 5 };
+
+static void test_modulate(int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    const int ldm = ADALN_LDM * C;
+    const size_t nm = (size_t)B * ldm;
+    float *x = hrand(n, -2, 2), *mod = hrand(nm, -1, 1), *out = hbuf(n);
+    float *d_x = dup(x, n), *d_mod = dup(mod, nm), *d_out = dnan(n);
+    cpu->modulate_forward(out, x, mod + SHIFT * C, mod + SCALE * C, ldm, B, T, C);
+    gpu->modulate_forward(d_out, d_x, d_mod + SHIFT * C, d_mod + SCALE * C, ldm, B, T, C);
+    expect("modulate_forward", out, d_out, n, TOL, "B=%d T=%d C=%d", B, T, C);
+    float *d_inplace = dup(x, n);
+    gpu->modulate_forward(d_inplace, d_inplace, d_mod + SHIFT * C, d_mod + SCALE * C, ldm, B, T, C);
+    expect("modulate_forward", out, d_inplace, n, TOL, "B=%d T=%d C=%d in place", B, T, C);
+
+    float *dout = hrand(n, -1, 1), *d_dout = dup(dout, n);
+    static const int masks[] = {GRAD_ALL, GRAD_A, GRAD_B | GRAD_C, GRAD_C};
+    for (size_t m = 0; m < sizeof masks / sizeof *masks; m++) {
+        const int k = masks[m];
+        float *dx = hrand(n, -1, 1), *dmod = hrand(nm, -1, 1);
+        float *g_dx = dup(dx, n), *g_dmod = dup(dmod, nm);
+        cpu->modulate_backward(k & GRAD_A ? dx : NULL, k & GRAD_B ? dmod + SHIFT * C : NULL,
+                               k & GRAD_C ? dmod + SCALE * C : NULL, dout, x,
+                               mod + SCALE * C, ldm, B, T, C);
+        gpu->modulate_backward(k & GRAD_A ? g_dx : NULL, k & GRAD_B ? g_dmod + SHIFT * C : NULL,
+                               k & GRAD_C ? g_dmod + SCALE * C : NULL, d_dout, d_x,
+                               d_mod + SCALE * C, ldm, B, T, C);
+        const char *gs = grads(k, "dx", "dshift", "dscale");
+        expect("modulate_backward dx", dx, g_dx, n, TOL, "B=%d T=%d C=%d %s", B, T, C, gs);
+        expect("modulate_backward dshift,dscale", dmod, g_dmod, nm, TOL,
+               "B=%d T=%d C=%d %s (all of adaLN)", B, T, C, gs);
+    }
+    release();
+}
+
+static void test_gated_add(int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    const int ldm = ADALN_LDM * C;
+    const size_t nm = (size_t)B * ldm;
+    float *x = hrand(n, -2, 2), *y = hrand(n, -2, 2), *mod = hrand(nm, -1, 1);
+    float *d_x = dup(x, n), *d_y = dup(y, n), *d_mod = dup(mod, nm);
+    cpu->gated_add_forward(x, y, mod + GATE * C, ldm, B, T, C);
+    gpu->gated_add_forward(d_x, d_y, d_mod + GATE * C, ldm, B, T, C);
+    expect("gated_add_forward", x, d_x, n, TOL, "B=%d T=%d C=%d", B, T, C);
+
+    float *dx = hrand(n, -1, 1), *d_dx = dup(dx, n);
+    static const int masks[] = {GRAD_ALL, GRAD_A, GRAD_B};
+    for (size_t m = 0; m < sizeof masks / sizeof *masks; m++) {
+        const int k = masks[m];
+        float *dy = hrand(n, -1, 1), *dmod = hrand(nm, -1, 1);
+        float *g_dy = dup(dy, n), *g_dmod = dup(dmod, nm);
+        cpu->gated_add_backward(k & GRAD_A ? dy : NULL, k & GRAD_B ? dmod + GATE * C : NULL,
+                                dx, y, mod + GATE * C, ldm, B, T, C);
+        gpu->gated_add_backward(k & GRAD_A ? g_dy : NULL, k & GRAD_B ? g_dmod + GATE * C : NULL,
+                                d_dx, d_y, d_mod + GATE * C, ldm, B, T, C);
+        const char *gs = grads(k, "dy", "dgate", NULL);
+        expect("gated_add_backward dy", dy, g_dy, n, TOL, "B=%d T=%d C=%d %s", B, T, C, gs);
+        expect("gated_add_backward dgate", dmod, g_dmod, nm, TOL,
+               "B=%d T=%d C=%d %s (all of adaLN)", B, T, C, gs);
+    }
+    // dx is left unchanged
+    expect("gated_add_backward dx kept", dx, d_dx, n, 0.0, "B=%d T=%d C=%d", B, T, C);
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * Pointwise ops: GELU, SiLU, ReLU
+ * ---------------------------------------------------------------------- */
+
+typedef void (*pointwise_fwd)(float *out, const float *inp, size_t n);
+typedef void (*pointwise_bwd)(float *dinp, const float *dout, const float *x, size_t n);
+
+static void test_pointwise(const char *fwd_name, const char *bwd_name,
+                           pointwise_fwd cf, pointwise_fwd gf, pointwise_bwd cb,
+                           pointwise_bwd gb, size_t n)
+{
+    float *x = hrand(n, -6, 6), *out = hbuf(n), *d_x = dup(x, n), *d_out = dnan(n);
+    cf(out, x, n);
+    gf(d_out, d_x, n);
+    expect(fwd_name, out, d_out, n, TOL, "n=%zu", n);
+    float *d_inplace = dup(x, n); // out may alias inp
+    gf(d_inplace, d_inplace, n);
+    expect(fwd_name, out, d_inplace, n, TOL, "n=%zu in place", n);
+    float *dout = hrand(n, -1, 1), *dinp = hrand(n, -1, 1), *g_dinp = dup(dinp, n);
+    cb(dinp, dout, x, n);
+    gb(g_dinp, dup(dout, n), d_x, n);
+    expect(bwd_name, dinp, g_dinp, n, TOL, "n=%zu", n);
+    gb(NULL, dup(dout, n), d_x, n);
+    release();
+}
+
+static void test_pointwise_all(size_t n)
+{
+    test_pointwise("gelu_forward", "gelu_backward", cpu->gelu_forward, gpu->gelu_forward,
+                   cpu->gelu_backward, gpu->gelu_backward, n);
+    test_pointwise("silu_forward", "silu_backward", cpu->silu_forward, gpu->silu_forward,
+                   cpu->silu_backward, gpu->silu_backward, n);
+    test_pointwise("relu_forward", "relu_backward", cpu->relu_forward, gpu->relu_forward,
+                   cpu->relu_backward, gpu->relu_backward, n);
+}
+
+/* ------------------------------------------------------------------------
+ * Attention
+ * ---------------------------------------------------------------------- */
+
+static void test_attention(int B, int T, int C, int NH, float amp, double tol)
+{
+    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    const size_t na = (size_t)B * NH * T * T;
+    float *qkv = hrand(nq, -amp, amp), *out = hbuf(no), *att = hbuf(na);
+    float *d_qkv = dup(qkv, nq), *d_out = dnan(no), *d_att = dnan(na);
+    cpu->attention_forward(out, att, qkv, B, T, C, NH);
+    gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+    expect("attention_forward out", out, d_out, no, tol, "B=%d T=%d C=%d NH=%d amp %g", B, T, C, NH, amp);
+    expect("attention_forward att", att, d_att, na, tol, "B=%d T=%d C=%d NH=%d amp %g", B, T, C, NH, amp);
+
+    // Backward from the CPU's probabilities on both sides; the scratch
+    // starts as garbage (NaN on the GPU), which must not matter.
+    float *dout = hrand(no, -1, 1), *dqkv = hrand(nq, -1, 1), *g_dqkv = dup(dqkv, nq);
+    cpu->attention_backward(dqkv, hrand(na, -1, 1), dout, qkv, att, B, T, C, NH);
+    gpu->attention_backward(g_dqkv, dnan(na), dup(dout, no), d_qkv, dup(att, na), B, T, C, NH);
+    expect("attention_backward", dqkv, g_dqkv, nq, tol, "B=%d T=%d C=%d NH=%d amp %g", B, T, C, NH, amp);
+    gpu->attention_backward(NULL, dnan(na), dup(dout, no), d_qkv, dup(att, na), B, T, C, NH);
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * Elementwise helpers, reductions
+ * ---------------------------------------------------------------------- */
+
+static void test_elementwise(size_t n)
+{
+    float *a = hrand(n, -1, 1), *b = hrand(n, -1, 1), *out = hbuf(n);
+    float *d_a = dup(a, n), *d_b = dup(b, n), *d_out = dnan(n);
+    cpu->add(out, a, b, n);
+    gpu->add(d_out, d_a, d_b, n);
+    expect("add", out, d_out, n, TOL, "n=%zu", n);
+    cpu->axpby(out, 0.3f, a, -1.7f, b, n);
+    gpu->axpby(d_out, 0.3f, d_a, -1.7f, d_b, n);
+    expect("axpby", out, d_out, n, TOL, "n=%zu", n);
+    gpu->axpby(d_a, 0.3f, d_a, -1.7f, d_b, n); // in place
+    expect("axpby", out, d_a, n, TOL, "n=%zu in place", n);
+    gpu->upload(d_a, a, n * sizeof(float));
+    cpu->accumulate(a, b, n);
+    gpu->accumulate(d_a, d_b, n);
+    expect("accumulate", a, d_a, n, TOL, "n=%zu", n);
+    cpu->scale(a, -0.37f, n);
+    gpu->scale(d_a, -0.37f, n);
+    expect("scale", a, d_a, n, TOL, "n=%zu", n);
+    expect_scalar("sum_squares", cpu->sum_squares(a, n), gpu->sum_squares(d_a, n),
+                  TOL_DOUBLE, "n=%zu", n);
+    release();
+}
+
+static void test_mean_tokens(int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C, nb = (size_t)B * C;
+    float *x = hrand(n, -1, 3), *out = hbuf(nb), *d_out = dnan(nb);
+    cpu->mean_tokens_forward(out, x, B, T, C);
+    gpu->mean_tokens_forward(d_out, dup(x, n), B, T, C);
+    expect("mean_tokens_forward", out, d_out, nb, TOL, "B=%d T=%d C=%d", B, T, C);
+    float *dout = hrand(nb, -1, 1), *dx = hrand(n, -1, 1), *g_dx = dup(dx, n);
+    cpu->mean_tokens_backward(dx, dout, B, T, C);
+    gpu->mean_tokens_backward(g_dx, dup(dout, nb), B, T, C);
+    expect("mean_tokens_backward", dx, g_dx, n, TOL, "B=%d T=%d C=%d", B, T, C);
+    release();
+}
+
+/* tiny: rows 0 of a and 1 of b have norms below the 1e-12 clamp. */
+static void test_cosine(int N, int D, int tiny)
+{
+    const size_t n = (size_t)N * D;
+    float *a = hrand(n, -1, 1), *b = hrand(n, -1, 1);
+    if (tiny) {
+        for (int i = 0; i < D; i++) {
+            a[i] *= 1e-14f;
+            b[D + i] *= 1e-14f;
+        }
+    }
+    float *sim = hbuf(N), *d_sim = dnan(N), *d_a = dup(a, n), *d_b = dup(b, n);
+    cpu->cosine_forward(sim, a, b, N, D);
+    gpu->cosine_forward(d_sim, d_a, d_b, N, D);
+    expect("cosine_forward", sim, d_sim, N, TOL, "N=%d D=%d%s", N, D, tiny ? " tiny rows" : "");
+    float *dsim = hrand(N, -1, 1), *da = hrand(n, -1, 1), *g_da = dup(da, n);
+    cpu->cosine_backward(da, dsim, a, b, N, D);
+    gpu->cosine_backward(g_da, dup(dsim, N), d_a, d_b, N, D);
+    expect("cosine_backward", da, g_da, n, TOL, "N=%d D=%d%s", N, D, tiny ? " tiny rows" : "");
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * Model plumbing
+ * ---------------------------------------------------------------------- */
+
+static void test_patches(int B, int C, int S, int p)
+{
+    const int G = S / p;
+    const size_t nx = (size_t)B * C * S * S, nt = (size_t)B * G * G * C * p * p;
+    float *x = hrand(nx, -1, 1), *d_x = dup(x, nx);
+    float *patches = hbuf(nt), *d_patches = dnan(nt);
+    cpu->patchify(patches, x, B, C, S, p);
+    gpu->patchify(d_patches, d_x, B, C, S, p);
+    expect("patchify", patches, d_patches, nt, 0.0, "B=%d C=%d S=%d p=%d", B, C, S, p);
+
+    float *tok = hrand(nt, -1, 1), *img = hbuf(nx), *d_img = dnan(nx);
+    cpu->unpatchify_forward(img, tok, B, C, S, p);
+    gpu->unpatchify_forward(d_img, dup(tok, nt), B, C, S, p);
+    expect("unpatchify_forward", img, d_img, nx, 0.0, "B=%d C=%d S=%d p=%d", B, C, S, p);
+    float *dtok = hbuf(nt), *d_dtok = dnan(nt);
+    cpu->unpatchify_backward(dtok, x, B, C, S, p);
+    gpu->unpatchify_backward(d_dtok, d_x, B, C, S, p);
+    expect("unpatchify_backward", dtok, d_dtok, nt, 0.0, "B=%d C=%d S=%d p=%d", B, C, S, p);
+    release();
+}
+
+static void test_add_rows(int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    float *x = hrand(n, -1, 1), *rows = hrand((size_t)T * C, -1, 1), *d_x = dup(x, n);
+    cpu->add_rows(x, rows, B, T, C);
+    gpu->add_rows(d_x, dup(rows, (size_t)T * C), B, T, C);
+    expect("add_rows", x, d_x, n, TOL, "B=%d T=%d C=%d", B, T, C);
+    release();
+}
+
+static void test_timestep_embedding(int B, int dim, float tmax)
+{
+    const size_t n = (size_t)B * dim;
+    float *t = hrand(B, 0, tmax), *out = hbuf(n), *d_out = dnan(n);
+    cpu->timestep_embedding(out, t, B, dim);
+    gpu->timestep_embedding(d_out, dup(t, B), B, dim);
+    expect("timestep_embedding", out, d_out, n, TOL, "B=%d dim=%d t<%g", B, dim, tmax);
+    release();
+}
+
+static void test_embedding(int B, int C, int rows)
+{
+    const size_t nt = (size_t)rows * C, no = (size_t)B * C;
+    int *idx = hmem((size_t)B * sizeof(int));
+    for (int b = 0; b < B; b++)
+        idx[b] = (int)(rng_next() % (uint64_t)rows); // repeats when B > rows
+    int *d_idx = dup_bytes(idx, (size_t)B * sizeof(int));
+    float *table = hrand(nt, -1, 1), *out = hbuf(no), *d_out = dnan(no);
+    cpu->embedding_forward(out, table, idx, B, C);
+    gpu->embedding_forward(d_out, dup(table, nt), d_idx, B, C);
+    expect("embedding_forward", out, d_out, no, TOL, "B=%d C=%d rows=%d", B, C, rows);
+    float *dout = hrand(no, -1, 1), *dtable = hrand(nt, -1, 1), *g_dtable = dup(dtable, nt);
+    cpu->embedding_backward(dtable, dout, idx, B, C);
+    gpu->embedding_backward(g_dtable, dup(dout, no), d_idx, B, C);
+    expect("embedding_backward", dtable, g_dtable, nt, TOL, "B=%d C=%d rows=%d", B, C, rows);
+    release();
+}
+
+static void test_interpolate(int B, size_t n)
+{
+    const size_t nn = (size_t)B * n;
+    float *x = hrand(nn, -1, 1), *noise = hrand(nn, -3, 3);
+    float *a = hrand(B, 0, 1), *s = hrand(B, 0, 1), *da = hrand(B, -2, 2), *ds = hrand(B, -2, 2);
+    float *x_t = hbuf(nn), *v = hbuf(nn), *d_xt = dnan(nn), *d_v = dnan(nn);
+    cpu->interpolate(x_t, v, x, noise, a, s, da, ds, B, n);
+    gpu->interpolate(d_xt, d_v, dup(x, nn), dup(noise, nn), dup(a, B), dup(s, B), dup(da, B),
+                     dup(ds, B), B, n);
+    expect("interpolate x_t", x_t, d_xt, nn, TOL, "B=%d n=%zu", B, n);
+    expect("interpolate v", v, d_v, nn, TOL, "B=%d n=%zu", B, n);
+    release();
+}
+
+static void test_mse(size_t n, float scale)
+{
+    float *pred = hrand(n, -2, 2), *target = hrand(n, -2, 2);
+    float *dpred = hbuf(n), *d_dpred = dnan(n);
+    double lc = cpu->mse_forward_backward(dpred, pred, target, n, scale);
+    double lg = gpu->mse_forward_backward(d_dpred, dup(pred, n), dup(target, n), n, scale);
+    expect_scalar("mse_forward_backward loss", lc, lg, TOL_DOUBLE, "n=%zu scale %g", n, scale);
+    expect("mse_forward_backward dpred", dpred, d_dpred, n, TOL, "n=%zu scale %g", n, scale);
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * Optimiser and EMA
+ * ---------------------------------------------------------------------- */
+
+static void test_adamw(size_t n)
+{
+    float *param = hrand(n, -1, 1), *m = hbuf(n), *v = hbuf(n);
+    float *d_param = dup(param, n), *d_m = dup(m, n), *d_v = dup(v, n);
+    for (int t = 1; t <= 3; t++) {
+        float *grad = hrand(n, -1, 1);
+        cpu->adamw_update(param, grad, m, v, n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 0.7f, t);
+        gpu->adamw_update(d_param, dup(grad, n), d_m, d_v, n, 1e-3f, 0.9f, 0.999f, 1e-8f,
+                          0.01f, 0.7f, t);
+        expect("adamw_update param", param, d_param, n, TOL, "n=%zu step %d", n, t);
+        expect("adamw_update m", m, d_m, n, TOL, "n=%zu step %d", n, t);
+        expect("adamw_update v", v, d_v, n, TOL, "n=%zu step %d", n, t);
+    }
+    float *ema = hrand(n, -1, 1), *d_ema = dup(ema, n);
+    cpu->ema_update(ema, param, n, 0.999f);
+    gpu->ema_update(d_ema, d_param, n, 0.999f);
+    expect("ema_update", ema, d_ema, n, TOL, "n=%zu", n);
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * Convolutional networks
+ * ---------------------------------------------------------------------- */
+
+static void test_conv(int B, int C, int H, int W, int OC, int K, int stride,
+                      int pad, int with_bias, double tol, const char *path)
+{
+    const int Ho = reed_conv2d_out_size(H, K, stride, pad);
+    const int Wo = reed_conv2d_out_size(W, K, stride, pad);
+    const size_t ni = (size_t)B * C * H * W, nw = (size_t)OC * C * K * K;
+    const size_t no = (size_t)B * OC * Ho * Wo;
+    const size_t ns = reed_conv2d_scratch_floats(B, C, H, W, OC, K, stride, pad);
+    float *inp = hrand(ni, -1, 1), *w = hrand(nw, -0.5f, 0.5f);
+    float *bias = with_bias ? hrand(OC, -1, 1) : NULL;
+    float *out = hbuf(no), *d_out = dnan(no), *scratch = hrand(ns, -1, 1);
+    float *d_inp = dup(inp, ni), *d_w = dup(w, nw), *d_scratch = dnan(ns);
+    cpu->conv2d_forward(out, inp, w, bias, B, C, H, W, OC, K, stride, pad, scratch);
+    gpu->conv2d_forward(d_out, d_inp, d_w, dup(bias, OC), B, C, H, W, OC, K, stride, pad,
+                        d_scratch);
+    char shape[96];
+    snprintf(shape, sizeof shape, "B%d C%d %dx%d OC%d K%d s%d p%d%s %s", B, C, H, W, OC, K,
+             stride, pad, with_bias ? "" : " no bias", path);
+    expect("conv2d_forward", out, d_out, no, tol, "%s", shape);
+
+    float *dout = hrand(no, -1, 1), *d_dout = dup(dout, no);
+    static const int masks[] = {GRAD_ALL, GRAD_B | GRAD_C, GRAD_A, GRAD_B, GRAD_C};
+    for (size_t m = 0; m < sizeof masks / sizeof *masks; m++) {
+        const int k = masks[m];
+        float *dinp = hrand(ni, -1, 1), *dw = hrand(nw, -1, 1), *db = hrand(OC, -1, 1);
+        float *g_dinp = dup(dinp, ni), *g_dw = dup(dw, nw), *g_db = dup(db, OC);
+        gpu->upload(d_scratch, hrand(ns, -1, 1), ns * sizeof(float)); // stale contents
+        cpu->conv2d_backward(k & GRAD_A ? dinp : NULL, k & GRAD_B ? dw : NULL,
+                             k & GRAD_C ? db : NULL, dout, inp, w, B, C, H, W, OC, K, stride,
+                             pad, scratch);
+        gpu->conv2d_backward(k & GRAD_A ? g_dinp : NULL, k & GRAD_B ? g_dw : NULL,
+                             k & GRAD_C ? g_db : NULL, d_dout, d_inp, d_w, B, C, H, W, OC, K,
+                             stride, pad, d_scratch);
+        const char *gs = grads(k, "dinp", "dw", "dbias");
+        expect("conv2d_backward dinp", dinp, g_dinp, ni, tol, "%s %s", shape, gs);
+        expect("conv2d_backward dw", dw, g_dw, nw, tol, "%s %s", shape, gs);
+        expect("conv2d_backward dbias", db, g_db, OC, tol, "%s %s", shape, gs);
+    }
+    release();
+}
+
+/* The teacher's and evaluator's layers, and an odd non-square case. */
+static void test_conv_all(double tol, const char *path)
+{
+    test_conv(4, 1, 28, 28, 16, 5, 2, 2, 1, tol, path);
+    test_conv(4, 16, 14, 14, 32, 3, 2, 1, 1, tol, path);
+    test_conv(4, 32, 7, 7, 64, 3, 1, 1, 0, tol, path);
+    test_conv(3, 5, 9, 11, 7, 3, 2, 0, 1, tol, path);
+    test_conv(64, 16, 14, 14, 32, 3, 2, 1, 1, tol, path);
+}
+
+static void test_avgpool(int B, int C, int H, int W)
+{
+    const size_t n = (size_t)B * C * H * W, nb = (size_t)B * C;
+    float *x = hrand(n, -1, 3), *out = hbuf(nb), *d_out = dnan(nb);
+    cpu->avgpool_global_forward(out, x, B, C, H, W);
+    gpu->avgpool_global_forward(d_out, dup(x, n), B, C, H, W);
+    expect("avgpool_global_forward", out, d_out, nb, TOL, "B=%d C=%d %dx%d", B, C, H, W);
+    float *dout = hrand(nb, -1, 1), *dinp = hrand(n, -1, 1), *g_dinp = dup(dinp, n);
+    cpu->avgpool_global_backward(dinp, dout, B, C, H, W);
+    gpu->avgpool_global_backward(g_dinp, dup(dout, nb), B, C, H, W);
+    expect("avgpool_global_backward", dinp, g_dinp, n, TOL, "B=%d C=%d %dx%d", B, C, H, W);
+    release();
+}
+
+/* Rows 0 and 1 hold a tie for the maximum (the first one counts). */
+static void test_cross_entropy(int B, int K, float scale)
+{
+    const size_t n = (size_t)B * K;
+    float *z = hrand(n, -5, 5);
+    int *y = hmem((size_t)B * sizeof(int));
+    for (int b = 0; b < B; b++)
+        y[b] = (int)(rng_next() % (uint64_t)K);
+    if (K >= 3 && B >= 2) {
+        z[0] = z[2] = 9.0f; // row 0: maxima at 0 and 2, label 2: a miss
+        y[0] = 2;
+        z[K + 1] = z[K + 2] = 9.0f; // row 1: maxima at 1 and 2, label 1: a hit
+        y[1] = 1;
+    }
+    float *d_z = dup(z, n);
+    int *d_y = dup_bytes(y, (size_t)B * sizeof(int));
+    float *dz = hbuf(n), *d_dz = dnan(n);
+    int hits_c = -1, hits_g = -2;
+    double lc = cpu->cross_entropy_forward_backward(dz, &hits_c, z, y, B, K, scale);
+    double lg = gpu->cross_entropy_forward_backward(d_dz, &hits_g, d_z, d_y, B, K, scale);
+    expect_scalar("cross_entropy loss", lc, lg, TOL_DOUBLE, "B=%d K=%d scale %g", B, K, scale);
+    expect("cross_entropy dlogits", dz, d_dz, n, TOL, "B=%d K=%d scale %g", B, K, scale);
+    check(hits_c == hits_g, "%-30s %-5s B=%d K=%d: %d hits, CPU %d", "cross_entropy correct",
+          mode, B, K, hits_g, hits_c);
+    // Without dlogits and without correct.
+    lg = gpu->cross_entropy_forward_backward(NULL, NULL, d_z, d_y, B, K, scale);
+    expect_scalar("cross_entropy loss", lc, lg, TOL_DOUBLE, "B=%d K=%d no dlogits, no correct",
+                  B, K);
+    release();
+}
+
+/* ------------------------------------------------------------------------
+ * Suites
+ * ---------------------------------------------------------------------- */
+
+/* The GEMM ops, at tolerance tol (fp32 or bf16 mode). */
+static void run_gemm_ops(double tol)
+{
+    test_linear(196, 96, 288, 1, tol);   // B=4, T=49, C=96, qkv
+    test_linear(256, 384, 1152, 1, tol); // B=4, T=64, C=384, qkv
+    test_linear(256, 128, 128, 0, tol);
+    test_linear(7, 5, 3, 1, tol);
+    test_attention(4, 16, 96, 2, 1.0f, tol);  // hs 48
+    test_attention(4, 49, 96, 3, 1.0f, tol);  // hs 32
+    test_attention(4, 64, 384, 6, 1.0f, tol); // hs 64
+    test_attention(2, 256, 192, 2, 1.0f, tol); // hs 96
+    // hs 32, sharper softmax (logits ~ ±10). In bf16 mode the rounding of q
+    // and k gives the logits an absolute error ~ 2⁻⁹·Σ|q_e·k_e|/sqrt(hs)
+    // ≈ 1e-2, which the softmax passes on as a relative error of P: 3× the
+    // tolerance there.
+    test_attention(4, 64, 128, 4, 3.0f, tol > TOL ? 3 * tol : tol);
+    test_attention(3, 5, 12, 3, 1.0f, tol);   // odd, T < 32
+}
+
+static void run_other_ops(void)
+{
+    test_layernorm(196, 96, 1e-6f);
+    test_layernorm(256, 384, 1e-6f);
+    test_layernorm(5, 1000, 1e-5f);
+    test_modulate(4, 49, 96);
+    test_modulate(2, 5, 7);
+    test_gated_add(4, 64, 384);
+    test_gated_add(2, 5, 7);
+    test_pointwise_all((size_t)196 * 384);
+    test_pointwise_all(1001);
+    test_elementwise(100003);
+    test_elementwise(((size_t)1 << 20) + 7);
+    test_mean_tokens(4, 49, 96);
+    test_mean_tokens(64, 64, 384);
+    test_cosine(196, 384, 0);
+    test_cosine(4, 384, 1);
+    test_patches(4, 1, 28, 4);
+    test_patches(2, 3, 32, 4);
+    test_patches(3, 4, 32, 2);
+    test_add_rows(4, 49, 96);
+    test_timestep_embedding(64, 256, 1.0f);
+    test_timestep_embedding(16, 256, 1000.0f);
+    test_timestep_embedding(5, 64, 1.0f);
+    test_embedding(64, 96, 11);
+    test_embedding(64, 384, 1001);
+    test_interpolate(4, 784);
+    test_mse(4 * 784, 1.0f);
+    test_mse(((size_t)1 << 20) + 3, 0.37f);
+    test_adamw(100003);
+    test_avgpool(4, 64, 7, 7);
+    test_avgpool(2, 3, 28, 28);
+    test_cross_entropy(64, 10, 1.0f);
+    test_cross_entropy(257, 10, 0.5f);
+    test_cross_entropy(100, 1000, 1.0f);
+}
+
+static void summary(void)
+{
+    printf("\n%-40s %10s %8s\n", "op", "worst err", "tol");
+    for (int i = 0; i < nresults; i++)
+        printf("%-40s %10.2e %8.0e  %s\n", results[i].op, results[i].err, results[i].tol,
+               results[i].failed ? "FAIL" : "ok");
+    printf("test_cuda_ops: %d checks, %d failed%s\n", checks, failures,
+           on_gpu ? "" : " (the CPU table standing in for the GPU)");
+}
+
+int main(void)
+{
+    char why[512] = "";
+    const char *self = getenv("REED_CUDA_TEST_ON_CPU");
+    gpu = reed_ops_cuda(why, sizeof why);
+    on_gpu = gpu != NULL;
+    if (!gpu) {
+        if (!(self && self[0] == '1')) {
+            printf("test_cuda_ops: skipped: %s\n", why);
+            return 77;
+        }
+        printf("test_cuda_ops: no GPU (%s); checking the test with the CPU table\n", why);
+        gpu = &reed_ops_cpu;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    test_table();
+    test_memory();
+
+    run_gemm_ops(TOL);
+    run_other_ops();
+    const int cudnn = on_gpu && reed_cuda_set_cudnn(1);
+    test_conv_all(TOL, cudnn ? "cudnn" : "im2col");
+    if (cudnn) {
+        reed_cuda_set_cudnn(0);
+        test_conv_all(TOL, "im2col");
+        reed_cuda_set_cudnn(1);
+    }
+
+    if (on_gpu) {
+        reed_cuda_set_precision(1);
+        mode = "bf16";
+        run_gemm_ops(TOL_BF16);
+        test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");
+        if (cudnn) {
+            reed_cuda_set_cudnn(0);
+            test_conv_all(TOL_BF16, "im2col");
+            reed_cuda_set_cudnn(1);
+        }
+        reed_cuda_set_precision(0);
+        mode = "fp32";
+        if (cudnn)
+            printf("cuDNN path: %ld convolution calls fell back to im2col + cuBLAS "
+                   "(0 means every cuDNN case above ran on cuDNN)\n",
+                   reed_cuda_conv_fallbacks());
+        else
+            printf("cuDNN path: not available (a build without cuDNN, or cuDNN did not "
+                   "start); convolutions ran as im2col + cuBLAS\n");
+    }
+    summary();
+    return failures ? 1 : 0;
+}
