@@ -201,12 +201,12 @@ static void record(const char *op, double err, double tol)
     }
     if (!r)
         return;
-    if (err > r->err || isnan(err))
+    if (err > r->err || isnan(err)) { // the worst case and its tolerance
         r->err = err;
-    if (!(err <= tol)) {
-        r->failed = 1;
         r->tol = tol;
     }
+    if (!(err <= tol))
+        r->failed = 1;
 }
 
 /* One check: `what` of op (a printf format for the case) on both sides. */

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cuda/reed_cuda.h"
 #include "rng.h"
 #include "run_internal.h"
 
@@ -216,6 +217,7 @@ static int select_backend(reed_run *run, reed_error *err) {
     const reed_ops *cuda = reed_ops_cuda(why, sizeof why);
     if (cuda) {
         run->ops = cuda;
+        reed_cuda_set_precision(run->cfg.train.precision == REED_PRECISION_BF16);
         return 0;
     }
     if (d == REED_DEVICE_CUDA) return reed_errorf(err, "train.device = \"cuda\": %s", why);

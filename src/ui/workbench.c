@@ -26,6 +26,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include "cuda/reed_cuda.h"
 #include "live.h"
 #include "lua/session.h"
 #include "widgets.h"
@@ -405,6 +406,13 @@ static void restore_terminal(void) {
     if (!isendwin()) endwin();
 }
 
+/* A CUDA error aborts the process: restore the screen first so that the
+ * message stays readable. */
+static void on_cuda_fatal(const char *msg) {
+    restore_terminal();
+    fprintf(stderr, "reed: %s\n", msg);
+}
+
 static void install_signals(void) {
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
@@ -415,6 +423,7 @@ static void install_signals(void) {
     int crashes[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
     for (size_t i = 0; i < sizeof crashes / sizeof *crashes; i++) signal(crashes[i], on_crash);
     atexit(restore_terminal);
+    reed_cuda_set_fatal_handler(on_cuda_fatal);
 }
 
 static void terminal_init(workbench *wb) {

@@ -1,0 +1,295 @@
+#include "emu.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <ucontext.h>
+#include <vector>
+
+dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+/* ---------------- fibers ---------------- */
+struct fiber { ucontext_t ctx; bool done; unsigned lin; };
+static ucontext_t sched;
+static fiber *cur;
+static std::function<void()> *body;
+static std::vector<fiber> fibers;
+static std::vector<char *> stacks;
+static double shfl_slot[1024];
+static cudaError_t last_error = cudaSuccess;
+static const size_t STACK = 256 * 1024;
+long emu_launches, emu_threads;
+
+static void fiber_entry() { (*body)(); cur->done = true; swapcontext(&cur->ctx, &sched); }
+void __syncthreads() { swapcontext(&cur->ctx, &sched); }
+double emu_shfl_xor(double v, int o)
+{
+    unsigned lin = cur->lin;
+    shfl_slot[lin] = v;
+    __syncthreads();
+    unsigned lane = lin % 32;
+    double r = shfl_slot[lin - lane + (lane ^ (unsigned)o)];
+    __syncthreads();
+    return r;
+}
+
+static void set_tid(unsigned lin)
+{
+    threadIdx.x = lin % blockDim.x;
+    threadIdx.y = lin / blockDim.x % blockDim.y;
+    threadIdx.z = lin / (blockDim.x * blockDim.y);
+}
+
+void emu_launch(dim3 grid, dim3 block, std::function<void()> fn)
+{
+    unsigned nt = block.x * block.y * block.z;
+    if (nt == 0 || nt > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+        grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) {
+        fprintf(stderr, "emu: bad launch grid (%u,%u,%u) block (%u,%u,%u)\n", grid.x, grid.y, grid.z,
+                block.x, block.y, block.z);
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    emu_launches++;
+    body = &fn;
+    gridDim = grid;
+    blockDim = block;
+    if (fibers.size() < nt) fibers.resize(nt);
+    while (stacks.size() < nt) stacks.push_back((char *)malloc(STACK));
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = dim3(x, y, z);
+                for (unsigned t = 0; t < nt; t++) {
+                    fiber &f = fibers[t];
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = stacks[t];
+                    f.ctx.uc_stack.ss_size = STACK;
+                    f.ctx.uc_link = nullptr;
+                    makecontext(&f.ctx, fiber_entry, 0);
+                    f.done = false;
+                    f.lin = t;
+                }
+                emu_threads += nt;
+                for (;;) {
+                    bool any = false;
+                    for (unsigned t = 0; t < nt; t++) {
+                        if (fibers[t].done) continue;
+                        cur = &fibers[t];
+                        set_tid(t);
+                        swapcontext(&sched, &cur->ctx);
+                        any = true;
+                    }
+                    if (!any) break;
+                }
+            }
+}
+
+/* ---------------- runtime ---------------- */
+const char *cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "emu error"; }
+cudaError_t cudaGetLastError(void) { cudaError_t e = last_error; last_error = cudaSuccess; return e; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { *s = (cudaStream_t)0x1234; return cudaSuccess; }
+cudaError_t cudaMalloc(void **p, size_t bytes)
+{
+    if (bytes > ((size_t)1 << 34)) return cudaErrorMemoryAllocation;
+    *p = malloc(bytes ? bytes : 1);
+    memset(*p, 0xff, bytes); // garbage (NaN as floats)
+    if (((uintptr_t)*p) % 16) { fprintf(stderr, "emu: misaligned malloc\n"); abort(); }
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t) { memset(p, v, bytes); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t bytes, cudaMemcpyKind, cudaStream_t)
+{
+    memmove(d, s, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaGetDeviceCount(int *n) { *n = getenv("EMU_NO_DEVICE") ? 0 : 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
+{
+    snprintf(p->name, sizeof p->name, "emulated H100");
+    p->major = 9;
+    p->minor = 0;
+    return cudaSuccess;
+}
+void emu_check_range(const void *, size_t, const char *) {}
+
+/* ---------------- cuBLAS ---------------- */
+static int bf16_mode_seen;
+const char *cublasGetStatusString(cublasStatus_t s) { return s ? "CUBLAS_STATUS_INVALID_VALUE" : "ok"; }
+cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = (cublasHandle_t)0x99; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
+
+static float to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fff + ((u >> 16) & 1)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static cublasStatus_t gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                            cublasComputeType_t ct)
+{
+    if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    int arows = ta == CUBLAS_OP_N ? m : k, brows = tb == CUBLAS_OP_N ? k : n;
+    if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1)) {
+        fprintf(stderr, "emu: cublas bad ld: ta %d tb %d m %d n %d k %d lda %d ldb %d ldc %d\n", ta, tb, m, n,
+                k, lda, ldb, ldc);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    bool bf = ct == CUBLAS_COMPUTE_32F_FAST_16BF;
+    if (bf) bf16_mode_seen = 1;
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            double acc = 0.0;
+            for (int l = 0; l < k; l++) {
+                float a = ta == CUBLAS_OP_N ? A[i + (size_t)l * lda] : A[l + (size_t)i * lda];
+                float b = tb == CUBLAS_OP_N ? B[l + (size_t)j * ldb] : B[j + (size_t)l * ldb];
+                if (bf) { a = to_bf16(a); b = to_bf16(b); }
+                acc += (double)a * b;
+            }
+            float *c = &C[i + (size_t)j * ldc];
+            *c = beta == 0.0f ? (float)(alpha * acc) : (float)(alpha * acc + beta * (double)*c);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void *alpha, const void *A, cudaDataType, int lda, const void *B, cudaDataType,
+                            int ldb, const void *beta, void *C, cudaDataType, int ldc, cublasComputeType_t ct,
+                            cublasGemmAlgo_t)
+{
+    return gemm1(ta, tb, m, n, k, *(const float *)alpha, (const float *)A, lda, (const float *)B, ldb,
+                 *(const float *)beta, (float *)C, ldc, ct);
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void *alpha, const void *A, cudaDataType, int lda,
+                                          long long sA, const void *B, cudaDataType, int ldb, long long sB,
+                                          const void *beta, void *C, cudaDataType, int ldc, long long sC,
+                                          int batch, cublasComputeType_t ct, cublasGemmAlgo_t)
+{
+    for (int i = 0; i < batch; i++) {
+        cublasStatus_t s = gemm1(ta, tb, m, n, k, *(const float *)alpha, (const float *)A + i * sA, lda,
+                                 (const float *)B + i * sB, ldb, *(const float *)beta, (float *)C + i * sC, ldc, ct);
+        if (s) return s;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* ---------------- cuDNN ---------------- */
+struct emu_tdesc { int n, c, h, w, set; };
+struct emu_cdesc { int pad_h, pad_w, u, v, dh, dw, set; cudnnMathType_t math; };
+long emu_cudnn_calls;
+const char *cudnnGetErrorString(cudnnStatus_t s) { return s ? "CUDNN_STATUS_emu_error" : "ok"; }
+cudnnStatus_t cudnnCreate(cudnnHandle_t *h) { *h = (cudnnHandle_t)0x77; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetStream(cudnnHandle_t, cudaStream_t) { return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t *d) { *d = new emu_tdesc(); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) { delete d; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t *d) { *d = new emu_tdesc(); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) { delete d; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t *d) { *d = new emu_cdesc(); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) { delete d; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t, cudnnDataType_t, int n, int c, int h, int w)
+{ if (n <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM; *d = {n, c, h, w, 1}; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t, cudnnTensorFormat_t, int k, int c, int h, int w)
+{ if (k <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM; *d = {k, c, h, w, 1}; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int ph, int pw, int u, int v, int dh, int dw, cudnnConvolutionMode_t m, cudnnDataType_t)
+{ if (m != CUDNN_CROSS_CORRELATION || u <= 0 || v <= 0 || dh != 1 || dw != 1) return CUDNN_STATUS_BAD_PARAM;
+  d->pad_h = ph; d->pad_w = pw; d->u = u; d->v = v; d->dh = dh; d->dw = dw; d->set = 1; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m) { d->math = m; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolution2dForwardOutputDim(cudnnConvolutionDescriptor_t c, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w, int *n, int *ch, int *h, int *wd)
+{
+    if (x->c != w->c) return CUDNN_STATUS_BAD_PARAM;
+    *n = x->n; *ch = w->n;
+    *h = 1 + (x->h + 2 * c->pad_h - w->h) / c->u;
+    *wd = 1 + (x->w + 2 * c->pad_w - w->w) / c->v;
+    return CUDNN_STATUS_SUCCESS;
+}
+static const size_t EMU_WS = 4096; /* workspace the emulated algorithm wants */
+template <class P, class A> static void fill_perf(P *p, int *n, A good, A fft, cudnnMathType_t m)
+{
+    // FFT first (never fits), then one usable algorithm
+    p[0] = {}; p[0].algo = fft; p[0].status = CUDNN_STATUS_SUCCESS; p[0].memory = (size_t)1 << 40;
+    p[0].determinism = CUDNN_DETERMINISTIC; p[0].mathType = m;
+    p[1] = {}; p[1].algo = good; p[1].status = CUDNN_STATUS_SUCCESS; p[1].memory = EMU_WS;
+    p[1].determinism = CUDNN_DETERMINISTIC; p[1].mathType = m;
+    *n = 2;
+}
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, cudnnTensorDescriptor_t, cudnnFilterDescriptor_t, cudnnConvolutionDescriptor_t c, cudnnTensorDescriptor_t, int req, int *n, cudnnConvolutionFwdAlgoPerf_t *p)
+{ if (req < 2) return CUDNN_STATUS_BAD_PARAM; fill_perf(p, n, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_CONVOLUTION_FWD_ALGO_FFT, c->math); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t, cudnnFilterDescriptor_t, cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t c, cudnnTensorDescriptor_t, int req, int *n, cudnnConvolutionBwdDataAlgoPerf_t *p)
+{ if (req < 2) return CUDNN_STATUS_BAD_PARAM; fill_perf(p, n, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT, c->math); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t, cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t c, cudnnFilterDescriptor_t, int req, int *n, cudnnConvolutionBwdFilterAlgoPerf_t *p)
+{ if (req < 2) return CUDNN_STATUS_BAD_PARAM; fill_perf(p, n, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, c->math); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t, cudnnTensorDescriptor_t, cudnnFilterDescriptor_t, cudnnConvolutionDescriptor_t, cudnnTensorDescriptor_t, cudnnConvolutionFwdAlgo_t, size_t *b) { *b = EMU_WS; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t, cudnnFilterDescriptor_t, cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t, cudnnTensorDescriptor_t, cudnnConvolutionBwdDataAlgo_t, size_t *b) { *b = EMU_WS; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t, cudnnTensorDescriptor_t, cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t, cudnnFilterDescriptor_t, cudnnConvolutionBwdFilterAlgo_t, size_t *b) { *b = EMU_WS; return CUDNN_STATUS_SUCCESS; }
+
+/* Visits every (b, o, y, x, c, i, j) with its input element (or none when in padding). */
+template <class F> static void conv_visit(emu_tdesc *x, emu_tdesc *w, emu_cdesc *c, F f)
+{
+    int Ho = 1 + (x->h + 2 * c->pad_h - w->h) / c->u, Wo = 1 + (x->w + 2 * c->pad_w - w->w) / c->v;
+    for (int b = 0; b < x->n; b++)
+        for (int o = 0; o < w->n; o++)
+            for (int oy = 0; oy < Ho; oy++)
+                for (int ox = 0; ox < Wo; ox++)
+                    for (int ch = 0; ch < x->c; ch++)
+                        for (int i = 0; i < w->h; i++)
+                            for (int j = 0; j < w->w; j++) {
+                                int iy = oy * c->u - c->pad_h + i, ix = ox * c->v - c->pad_w + j;
+                                if (iy < 0 || iy >= x->h || ix < 0 || ix >= x->w) continue;
+                                size_t xi = (((size_t)b * x->c + ch) * x->h + iy) * x->w + ix;
+                                size_t wi = (((size_t)o * w->c + ch) * w->h + i) * w->w + j;
+                                size_t yi = (((size_t)b * w->n + o) * Ho + oy) * Wo + ox;
+                                f(xi, wi, yi);
+                            }
+}
+static void blend(float *dst, const std::vector<double> &acc, float alpha, float beta)
+{
+    for (size_t i = 0; i < acc.size(); i++)
+        dst[i] = beta == 0.0f ? (float)(alpha * acc[i]) : (float)(alpha * acc[i] + beta * (double)dst[i]);
+}
+static cudnnStatus_t ws_check(void *ws, size_t wsb)
+{
+    if (wsb < EMU_WS || !ws) return CUDNN_STATUS_BAD_PARAM;
+    memset(ws, 0xab, EMU_WS); // the workspace is scribbled on
+    emu_cudnn_calls++;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void *alpha, cudnnTensorDescriptor_t xd, const void *x, cudnnFilterDescriptor_t wd, const void *w, cudnnConvolutionDescriptor_t cd, cudnnConvolutionFwdAlgo_t, void *ws, size_t wsb, const void *beta, cudnnTensorDescriptor_t yd, void *y)
+{
+    if (ws_check(ws, wsb)) return CUDNN_STATUS_BAD_PARAM;
+    std::vector<double> acc((size_t)yd->n * yd->c * yd->h * yd->w, 0.0);
+    conv_visit(xd, wd, cd, [&](size_t xi, size_t wi, size_t yi) { acc[yi] += (double)((const float *)x)[xi] * ((const float *)w)[wi]; });
+    blend((float *)y, acc, *(const float *)alpha, *(const float *)beta);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void *alpha, cudnnFilterDescriptor_t wd, const void *w, cudnnTensorDescriptor_t dyd, const void *dy, cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdDataAlgo_t, void *ws, size_t wsb, const void *beta, cudnnTensorDescriptor_t dxd, void *dx)
+{
+    if (ws_check(ws, wsb)) return CUDNN_STATUS_BAD_PARAM;
+    (void)dyd;
+    std::vector<double> acc((size_t)dxd->n * dxd->c * dxd->h * dxd->w, 0.0);
+    conv_visit(dxd, wd, cd, [&](size_t xi, size_t wi, size_t yi) { acc[xi] += (double)((const float *)dy)[yi] * ((const float *)w)[wi]; });
+    blend((float *)dx, acc, *(const float *)alpha, *(const float *)beta);
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void *alpha, cudnnTensorDescriptor_t xd, const void *x, cudnnTensorDescriptor_t dyd, const void *dy, cudnnConvolutionDescriptor_t cd, cudnnConvolutionBwdFilterAlgo_t, void *ws, size_t wsb, const void *beta, cudnnFilterDescriptor_t dwd, void *dw)
+{
+    if (ws_check(ws, wsb)) return CUDNN_STATUS_BAD_PARAM;
+    (void)dyd;
+    std::vector<double> acc((size_t)dwd->n * dwd->c * dwd->h * dwd->w, 0.0);
+    conv_visit(xd, dwd, cd, [&](size_t xi, size_t wi, size_t yi) { acc[wi] += (double)((const float *)dy)[yi] * ((const float *)x)[xi]; });
+    blend((float *)dw, acc, *(const float *)alpha, *(const float *)beta);
+    return CUDNN_STATUS_SUCCESS;
+}
+
+__attribute__((destructor)) static void emu_stats()
+{
+    fprintf(stderr, "emu: %ld launches, %ld threads, %ld cuDNN calls, bf16 GEMMs seen: %d\n", emu_launches,
+            emu_threads, emu_cudnn_calls, bf16_mode_seen);
+}
