@@ -54,27 +54,8 @@ static const char *mode = "fp32"; /* printed with every check */
  * registered and freed together by release().
  * ---------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x5eedc0da1234ULL;
-
-static uint64_t rng_next(void)
-{
-    // splitmix64
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi), never exactly zero. */
-static float rng_float(float lo, float hi)
-{
-    for (;;) {
-        float u = (float)(rng_next() >> 40) * (1.0f / 16777216.0f);
-        float x = lo + (hi - lo) * u;
-        if (x != 0.0f)
-            return x;
-    }
-}
+#define TEST_RNG_SEED 0x5eedc0da1234ULL
+#include "test_rng.h"
 
 #define MAX_HELD 256
 static void *host_held[MAX_HELD], *dev_held[MAX_HELD];

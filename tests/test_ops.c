@@ -52,27 +52,8 @@ static const reed_ops *ops = &reed_ops_cpu;
  * RNG, buffers, results
  * ---------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x5eed1234abcdULL;
-
-static uint64_t rng_next(void)
-{
-    // splitmix64
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-/* Uniform float in [lo, hi), never exactly zero. */
-static float rng_float(float lo, float hi)
-{
-    for (;;) {
-        float u = (float)(rng_next() >> 40) * (1.0f / 16777216.0f);
-        float x = lo + (hi - lo) * u;
-        if (x != 0.0f)
-            return x;
-    }
-}
+#define TEST_RNG_SEED 0x5eed1234abcdULL
+#include "test_rng.h"
 
 /* Zeroed, so no path reads uninitialised memory (tests poison explicitly). */
 static void *xmalloc(size_t bytes)
