@@ -281,6 +281,14 @@ static void push_row(lua_State *L, reed_session *s, const session_row *r) {
         lua_pushnumber(L, r->loss_src[k]);
         lua_setfield(L, -2, key);
     }
+    if (r->fd_n > 0) { /* an evaluation after this step */
+        lua_pushnumber(L, r->fd);
+        lua_setfield(L, -2, "fd");
+        lua_pushinteger(L, r->fd_n);
+        lua_setfield(L, -2, "fd_n");
+        lua_pushnumber(L, r->cond_acc);
+        lua_setfield(L, -2, "cond_acc");
+    }
 }
 
 /* status() -> {step, total, phase, paused, budget, loss, ..., sims = {NAME = v}}. */

@@ -17,6 +17,8 @@ typedef struct session_row {
     int step, phase;
     double loss, loss_denoise, w_diff, w_align, proj_coeff, grad_norm, lr, imgs_per_s;
     double sim[REED_MAX_SOURCES], loss_src[REED_MAX_SOURCES];
+    int fd_n;                     /* > 0 on steps with an evaluation (eval.every) */
+    double fd, cond_acc;
 } session_row;
 
 typedef struct session_hook {

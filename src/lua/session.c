@@ -426,7 +426,7 @@ static void record_step(reed_session *s, const reed_metrics *m) {
     }
     session_row row = {m->step, m->phase_index, m->loss, m->loss_denoise, m->w_diff,
                        m->w_align, m->proj_coeff, m->grad_norm, m->lr, m->imgs_per_s,
-                       {0}, {0}};
+                       {0}, {0}, m->fd_n, m->fd, m->cond_acc};
     live_point p = {m->step, m->phase_index, (float)m->loss, (float)m->loss_denoise,
                     (float)m->w_diff, (float)m->w_align, (float)m->grad_norm, (float)m->lr,
                     (float)m->imgs_per_s, {0}, {0}};
