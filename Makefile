@@ -6,7 +6,7 @@ JOBS  ?= $(shell nproc)
 # REED with the shipped teacher's targets (assets/teacher.safetensors).
 CONFIG ?= scripts/lua/presets/reed.lua
 
-.PHONY: all deps build run test asan bench clean
+.PHONY: all deps build run test asan bench bench-method clean
 
 all: build
 
@@ -33,6 +33,9 @@ asan: deps
 
 bench: build
 	$(BUILD)/bench_train_step
+
+bench-method: build
+	bash bench/method.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan
