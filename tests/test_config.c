@@ -465,6 +465,17 @@ static void test_validate_errors(void) {
                       "sample.steps: 0 must be > 0", NULL);
     expect_load_error("sample class out of range", "return { sample = { class = 10 } }\n",
                       "sample.class: 10 must be -1 (cycle) or in 0..9", NULL);
+    expect_load_error("eval n = 1", "return { eval = { n = 1 } }\n",
+                      "eval.n: 1 must be in 2..10000", NULL);
+    expect_load_error("eval every < 0", "return { eval = { every = -5 } }\n",
+                      "eval.every: -5 must be >= 0", NULL);
+    expect_load_error("eval on npy data",
+                      "return { data = { dataset = 'npy', images = 'x.npy' }, eval = { every = 10 } }\n",
+                      "eval.every: the evaluator scores 1x28x28 Fashion-MNIST", NULL);
+    expect_load_error("unknown device", "return { train = { device = 'tpu' } }\n",
+                      "train.device", "tpu", NULL);
+    expect_load_error("unknown precision", "return { train = { precision = 'fp16' } }\n",
+                      "train.precision", "fp16", NULL);
     expect_load_error("NaN lr", "return { train = { lr = 0/0 } }\n", "train.lr:", "must be > 0",
                       NULL);
     expect_load_error("unknown dataset", "return { data = { dataset = 'cifar' } }\n",

@@ -40,14 +40,8 @@ static const cnn_tool evaluator_tool = {
     .train_defaults = evaluator_train_defaults,
 };
 
-typedef cnn_args eval_args;
-
 static int usage_fail(const char *fmt, const char *arg) {
     return cnn_usage_fail(&evaluator_tool, fmt, arg);
-}
-
-static int parse_args(eval_args *a, int argc, char **argv, int first) {
-    return cnn_parse_args(&evaluator_tool, a, argc, argv, first);
 }
 
 int evaluator_command(int argc, char **argv) {
@@ -55,8 +49,8 @@ int evaluator_command(int argc, char **argv) {
         usage(argc < 3 ? stderr : stdout);
         return argc < 3 ? 2 : 0;
     }
-    eval_args a;
-    int rc = parse_args(&a, argc, argv, 3);
+    cnn_args a;
+    int rc = cnn_parse_args(&evaluator_tool, &a, argc, argv, 3);
     if (rc) return rc;
     reed_cpu_set_threads(a.threads);
     if (!strcmp(argv[2], "train")) return cnn_cmd_train(&evaluator_tool, &a);
@@ -73,7 +67,7 @@ static int parse_sampler(const char *name, reed_sampler *out) {
 
 /* The checkpoint's sample settings with the command line's changes; the
  * default seed is 0, so that evaluations of different runs compare. */
-static int eval_sample_config(const reed_config *cfg, const eval_args *a,
+static int eval_sample_config(const reed_config *cfg, const cnn_args *a,
                               reed_sample_config *sc) {
     *sc = cfg->sample;
     if (a->steps > 0) sc->steps = a->steps;
@@ -87,8 +81,8 @@ int eval_command(int argc, char **argv) {
         return argc < 3 ? 2 : 0;
     }
     if (argv[2][0] == '-') return usage_fail("%s", "missing CHECKPOINT");
-    eval_args a;
-    int rc = parse_args(&a, argc, argv, 3);
+    cnn_args a;
+    int rc = cnn_parse_args(&evaluator_tool, &a, argc, argv, 3);
     if (rc) return rc;
     reed_cpu_set_threads(a.threads);
     static reed_config cfg;
