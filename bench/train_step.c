@@ -51,6 +51,7 @@
 #include "formats.h"
 #include "ops.h"
 #include "reed.h"
+#include "reed_cuda.h"
 
 static const char *const FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist";
 
@@ -438,10 +439,14 @@ static int bench_in_dir(const bench_args *a, const char *dir, double *elapsed,
     reed_run_set_log(run, log_to_stderr, NULL);
     int rc = run_steps(run, a->warmup, err);
     sync_device(device);
+    reed_cuda_profile_reset();
     double t0 = now_seconds();
     if (rc == 0) rc = run_steps(run, a->steps, err);
     sync_device(device);
     *elapsed = now_seconds() - t0;
+    if (rc == 0 && reed_cuda_profile_report(stderr) == 0)
+        fprintf(stderr, "(the profile covers the %d timed steps; its events and reads "
+                "slow them down)\n", a->steps);
     reed_run_close(run);
     return rc;
 }

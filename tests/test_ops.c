@@ -15,7 +15,11 @@
  *        err = max|(got - 0.5) - fd| / max|fd|       (fail above 1e-3)
  *    adaLN slices live in wider (B, ldm) matrices, so the check also proves
  *    nothing outside the slice is written.
- *  - AdamW over 3 steps and EMA against double references of PyTorch's
+ *  - The fused ops also against the ops they fuse: ln_modulate against
+ *    layernorm then modulate (forward and backward, to float rounding:
+ *    tolerance 1e-6), AdamW with EMA against AdamW then the EMA loop
+ *    (bitwise).
+ *  - AdamW (with EMA) over 3 steps against double references of PyTorch's
  *    formulas.
  * The suite runs with 2 and 1 threads, at small odd sizes (every gradient
  * element checked) and at sizes that take the OpenMP path (a random sample
@@ -39,6 +43,10 @@
  * relative error of the same size, so the bound is looser. */
 #define FWD_TOL_BIG_LOGITS 1e-4
 #define BIG_LOGITS_OP "attention(logits>88)"
+/* A fused op against the ops it fuses: the same float expressions, so only
+ * the order of a reduction may differ. */
+#define FWD_TOL_UNFUSED 1e-6
+#define UNFUSED_OP "ln_modulate=unfused"
 #define GRAD_TOL 1e-3
 #define FD_STEP 1e-3
 #define PREFILL 0.5f
@@ -142,6 +150,8 @@ static double fwd_tol(const char *op)
 {
     if (strcmp(op, BIG_LOGITS_OP) == 0)
         return FWD_TOL_BIG_LOGITS;
+    if (strcmp(op, UNFUSED_OP) == 0)
+        return FWD_TOL_UNFUSED;
     int pointwise = strcmp(op, "gelu") == 0 || strcmp(op, "silu") == 0;
     return pointwise ? FWD_TOL_POINTWISE : FWD_TOL;
 }
@@ -462,6 +472,106 @@ static void test_modulate(dims d)
     check_grads(&p, "modulate", 3, (const int[]){0, 1, 2},
                 (const char *const[]){"dx", "dshift", "dscale"}, bwd_modulate);
     free(out);
+    problem_free(&p);
+}
+
+/* ------------------------------------------------------------------------
+ * ln_modulate: out = LN(x)·(1 + scale[b]) + shift[b], shift and scale the
+ * slices at off_a and off_b of two (B, ldm) matrices, as in modulate.
+ * ---------------------------------------------------------------------- */
+
+static void ref_ln_modulate(const problem *p, double *out)
+{
+    const dims *d = &p->d;
+    for (int n = 0; n < d->B * d->T; n++) {
+        const double *x = p->din[0] + (size_t)n * d->C;
+        const double *sh = p->din[1] + (size_t)(n / d->T) * d->ldm + d->off_a;
+        const double *sc = p->din[2] + (size_t)(n / d->T) * d->ldm + d->off_b;
+        double m, s;
+        ref_layernorm_stats(x, d->C, d->eps, &m, &s);
+        for (int c = 0; c < d->C; c++)
+            out[(size_t)n * d->C + c] = (x[c] - m) * s * (1.0 + sc[c]) + sh[c];
+    }
+}
+
+/* ln_modulate_backward from dout = R, gradients at the slices of g[1], g[2]. */
+static void bwd_ln_modulate(problem *p, float *const *g)
+{
+    const dims *d = &p->d;
+    ops->ln_modulate_backward(g[0], g[1] ? g[1] + d->off_a : NULL,
+                              g[2] ? g[2] + d->off_b : NULL, p->Rf, p->fin[0],
+                              p->aux[0], p->aux[1], p->fin[2] + d->off_b,
+                              d->ldm, d->B, d->T, d->C);
+}
+
+/* The same backward as layernorm_backward ∘ modulate_backward, from
+ * layernorm_forward's ln, mean and rstd, through a zeroed dln. */
+static void bwd_unfused(problem *p, float *const *g, const float *ln,
+                        const float *mean, const float *rstd)
+{
+    const dims *d = &p->d;
+    size_t n = p->in_n[0];
+    float *dln = fbuf(n);
+    ops->modulate_backward(dln, g[1] + d->off_a, g[2] + d->off_b, p->Rf, ln,
+                           p->fin[2] + d->off_b, d->ldm, d->B, d->T, d->C);
+    ops->layernorm_backward(g[0], dln, p->fin[0], mean, rstd, d->B * d->T,
+                            d->C);
+    free(dln);
+}
+
+/* Fused against unfused, forward and backward, from gradient outputs that
+ * start equal and non-zero. */
+static void check_unfused(problem *p, const float *fused_out)
+{
+    const dims *d = &p->d;
+    size_t n = p->in_n[0], nm = p->in_n[1];
+    const float *shift = p->fin[1] + d->off_a, *scale = p->fin[2] + d->off_b;
+    float *ln = fnan(n), *out = fnan(n);
+    float *mean = fnan((size_t)d->B * d->T), *rstd = fnan((size_t)d->B * d->T);
+    ops->layernorm_forward(ln, mean, rstd, p->fin[0], d->B * d->T, d->C, d->eps);
+    ops->modulate_forward(out, ln, shift, scale, d->ldm, d->B, d->T, d->C);
+    double *ref = to_double(out, n);
+    check_fwd_arr(UNFUSED_OP, "out", fused_out, ref, n);
+    float *fused[3] = {frand(n, -1, 1), frand(nm, -1, 1), frand(nm, -1, 1)};
+    float *unfused[3] = {fcopy(fused[0], n), fcopy(fused[1], nm),
+                         fcopy(fused[2], nm)};
+    bwd_ln_modulate(p, fused);
+    bwd_unfused(p, unfused, ln, mean, rstd);
+    static const char *const names[] = {"dinp", "dshift", "dscale"};
+    for (int k = 0; k < 3; k++) {
+        size_t nk = k ? nm : n;
+        double *r = to_double(unfused[k], nk);
+        check_fwd_arr(UNFUSED_OP, names[k], fused[k], r, nk);
+        free(r), free(fused[k]), free(unfused[k]);
+    }
+    free(ref), free(ln), free(out), free(mean), free(rstd);
+}
+
+static void test_ln_modulate(dims d)
+{
+    problem p = problem_new(d, ref_ln_modulate);
+    size_t n = (size_t)d.B * d.T * d.C, N = (size_t)d.B * d.T;
+    add_input(&p, n, -0.5f, 1.5f);              // inp (B,T,C)
+    add_input(&p, (size_t)d.B * d.ldm, -1, 1); // shift matrix (B,ldm)
+    add_input(&p, (size_t)d.B * d.ldm, -1, 1); // scale matrix (B,ldm)
+    set_output(&p, n);
+    float *out = fnan(n);
+    p.aux[0] = fnan(N); // mean (B·T)
+    p.aux[1] = fnan(N); // rstd (B·T)
+    ops->ln_modulate_forward(out, p.aux[0], p.aux[1], p.fin[0],
+                             p.fin[1] + d.off_a, p.fin[2] + d.off_b, d.ldm,
+                             d.B, d.T, d.C, d.eps);
+    check_fwd(&p, "ln_modulate", out);
+    double *rm = dbuf(N), *rs = dbuf(N);
+    for (size_t i = 0; i < N; i++)
+        ref_layernorm_stats(p.din[0] + i * d.C, d.C, d.eps, &rm[i], &rs[i]);
+    check_fwd_arr("ln_modulate", "mean", p.aux[0], rm, N);
+    check_fwd_arr("ln_modulate", "rstd", p.aux[1], rs, N);
+    check_grads(&p, "ln_modulate", 3, (const int[]){0, 1, 2},
+                (const char *const[]){"dinp", "dshift", "dscale"},
+                bwd_ln_modulate);
+    check_unfused(&p, out);
+    free(rm), free(rs), free(out);
     problem_free(&p);
 }
 
@@ -806,7 +916,7 @@ static void test_elementwise(size_t n)
 }
 
 /* ------------------------------------------------------------------------
- * AdamW (3 steps) and EMA against double references
+ * AdamW (3 steps), with and without EMA, against double references
  * ---------------------------------------------------------------------- */
 
 typedef struct adamw_hp {
@@ -827,41 +937,44 @@ static void ref_adamw(double *p, const double *grad, double *m, double *v,
     }
 }
 
-static void test_adamw(size_t n)
+/* Three AdamW steps; with_ema: with the EMA at decay[t-1], also checked
+ * bitwise against AdamW without EMA followed by the EMA as its own loop. */
+static void test_adamw(size_t n, int with_ema)
 {
     const adamw_hp h = {1e-2, 0.9, 0.999, 1e-8, 0.1, 0.7};
-    float *p = frand(n, -1, 1), *m = fbuf(n), *v = fbuf(n);
-    ffill(m, n, 0.0f);
-    ffill(v, n, 0.0f);
-    double *rp = to_double(p, n), *rm = dbuf(n), *rv = dbuf(n);
-    for (size_t i = 0; i < n; i++)
-        rm[i] = rv[i] = 0.0;
+    const float decay[3] = {0.1f, 0.9f, 0.9999f};
+    const char *op = with_ema ? "adamw_update+ema" : "adamw_update";
+    float *p = frand(n, -1, 1), *m = fbuf(n), *v = fbuf(n), *e = frand(n, -1, 1);
+    float *p2 = fcopy(p, n), *m2 = fbuf(n), *v2 = fbuf(n), *e2 = fcopy(e, n);
+    double *rp = to_double(p, n), *rm = dbuf(n), *rv = dbuf(n), *re = to_double(e, n);
     for (int t = 1; t <= 3; t++) {
-        float *g = frand(n, -1, 1);
+        float *g = frand(n, -1, 1), d = decay[t - 1];
         double *rg = to_double(g, n);
         ops->adamw_update(p, g, m, v, n, (float)h.lr, (float)h.b1,
                           (float)h.b2, (float)h.eps, (float)h.wd, (float)h.gs,
-                          t);
+                          t, with_ema ? e : NULL, d);
         ref_adamw(rp, rg, rm, rv, n, h, t);
-        check_fwd_arr("adamw_update", "param", p, rp, n);
-        check_fwd_arr("adamw_update", "m", m, rm, n);
-        check_fwd_arr("adamw_update", "v", v, rv, n);
+        check_fwd_arr(op, "param", p, rp, n);
+        check_fwd_arr(op, "m", m, rm, n);
+        check_fwd_arr(op, "v", v, rv, n);
+        // The unfused sequence: AdamW, then ema = d·ema + (1 - d)·param.
+        ops->adamw_update(p2, g, m2, v2, n, (float)h.lr, (float)h.b1,
+                          (float)h.b2, (float)h.eps, (float)h.wd, (float)h.gs,
+                          t, NULL, 0.0f);
+        const float w = 1.0f - d;
+        for (size_t i = 0; with_ema && i < n; i++) {
+            e2[i] = d * e2[i] + w * p2[i];
+            re[i] = (double)d * re[i] + (1.0 - (double)d) * rp[i];
+        }
+        check_fwd_arr(op, "ema", e, re, n); // without EMA: left as it was
+        int same = !memcmp(p, p2, n * sizeof *p) && !memcmp(m, m2, n * sizeof *m) &&
+                   !memcmp(v, v2, n * sizeof *v) && !memcmp(e, e2, n * sizeof *e);
+        record(op, "bitwise", 0, same ? 0.0 : INFINITY);
         free(g);
         free(rg);
     }
-    free(p), free(m), free(v), free(rp), free(rm), free(rv);
-}
-
-static void test_ema(size_t n)
-{
-    const float decay = 0.9999f;
-    float *e = frand(n, -1, 1), *p = frand(n, -1, 1);
-    double *ref = dbuf(n);
-    for (size_t i = 0; i < n; i++)
-        ref[i] = (double)decay * e[i] + (1.0 - (double)decay) * p[i];
-    ops->ema_update(e, p, n, decay);
-    check_fwd_arr("ema_update", "ema", e, ref, n);
-    free(e), free(p), free(ref);
+    free(p), free(m), free(v), free(e), free(p2), free(m2), free(v2), free(e2);
+    free(rp), free(rm), free(rv), free(re);
 }
 
 /* ------------------------------------------------------------------------
@@ -875,6 +988,7 @@ static void run_suite(dims d)
     test_linear(d, 0);
     test_layernorm(d);
     test_modulate(d);
+    test_ln_modulate(d);
     test_gated_add(d);
     test_activation(n, 1);
     test_activation(n, 0);
@@ -882,8 +996,8 @@ static void run_suite(dims d)
     test_mean_tokens(d);
     test_cosine(d);
     test_elementwise(n);
-    test_adamw(n);
-    test_ema(n);
+    test_adamw(n, 0);
+    test_adamw(n, 1);
 }
 
 static dims make_dims(int N, int C, int OC, int B, int T, int NH)

@@ -259,7 +259,7 @@ static void check_adamw(fixture *fx, const sit_model *m, float *params, const si
         double gn = sqrt(ops->sum_squares(grads, m->n_params));
         float scale = gn > 1.0 ? (float)(1.0 / (gn + 1e-6)) : 1.0f;
         ops->adamw_update(params, grads, mom, vel, m->n_params, 1e-3f, 0.9f, 0.999f, 1e-8f,
-                          0.01f, scale, s + 1);
+                          0.01f, scale, s + 1, NULL, 0.0f);
         loss[s] = (float)L.loss;
         norm[s] = (float)gn;
     }

@@ -394,7 +394,7 @@ static void train_step(const reed_ops *ops, cnn_model *m, train_state *s,
     cnn_backward(ops, m, s->grads, &s->acts, s->acts.d_logits, B);
     ops->adamw_update(m->params, s->grads, s->adam_m, s->adam_v, m->n_params,
                       lr_at(o, step, total), 0.9f, 0.999f, 1e-8f, o->weight_decay, 1.0f,
-                      step + 1);
+                      step + 1, NULL, 0.0f);
 }
 
 static void log_steps(const cnn_train_opts *o, train_state *s, int epoch, int step,

@@ -121,7 +121,7 @@ static void sde_drift(const reed_ops *ops, float *drift, const float *x, const f
 }
 
 void sampler_run(const reed_ops *ops, const sampler_spec *spec, velocity_fn velocity,
-                 void *ctx, float *x, size_t n, float *scratch, float *host_noise) {
+                 void *ctx, float *x, size_t n, float *scratch) {
     float *v = scratch, *v2 = scratch + n, *x2 = scratch + 2 * n;
     int N = spec->steps;
     for (int i = 0; i < N; i++) {
@@ -137,8 +137,7 @@ void sampler_run(const reed_ops *ops, const sampler_spec *spec, velocity_fn velo
         } else if (spec->kind == REED_SAMPLER_SDE && i < N - 1) {
             /* Euler–Maruyama: x += drift·dt + sqrt(2t·|dt|)·z; last step deterministic */
             sde_drift(ops, v2, x, v, n, spec->path, t);
-            rng_normal(host_noise, n, spec->seed, (uint64_t)i, REED_STREAM_SDE);
-            ops->upload(x2, host_noise, n * sizeof(float));
+            ops->normal_fill(x2, n, spec->seed, (uint64_t)i, REED_STREAM_SDE);
             ops->axpby(x, 1.0f, x, dt, v2, n);
             ops->axpby(x, 1.0f, x, sqrtf(2.0f * t * -dt), x2, n);
         } else {

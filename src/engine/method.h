@@ -72,12 +72,12 @@ typedef struct sampler_spec {
 } sampler_spec;
 
 /* x: (n) floats in: the start noise, out: the sample. scratch: 3·n floats.
- * x, scratch and the velocity's arrays are backend memory; host_noise (n
- * floats of host memory, only for the SDE sampler, else may be NULL) holds
- * the increments, drawn on the host so that every backend draws the same. */
+ * x, scratch and the velocity's arrays are backend memory. The SDE
+ * sampler's increments are the backend's normal_fill draws keyed by
+ * (seed, step, SDE), the same on every backend. */
 void sampler_run(const reed_ops *ops, const sampler_spec *spec,
                  velocity_fn velocity, void *ctx, float *x, size_t n,
-                 float *scratch, float *host_noise);
+                 float *scratch);
 
 /* Classifier-free guidance: v = w·v_c + (1 − w)·v_u (= v_u + w·(v_c − v_u))
  * when t ∈ [lo, hi], otherwise v_c. Writes into v_c (backend memory). */

@@ -1,5 +1,6 @@
 /* A training run: data, sources, model, optimiser state and the step. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -166,19 +167,57 @@ static int alloc_batch(reed_run *run, reed_error *err) {
     run_batch *b = &run->batch;
     int B = run->cfg.train.batch, T = run->model.tokens, ok = 1;
     size_t img = (size_t)B * run->data.C * run->data.S * run->data.S;
-    HOST(b->idx, B); HOST(b->y, B); HOST(b->x, img); HOST(b->noise, img);
+    HOST(b->idx, B); HOST(b->y, B); HOST(b->x, img);
     HOST(b->t, B); HOST(b->u, B); HOST(b->n, B); HOST(b->drop, B); HOST(b->coef, 4 * B);
     HOST(b->align.sim_host, B * T); HOST(b->align.dsim_host, B * T);
-    DEV(b->y_dev, B); DEV(b->x_dev, img); DEV(b->noise_dev, img); DEV(b->x_t, img);
+    DEV(b->y_dev, B); DEV(b->idx_dev, B); DEV(b->x_dev, img); DEV(b->noise_dev, img); DEV(b->x_t, img);
     DEV(b->v, img); DEV(b->v_pred, img); DEV(b->dv, img);
     DEV(b->t_dev, B); DEV(b->coef_dev, 4 * B);
     DEV(b->align.sim, B * T); DEV(b->align.dsim, B * T);
     for (int k = 0; k < run->cfg.n_sources; k++) {
         size_t n = (size_t)B * run->sources[k].tokens * run->sources[k].dim;
-        HOST(b->target_host[k], n); DEV(b->target[k], n); DEV(b->dz[k], n);
+        DEV(b->target[k], n); DEV(b->dz[k], n);
     }
     return ok ? 0 : reed_errorf(err, "out of memory allocating batch buffers (%s)",
                                 run->ops->name);
+}
+
+/* Sources whose whole array may sit in backend memory: read from a file,
+ * on the model's grid (no resampling), and at most this big on a GPU. */
+#define SOURCE_UPLOAD_CAP ((size_t)4 << 30)
+
+/* Where each source's batch targets come from. A file source on the
+ * model's grid is gathered on the backend (embedding_forward over its rows):
+ * from the loaded array itself on a host-memory backend, or from a copy
+ * uploaded once now on a GPU, when it fits. Every other source (resampled,
+ * teacher features, too big) is gathered on the host into target_host and
+ * uploaded each step. Runs after the model and batch buffers, which come
+ * first when device memory is short. */
+static int place_sources(reed_run *run, reed_error *err) {
+    const reed_ops *ops = run->ops;
+    int B = run->cfg.train.batch;
+    for (int k = 0; k < run->cfg.n_sources; k++) {
+        const reed_source *src = &run->sources[k];
+        size_t row = (size_t)src->tokens_src * src->dim;
+        size_t bytes = sizeof(float) * (size_t)src->data.size;
+        int resident = src->cfg.from == REED_FROM_FILE && !src->resample && row <= INT_MAX;
+        if (resident && ops->host_memory) {
+            run->source_table[k] = src->data.data;
+            continue;
+        }
+        float *table = resident && bytes <= SOURCE_UPLOAD_CAP ? run_dev_alloc(run, bytes) : NULL;
+        if (table) {
+            ops->upload(table, src->data.data, bytes);
+            run->source_table[k] = table;
+            run_log(run, "source \"%s\": %.0f MB of targets resident on the %s", src->cfg.name,
+                    bytes / 1048576.0, ops->name);
+            continue;
+        }
+        size_t n = (size_t)B * src->tokens * src->dim;
+        if (!(run->batch.target_host[k] = run_host_alloc(run, sizeof(float) * n)))
+            return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
+    }
+    return 0;
 }
 
 #undef HOST
@@ -199,7 +238,8 @@ static int open_parts(reed_run *run, reed_error *err) {
     snprintf(path, sizeof path, "%s/samples", run->dir);
     if (make_dir(path, err)) return -1;
     if (dataset_load(&run->data, &run->cfg.data, err) || check_data_matches_model(run, err) ||
-        load_sources(run, err) || build_model(run, err) || alloc_batch(run, err))
+        load_sources(run, err) || build_model(run, err) || alloc_batch(run, err) ||
+        place_sources(run, err))
         return -1;
     snprintf(path, sizeof path, "%s/metrics.jsonl", run->dir);
     run->metrics = fopen(path, "a");
@@ -273,18 +313,16 @@ void reed_run_set_log(reed_run *run, reed_log_fn fn, void *ud) {
 
 /* --- one step ---------------------------------------------------------------------- */
 
-/* Draws the batch of step s on the host: examples, dropped labels, times,
- * noise. Every draw is keyed by (seed, s). */
+/* Draws the batch of step s on the host: examples, dropped labels, times.
+ * Every draw is keyed by (seed, s); the noise is drawn on the backend. */
 static void draw_batch(reed_run *run, int s) {
     const reed_train_config *tc = &run->cfg.train;
     run_batch *b = &run->batch;
     int B = tc->batch, null_class = run->cfg.model.num_classes;
-    size_t img = (size_t)run->data.C * run->data.S * run->data.S;
     dataset_next_batch(&run->data, &run->cursor, tc->seed, B, b->idx, b->x, b->y);
     rng_uniform(b->drop, B, tc->seed, s, REED_STREAM_LABEL_DROP);
     rng_uniform(b->u, B, tc->seed, s, REED_STREAM_TIME);
     rng_normal(b->n, B, tc->seed, s, REED_STREAM_TIME);
-    rng_normal(b->noise, B * img, tc->seed, s, REED_STREAM_NOISE);
     float *pa = b->coef, *ps = pa + B, *pda = ps + B, *pds = pda + B;
     for (int i = 0; i < B; i++) {
         if (b->drop[i] < run->cfg.model.class_dropout) b->y[i] = null_class;
@@ -295,8 +333,9 @@ static void draw_batch(reed_run *run, int s) {
 }
 
 /* The alignment targets of the batch, in backend memory: rows of an .npy
- * file, or the frozen teacher's features of the clean images (computed on
- * the backend, resampled to the model's grid on the host). */
+ * file (gathered on the backend where the array is there, see
+ * place_sources), or the frozen teacher's features of the clean images
+ * (computed on the backend, resampled to the model's grid on the host). */
 static void batch_targets(reed_run *run) {
     const reed_ops *ops = run->ops;
     run_batch *b = &run->batch;
@@ -311,6 +350,11 @@ static void batch_targets(reed_run *run) {
     }
     for (int k = 0; k < run->cfg.n_sources; k++) {
         const reed_source *src = &run->sources[k];
+        if (run->source_table[k]) {
+            ops->embedding_forward(b->target[k], run->source_table[k], b->idx_dev, B,
+                                   src->tokens * src->dim);
+            continue;
+        }
         if (src->cfg.from == REED_FROM_FILE)
             source_gather(src, b->idx, B, b->target_host[k]);
         else
@@ -332,8 +376,10 @@ static void prepare_batch(reed_run *run, int s) {
     size_t img = (size_t)run->data.C * run->data.S * run->data.S;
     draw_batch(run, s);
     ops->upload(b->x_dev, b->x, sizeof(float) * B * img);
-    ops->upload(b->noise_dev, b->noise, sizeof(float) * B * img);
+    ops->normal_fill(b->noise_dev, B * img, run->cfg.train.seed, (uint64_t)s,
+                     REED_STREAM_NOISE);
     ops->upload(b->y_dev, b->y, sizeof(int) * B);
+    ops->upload(b->idx_dev, b->idx, sizeof(int) * B);
     ops->upload(b->t_dev, b->t, sizeof(float) * B);
     ops->upload(b->coef_dev, b->coef, sizeof(float) * 4 * B);
     const float *c = b->coef_dev;
@@ -387,7 +433,8 @@ static float ema_decay_at(const reed_train_config *tc, int s) {
     return warm < tc->ema_decay ? warm : tc->ema_decay;
 }
 
-/* Global-norm clipping (PyTorch's clip_grad_norm_ factor), AdamW, EMA. */
+/* Global-norm clipping (PyTorch's clip_grad_norm_ factor), then AdamW and
+ * the EMA in one pass. */
 static void optimizer_step(reed_run *run, double grad_norm) {
     const reed_train_config *tc = &run->cfg.train;
     float scale = 1.0f;
@@ -395,8 +442,7 @@ static void optimizer_step(reed_run *run, double grad_norm) {
         scale = (float)(tc->grad_clip / (grad_norm + 1e-6));
     run->ops->adamw_update(run->params, run->grads, run->m, run->v, run->model.n_params,
                            tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay, scale,
-                           run->step + 1);
-    run->ops->ema_update(run->ema, run->params, run->model.n_params, ema_decay_at(tc, run->step));
+                           run->step + 1, run->ema, ema_decay_at(tc, run->step));
 }
 
 /* --- schedules ------------------------------------------------------------------------ */

@@ -16,17 +16,17 @@ enum { RUN_MAX_PHASES = 16 };
 enum { RUN_MAX_BUFFERS = 64 };
 
 /* Per-step buffers of one batch, allocated once when the run opens. The
- * host draws the batch (examples, labels, times, noise, file targets); the
- * backend holds everything the model reads and writes. */
+ * host draws the batch (examples, labels, times, file targets); the
+ * backend draws the noise and holds everything the model reads and writes. */
 typedef struct run_batch {
     /* host memory */
     int *idx, *y;                 /* (B) */
-    float *x, *noise;             /* (B, C, S, S) */
+    float *x;                     /* (B, C, S, S) */
     float *t, *u, *n, *drop;      /* (B) */
     float *coef;                  /* (4, B): interpolant a, s, a', s' */
-    float *target_host[REED_MAX_SOURCES];
+    float *target_host[REED_MAX_SOURCES]; /* for sources gathered on the host */
     /* backend memory */
-    int *y_dev;
+    int *y_dev, *idx_dev;
     float *x_dev, *noise_dev, *x_t, *v, *v_pred, *dv; /* (B, C, S, S) */
     float *t_dev, *coef_dev;      /* (B), (4, B) */
     float *target[REED_MAX_SOURCES], *dz[REED_MAX_SOURCES];
@@ -47,6 +47,9 @@ struct reed_run {
     run_batch batch;
     reed_dataset data;
     reed_source sources[REED_MAX_SOURCES];
+    /* a file source's whole array in backend memory, gathered there each
+     * step, or NULL: gathered on the host and uploaded (see place_sources) */
+    const float *source_table[REED_MAX_SOURCES];
     /* the frozen teacher, when a source has from = "teacher" */
     int has_teacher;
     teacher_model teacher;

@@ -100,8 +100,8 @@ static int *sample_labels(const reed_run *run, const reed_sample_config *sc, int
     return y;
 }
 
-/* Draws the samples into x (host memory): noise from (seed, SAMPLE_NOISE),
- * then the sampler on the run's backend. */
+/* Draws the samples into x (host memory): noise from (seed, SAMPLE_NOISE)
+ * and the sampler, both on the run's backend. */
 static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model *g,
                        float *x, reed_error *err) {
     const reed_ops *ops = run->ops;
@@ -109,22 +109,19 @@ static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model
     size_t img = g->img, len = (size_t)n * img;
     float *xd = ops->mem_alloc(sizeof(float) * len);
     float *scratch = ops->mem_alloc(sizeof(float) * 3 * len);
-    float *host_noise = sc->sampler == REED_SAMPLER_SDE ? malloc(sizeof(float) * len) : NULL;
     int *labels = sample_labels(run, sc, rows);
     g->labels = ops->mem_alloc(sizeof(int) * rows);
     g->x2 = ops->mem_alloc(sizeof(float) * rows * img);
     g->v2 = ops->mem_alloc(sizeof(float) * rows * img);
     g->t2 = ops->mem_alloc(sizeof(float) * rows);
     g->t_host = malloc(sizeof(float) * rows);
-    int ok = xd && scratch && labels && g->labels && g->x2 && g->v2 && g->t2 && g->t_host &&
-             (host_noise || sc->sampler != REED_SAMPLER_SDE);
+    int ok = xd && scratch && labels && g->labels && g->x2 && g->v2 && g->t2 && g->t_host;
     int rc = -1;
     if (ok && sit_acts_alloc(g->acts, ops, &run->model, rows, 0, err) == 0) {
         ops->upload(g->labels, labels, sizeof(int) * rows);
-        rng_normal(x, len, sc->seed, 0, REED_STREAM_SAMPLE_NOISE);
-        ops->upload(xd, x, sizeof(float) * len);
+        ops->normal_fill(xd, len, sc->seed, 0, REED_STREAM_SAMPLE_NOISE);
         sampler_spec spec = {sc->sampler, sc->steps, run->cfg.train.path, sc->seed};
-        sampler_run(ops, &spec, guided_velocity, g, xd, len, scratch, host_noise);
+        sampler_run(ops, &spec, guided_velocity, g, xd, len, scratch);
         ops->download(x, xd, sizeof(float) * len);
         sit_acts_free(g->acts, &run->model);
         rc = 0;
@@ -133,7 +130,7 @@ static int sample_into(reed_run *run, const reed_sample_config *sc, guided_model
     }
     ops->mem_free(xd); ops->mem_free(scratch); ops->mem_free(g->labels);
     ops->mem_free(g->x2); ops->mem_free(g->v2); ops->mem_free(g->t2);
-    free(g->t_host); free(host_noise); free(labels);
+    free(g->t_host); free(labels);
     return rc;
 }
 

@@ -209,7 +209,6 @@ static float *carve(carver *cv, size_t n) {
 static void carve_block(carver *cv, sit_block_acts *b, size_t BT, int B, int H,
                         int F, int NH, int T) {
     b->ada = carve(cv, (size_t)B * 6 * H);
-    b->ln1 = carve(cv, BT * H);
     b->mean1 = carve(cv, BT);
     b->rstd1 = carve(cv, BT);
     b->mod1 = carve(cv, BT * H);
@@ -218,7 +217,6 @@ static void carve_block(carver *cv, sit_block_acts *b, size_t BT, int B, int H,
     b->atty = carve(cv, BT * H);
     b->attproj = carve(cv, BT * H);
     b->mid = carve(cv, BT * H);
-    b->ln2 = carve(cv, BT * H);
     b->mean2 = carve(cv, BT);
     b->rstd2 = carve(cv, BT);
     b->mod2 = carve(cv, BT * H);
@@ -249,7 +247,6 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     a->silu_c = carve(cv, (size_t)B * H);
     for (int l = 0; l <= m->cfg.depth; l++) a->resid[l] = carve(cv, BT * H);
     for (int l = 0; l < m->cfg.depth; l++) carve_block(cv, &a->blocks[l], BT, B, H, F, NH, T);
-    a->lnf = carve(cv, BT * H);
     a->meanf = carve(cv, BT);
     a->rstdf = carve(cv, BT);
     a->modf = carve(cv, BT * H);
@@ -270,7 +267,6 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     size_t pmax = max_projector_dim(m);
     a->d_resid = carve(cv, BT * H);
     a->d_mod = carve(cv, BT * H);
-    a->d_ln = carve(cv, BT * H);
     a->d_small = carve(cv, BT * H);
     a->d_big = carve(cv, BT * F);
     a->d_big2 = carve(cv, BT * F);
@@ -349,16 +345,16 @@ static void block_forward(const reed_ops *ops, const sit_model *m,
     const float *shift2 = b->ada + 3 * H, *scale2 = b->ada + 4 * H, *gate2 = b->ada + 5 * H;
     ops->linear_forward(b->ada, silu_c, p->ada_w, p->ada_b, B, H, 6 * H);
     /* x_mid = x_in + gate1 · Attn(modulate(LN(x_in), shift1, scale1)) */
-    ops->layernorm_forward(b->ln1, b->mean1, b->rstd1, x_in, BT, H, 1e-6f);
-    ops->modulate_forward(b->mod1, b->ln1, shift1, scale1, ldm, B, T, H);
+    ops->ln_modulate_forward(b->mod1, b->mean1, b->rstd1, x_in, shift1, scale1, ldm, B, T, H,
+                             1e-6f);
     ops->linear_forward(b->qkv, b->mod1, p->qkv_w, p->qkv_b, BT, H, 3 * H);
     ops->attention_forward(b->atty, b->att, b->qkv, B, T, H, NH);
     ops->linear_forward(b->attproj, b->atty, p->proj_w, p->proj_b, BT, H, H);
     ops->copy(b->mid, x_in, n * sizeof(float));
     ops->gated_add_forward(b->mid, b->attproj, gate1, ldm, B, T, H);
     /* x_out = x_mid + gate2 · MLP(modulate(LN(x_mid), shift2, scale2)) */
-    ops->layernorm_forward(b->ln2, b->mean2, b->rstd2, b->mid, BT, H, 1e-6f);
-    ops->modulate_forward(b->mod2, b->ln2, shift2, scale2, ldm, B, T, H);
+    ops->ln_modulate_forward(b->mod2, b->mean2, b->rstd2, b->mid, shift2, scale2, ldm, B, T, H,
+                             1e-6f);
     ops->linear_forward(b->fc1, b->mod2, p->fc1_w, p->fc1_b, BT, H, F);
     ops->gelu_forward(b->gelu, b->fc1, (size_t)BT * F);
     ops->linear_forward(b->fc2, b->gelu, p->fc2_w, p->fc2_b, BT, F, H);
@@ -391,8 +387,8 @@ static void final_forward(const reed_ops *ops, const sit_model *m,
     int B = a->B, H = m->cfg.hidden, T = m->tokens, BT = B * T;
     const reed_model_config *c = &m->cfg;
     ops->linear_forward(a->fada, a->silu_c, p->fada_w, p->fada_b, B, H, 2 * H);
-    ops->layernorm_forward(a->lnf, a->meanf, a->rstdf, a->resid[c->depth], BT, H, 1e-6f);
-    ops->modulate_forward(a->modf, a->lnf, a->fada, a->fada + H, 2 * H, B, T, H);
+    ops->ln_modulate_forward(a->modf, a->meanf, a->rstdf, a->resid[c->depth], a->fada,
+                             a->fada + H, 2 * H, B, T, H, 1e-6f);
     ops->linear_forward(a->out, a->modf, p->fin_w, p->fin_b, BT, H, m->out_dim);
     ops->unpatchify_forward(v, a->out, B, c->in_channels, c->image_size, c->patch);
 }
@@ -468,9 +464,8 @@ static void block_backward(const reed_ops *ops, const sit_model *m,
     ops->gelu_backward(a->d_big2, a->d_big, b->fc1, (size_t)BT * F);
     ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->fc1_w, g->fc1_b, a->d_big2, b->mod2, p->fc1_w, BT, H, F);
-    ops->zero(a->d_ln, n * sizeof(float));
-    ops->modulate_backward(a->d_ln, dshift2, dscale2, a->d_mod, b->ln2, b->ada + 4 * H, ldm, B, T, H);
-    ops->layernorm_backward(a->d_resid, a->d_ln, b->mid, b->mean2, b->rstd2, BT, H);
+    ops->ln_modulate_backward(a->d_resid, dshift2, dscale2, a->d_mod, b->mid, b->mean2, b->rstd2,
+                              b->ada + 4 * H, ldm, B, T, H);
     /* attention branch: mid = x_in + gate1·attproj */
     ops->zero(a->d_small, n * sizeof(float));
     ops->gated_add_backward(a->d_small, dgate1, a->d_resid, b->attproj, b->ada + 2 * H, ldm, B, T, H);
@@ -480,9 +475,8 @@ static void block_backward(const reed_ops *ops, const sit_model *m,
     ops->attention_backward(a->d_qkv, a->d_att, a->d_mod, b->qkv, b->att, B, T, H, NH);
     ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->qkv_w, g->qkv_b, a->d_qkv, b->mod1, p->qkv_w, BT, H, 3 * H);
-    ops->zero(a->d_ln, n * sizeof(float));
-    ops->modulate_backward(a->d_ln, dshift1, dscale1, a->d_mod, b->ln1, b->ada + H, ldm, B, T, H);
-    ops->layernorm_backward(a->d_resid, a->d_ln, x_in, b->mean1, b->rstd1, BT, H);
+    ops->ln_modulate_backward(a->d_resid, dshift1, dscale1, a->d_mod, x_in, b->mean1, b->rstd1,
+                              b->ada + H, ldm, B, T, H);
     /* adaLN: ada = Linear(silu_c) */
     ops->linear_backward(a->d_c, g->ada_w, g->ada_b, a->d_ada, a->silu_c, p->ada_w, B, H, 6 * H);
 }
@@ -496,11 +490,10 @@ static void final_backward(const reed_ops *ops, const sit_model *m,
     ops->unpatchify_backward(a->d_out, dv, B, c->in_channels, c->image_size, c->patch);
     ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->fin_w, g->fin_b, a->d_out, a->modf, p->fin_w, BT, H, m->out_dim);
-    ops->zero(a->d_ln, n * sizeof(float));
     ops->zero(a->d_ada, (size_t)B * 2 * H * sizeof(float));
-    ops->modulate_backward(a->d_ln, a->d_ada, a->d_ada + H, a->d_mod, a->lnf, a->fada + H, 2 * H, B, T, H);
     ops->zero(a->d_resid, n * sizeof(float));
-    ops->layernorm_backward(a->d_resid, a->d_ln, a->resid[c->depth], a->meanf, a->rstdf, BT, H);
+    ops->ln_modulate_backward(a->d_resid, a->d_ada, a->d_ada + H, a->d_mod, a->resid[c->depth],
+                              a->meanf, a->rstdf, a->fada + H, 2 * H, B, T, H);
     ops->linear_backward(a->d_c, g->fada_w, g->fada_b, a->d_ada, a->silu_c, p->fada_w, B, H, 2 * H);
 }
 
@@ -510,7 +503,7 @@ static void conditioning_backward(const reed_ops *ops, const sit_model *m,
                                   sit_acts *a, const int *y) {
     int B = a->B, H = m->cfg.hidden;
     size_t n = (size_t)B * H;
-    float *dc = a->d_small, *dths = a->d_mod, *dth = a->d_ln;
+    float *dc = a->d_small, *dths = a->d_mod, *dth = a->d_big;
     ops->zero(dc, n * sizeof(float));
     ops->silu_backward(dc, a->d_c, a->c, n);
     ops->embedding_backward(g->y_table, dc, y, B, H);

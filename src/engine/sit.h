@@ -72,9 +72,9 @@ typedef struct sit_model {
 /* Activations of one forward pass at batch B, kept for the backward pass. */
 typedef struct sit_block_acts {
     float *ada;             /* (B, 6H) shift1 scale1 gate1 shift2 scale2 gate2 */
-    float *ln1, *mean1, *rstd1, *mod1;   /* (B,T,H), (B·T), (B·T), (B,T,H) */
+    float *mean1, *rstd1, *mod1;         /* (B·T), (B·T), (B,T,H): modulate(LN(x_in)) */
     float *qkv, *att, *atty, *attproj;   /* (B,T,3H), (B,NH,T,T), (B,T,H), (B,T,H) */
-    float *ln2, *mean2, *rstd2, *mod2;
+    float *mean2, *rstd2, *mod2;         /* the same for LN(mid) */
     float *fc1, *gelu, *fc2;             /* (B,T,4H), (B,T,4H), (B,T,H) */
     float *mid;                          /* (B,T,H) residual after attention */
 } sit_block_acts;
@@ -95,11 +95,11 @@ typedef struct sit_acts {
     float *tfreq, *th, *ths, *temb, *c, *silu_c; /* (B,256), then (B,H) each */
     float **resid;          /* [depth+1] (B,T,H): resid[0] embeds, resid[l] after block l */
     sit_block_acts *blocks;
-    float *lnf, *meanf, *rstdf, *modf, *fada; /* final layer */
+    float *meanf, *rstdf, *modf, *fada; /* final layer */
     float *out;             /* (B, T, p·p·Cout) */
     sit_projector_acts proj[REED_MAX_SOURCES];
     /* backward scratch */
-    float *d_resid, *d_mod, *d_ln, *d_big, *d_big2, *d_qkv, *d_att, *d_small;
+    float *d_resid, *d_mod, *d_big, *d_big2, *d_qkv, *d_att, *d_small;
     float *d_ada, *d_c, *d_proj_n, *d_proj_p, *d_proj_p2, *d_out;
 } sit_acts;
 

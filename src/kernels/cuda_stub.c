@@ -21,4 +21,12 @@ void reed_cuda_set_precision(int bf16) { (void)bf16; }
 int reed_cuda_precision(void) { return 0; }
 int reed_cuda_set_cudnn(int on) { (void)on; return 0; }
 long reed_cuda_conv_fallbacks(void) { return 0; }
+void reed_cuda_set_attention(int mode) { (void)mode; }
+int reed_cuda_attention_path(int B, int T, int C, int NH)
+{
+    (void)B, (void)T, (void)C, (void)NH;
+    return 0;
+}
 void reed_cuda_set_fatal_handler(void (*handler)(const char *msg)) { (void)handler; }
+void reed_cuda_profile_reset(void) {}
+int reed_cuda_profile_report(FILE *f) { (void)f; return -1; }

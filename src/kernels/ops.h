@@ -70,6 +70,23 @@ typedef struct reed_ops {
                               const float *dout, const float *x,
                               const float *scale, int ldm, int B, int T, int C);
 
+    /* LayerNorm and modulate in one pass (the two ops above, fused):
+     * out(B,T,C) = x̂·(1 + scale[b]) + shift[b], x̂ = (inp - mean)·rstd as
+     * in layernorm_forward, which saves mean(B·T) and rstd(B·T) the same
+     * way. x̂ itself is not stored. */
+    void (*ln_modulate_forward)(float *out, float *mean, float *rstd,
+                                const float *inp, const float *shift,
+                                const float *scale, int ldm, int B, int T,
+                                int C, float eps);
+    /* With g = dout·(1 + scale[b]) and x̂ recomputed from inp, mean, rstd:
+     * dinp += layernorm_backward of g; dshift += Σ_t dout;
+     * dscale += Σ_t dout·x̂. */
+    void (*ln_modulate_backward)(float *dinp, float *dshift, float *dscale,
+                                 const float *dout, const float *inp,
+                                 const float *mean, const float *rstd,
+                                 const float *scale, int ldm, int B, int T,
+                                 int C);
+
     /* Gated residual: x(B,T,C) += gate[b]·y. */
     void (*gated_add_forward)(float *x, const float *y, const float *gate,
                               int ldm, int B, int T, int C);
@@ -92,7 +109,8 @@ typedef struct reed_ops {
      * qkv(B,T,3C): q = qkv[..., 0:C], k = [C:2C], v = [2C:3C]; head h uses
      * channels h·hs .. (h+1)·hs of each, hs = C/NH.
      * out(B,T,C) = softmax(q·kᵀ/sqrt(hs))·v per head, heads concatenated.
-     * att(B,NH,T,T) saves the softmax probabilities for the backward pass. */
+     * att (B·NH·T·T floats) is backend-private state for the backward pass
+     * (the CPU: the probabilities; the CUDA fused path: row log-sum-exps). */
     void (*attention_forward)(float *out, float *att, const float *qkv,
                               int B, int T, int C, int NH);
     /* dqkv(B,T,3C) += gradient; scratch holds B·NH·T·T floats. */
@@ -155,13 +173,13 @@ typedef struct reed_ops {
 
     /* One AdamW step (decoupled weight decay, bias-corrected, PyTorch's
      * formula) over n parameters; the gradient is multiplied by grad_scale
-     * first (global-norm clipping). t is the 1-based step count. */
+     * first (global-norm clipping). t is the 1-based step count. Unless ema
+     * is NULL, the same pass then updates the parameters' moving average
+     * from the new param: ema = ema_decay·ema + (1 - ema_decay)·param. */
     void (*adamw_update)(float *param, const float *grad, float *m, float *v,
                          size_t n, float lr, float beta1, float beta2,
                          float eps, float weight_decay, float grad_scale,
-                         int t);
-    /* ema = decay·ema + (1 - decay)·param. */
-    void (*ema_update)(float *ema, const float *param, size_t n, float decay);
+                         int t, float *ema, float ema_decay);
 
     /* --- convolutional networks (the teacher, the evaluator) ------------ */
     /* 2-D convolution, PyTorch's Conv2d (cross-correlation, zero padding,
@@ -204,6 +222,14 @@ typedef struct reed_ops {
                                              const float *logits,
                                              const int *labels, int B, int K,
                                              float scale);
+
+    /* --- random numbers ------------------------------------------------- */
+    /* out(n) = the standard normal draw keyed by (seed, step, stream):
+     * element i equals what engine/rng.h's rng_normal writes there, on every
+     * backend (kernels/philox.h; a GPU backend may differ in the last bit
+     * where its double log/cos/sin round differently). */
+    void (*normal_fill)(float *out, size_t n, uint64_t seed, uint64_t step,
+                        uint32_t stream);
 } reed_ops;
 
 /* Output size of a convolution along one axis: (n + 2·pad − K)/stride + 1. */

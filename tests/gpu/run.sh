@@ -24,7 +24,9 @@
 #
 # Items, in order of priority: nvidia-smi; configure + build (build-gpu);
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
-# bench/train_step.py on CUDA for B2 bf16, sitS bf16, sitS fp32; ctest
+# bench/train_step.py on CUDA for B2 bf16 (plus a per-op profile of 3
+# steps, REED_CUDA_PROFILE=1, and reed with attention forced to the GEMM
+# path and to the fused kernels), sitS bf16, sitS fp32; ctest
 # test_parity (CPU); PyTorch B2 bf16 under torch.compile (given up after 60 s
 # of compiling + first step, then reported as "—").
 set -u
@@ -301,7 +303,7 @@ bench() {
   timeout -k 5 "$(cap "$cp")" "$@" >"$out" 2>"$err"
   rc=$?
   json=$(grep '^{' "$out" | tail -n 1)
-  sed 's/^/    /' "$err" | tail -n 12
+  sed 's/^/    /' "$err" | tail -n "${BENCH_ERR_LINES:-12}"
   if ((rc == 0)) && [[ -n $json ]]; then
     echo "    $json"
     note "$key: done in $((SECONDS - t0)) s"
@@ -337,8 +339,14 @@ torch_bench() {
     --threads "$T" --warmup "$6" --steps "$7" "${@:8}"
 }
 
-run_ctest "ctest cuda" 60 150 "cuda"
-reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
+REED_CUDA_TEST_LARGE=1 run_ctest "ctest cuda" 60 150 "cuda"
+REED_CUDA_VERBOSE=1 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
+# Where the step's time goes: GPU and host time per op over 3 steps.
+REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
+# Attention on each path (the run above chose one by timing; its
+# "CUDA attention ..." line shows both times).
+REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 attention gemm" 30 90 B2 bf16 2 10
+REED_CUDA_ATTENTION=fused reed_bench "reed B2 bf16 attention fused" 30 90 B2 bf16 2 10
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 reed_bench "reed sitS bf16" 20 60 sitS bf16 3 20
 torch_bench "torch sitS bf16" 20 60 sitS bf16 3 20

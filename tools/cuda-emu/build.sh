@@ -2,8 +2,8 @@
 # tools/cuda-emu/build.sh [SRC] — builds tests/test_cuda_ops.c against the
 # real .cu sources of the CUDA backend, run on the CPU by a small emulator
 # (emu.cpp: every CUDA thread a fiber, __syncthreads and warp shuffles as
-# context switches; simple reference loops stand in for cuBLAS and cuDNN),
-# under ASan and UBSan. A development aid for sessions without a GPU: it
+# context switches; simple reference loops stand in for cuBLAS, cuBLASLt
+# and cuDNN), under ASan and UBSan. A development aid for sessions without a GPU: it
 # checks the kernels' indexing, synchronisation and arithmetic, not real
 # hardware, cuBLAS/cuDNN or performance. About 8 minutes on 2 cores:
 #   bash tools/cuda-emu/build.sh, then from the source tree: $OUT/test_emu
@@ -16,11 +16,12 @@ OUT=${OUT:-/tmp/reed-cuda-emu}
 SAN=${SAN:--fsanitize=address,undefined}
 mkdir -p "$OUT"
 cd "$OUT"
-for f in cuda_ops cuda_kernels cuda_model_ops cuda_conv; do
+for f in cuda_ops cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt; do
   python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/$f.cu" > $f.cpp
   g++ -std=c++17 -g -O1 $SAN -Wall -Wextra -Wno-unused-parameter -DREED_CUDNN=1 -D__CUDACC__ -I"$EMU/include" -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c $f.cpp -o $f.o &
 done
 g++ -std=c++17 -g -O1 $SAN -I"$EMU/include" -c "$EMU/emu.cpp" -o emu.o &
+g++ -std=c++17 -g -O1 $SAN -I"$EMU/include" -c "$EMU/cublaslt.cpp" -o cublaslt.o &
 for f in cpu_ops cpu_model_ops cpu_conv; do
   gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -fopenmp -fno-trapping-math -I"$SRC/src/kernels" -I/usr/include/x86_64-linux-gnu/openblas-openmp -c "$SRC/src/kernels/cpu/$f.c" -o $f.o &
 done

@@ -1,13 +1,18 @@
 #include "emu.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <ucontext.h>
 #include <vector>
 
 dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 /* ---------------- fibers ---------------- */
-struct fiber { ucontext_t ctx; bool done; unsigned lin; };
+/* A fiber runs until it reaches a barrier (or ends); the scheduler then
+ * releases the warps whose live lanes all wait at __syncwarp, else the
+ * block when every live thread waits at __syncthreads. */
+enum { RUNNING, AT_BLOCK_BARRIER, AT_WARP_BARRIER };
+struct fiber { ucontext_t ctx; bool done; unsigned lin; int wait; };
 static ucontext_t sched;
 static fiber *cur;
 static std::function<void()> *body;
@@ -17,17 +22,25 @@ static double shfl_slot[1024];
 static cudaError_t last_error = cudaSuccess;
 static const size_t STACK = 256 * 1024;
 long emu_launches, emu_threads;
+unsigned char *emu_dyn_smem;
 
 static void fiber_entry() { (*body)(); cur->done = true; swapcontext(&cur->ctx, &sched); }
-void __syncthreads() { swapcontext(&cur->ctx, &sched); }
+static void wait_at(int barrier) { cur->wait = barrier; swapcontext(&cur->ctx, &sched); }
+void __syncthreads() { wait_at(AT_BLOCK_BARRIER); }
+void __syncwarp(unsigned mask)
+{
+    if (mask != 0xffffffffu) { fprintf(stderr, "emu: __syncwarp with a partial mask\n"); abort(); }
+    wait_at(AT_WARP_BARRIER);
+}
+unsigned emu_lane(void) { return cur->lin % 32; }
 double emu_shfl_xor(double v, int o)
 {
     unsigned lin = cur->lin;
     shfl_slot[lin] = v;
-    __syncthreads();
+    __syncwarp();
     unsigned lane = lin % 32;
     double r = shfl_slot[lin - lane + (lane ^ (unsigned)o)];
-    __syncthreads();
+    __syncwarp();
     return r;
 }
 
@@ -38,7 +51,90 @@ static void set_tid(unsigned lin)
     threadIdx.z = lin / (blockDim.x * blockDim.y);
 }
 
-void emu_launch(dim3 grid, dim3 block, std::function<void()> fn)
+/* Releases the warps whose live lanes all wait at __syncwarp; else, when
+ * every live thread waits at __syncthreads, the block. Returns false when
+ * every thread has ended; aborts on a deadlock. */
+static bool release_barriers(unsigned nt)
+{
+    bool live = false, released = false, all_block = true;
+    for (unsigned w = 0; w < nt; w += 32) {
+        unsigned end = w + 32 < nt ? w + 32 : nt, at_warp = 0, alive = 0;
+        for (unsigned t = w; t < end; t++) {
+            if (fibers[t].done) continue;
+            alive++;
+            at_warp += fibers[t].wait == AT_WARP_BARRIER;
+            all_block &= fibers[t].wait == AT_BLOCK_BARRIER;
+        }
+        live |= alive > 0;
+        if (alive && at_warp == alive) {
+            for (unsigned t = w; t < end; t++) fibers[t].wait = RUNNING;
+            released = true;
+        }
+    }
+    if (!live || released) return live;
+    if (!all_block) {
+        fprintf(stderr, "emu: deadlock in block (%u,%u,%u): the lanes of a warp wait at different barriers\n",
+                blockIdx.x, blockIdx.y, blockIdx.z);
+        abort();
+    }
+    for (unsigned t = 0; t < nt; t++) fibers[t].wait = RUNNING;
+    return true;
+}
+
+static void run_block(unsigned nt, size_t smem)
+{
+    if (smem) memset(emu_dyn_smem, 0xff, smem); // garbage, as on a GPU
+    for (unsigned t = 0; t < nt; t++) {
+        fiber &f = fibers[t];
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = stacks[t];
+        f.ctx.uc_stack.ss_size = STACK;
+        f.ctx.uc_link = nullptr;
+        makecontext(&f.ctx, fiber_entry, 0);
+        f.done = false;
+        f.lin = t;
+        f.wait = RUNNING;
+    }
+    emu_threads += nt;
+    do {
+        for (unsigned t = 0; t < nt; t++) {
+            if (fibers[t].done || fibers[t].wait != RUNNING) continue;
+            cur = &fibers[t];
+            set_tid(t);
+            swapcontext(&sched, &cur->ctx);
+        }
+    } while (release_barriers(nt));
+}
+
+/* Per-kernel cudaFuncAttributeMaxDynamicSharedMemorySize. */
+struct func_attr { const void *kernel; int max_dyn_smem; };
+static std::vector<func_attr> func_attrs;
+static const int SMEM_DEFAULT = 48 * 1024;
+
+static int smem_optin(void)
+{
+    const char *e = getenv("EMU_SMEM_OPTIN");
+    return e ? atoi(e) : 232448;
+}
+
+cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute a, int v)
+{
+    if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > smem_optin())
+        return cudaErrorInvalidValue;
+    for (func_attr &f : func_attrs)
+        if (f.kernel == kernel) { f.max_dyn_smem = v; return cudaSuccess; }
+    func_attrs.push_back({kernel, v});
+    return cudaSuccess;
+}
+
+static size_t max_dyn_smem(const void *kernel)
+{
+    for (const func_attr &f : func_attrs)
+        if (f.kernel == kernel) return (size_t)f.max_dyn_smem;
+    return SMEM_DEFAULT;
+}
+
+void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::function<void()> fn)
 {
     unsigned nt = block.x * block.y * block.z;
     if (nt == 0 || nt > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -48,39 +144,29 @@ void emu_launch(dim3 grid, dim3 block, std::function<void()> fn)
         last_error = cudaErrorInvalidConfiguration;
         return;
     }
+    if (smem > max_dyn_smem(kernel)) {
+        fprintf(stderr, "emu: %zu bytes of dynamic shared memory, over the kernel's limit %zu\n", smem,
+                max_dyn_smem(kernel));
+        last_error = cudaErrorInvalidValue;
+        return;
+    }
     emu_launches++;
     body = &fn;
     gridDim = grid;
     blockDim = block;
     if (fibers.size() < nt) fibers.resize(nt);
     while (stacks.size() < nt) stacks.push_back((char *)malloc(STACK));
+    void *dyn = nullptr;
+    if (smem && posix_memalign(&dyn, 128, smem)) abort();
+    emu_dyn_smem = (unsigned char *)dyn;
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
                 blockIdx = dim3(x, y, z);
-                for (unsigned t = 0; t < nt; t++) {
-                    fiber &f = fibers[t];
-                    getcontext(&f.ctx);
-                    f.ctx.uc_stack.ss_sp = stacks[t];
-                    f.ctx.uc_stack.ss_size = STACK;
-                    f.ctx.uc_link = nullptr;
-                    makecontext(&f.ctx, fiber_entry, 0);
-                    f.done = false;
-                    f.lin = t;
-                }
-                emu_threads += nt;
-                for (;;) {
-                    bool any = false;
-                    for (unsigned t = 0; t < nt; t++) {
-                        if (fibers[t].done) continue;
-                        cur = &fibers[t];
-                        set_tid(t);
-                        swapcontext(&sched, &cur->ctx);
-                        any = true;
-                    }
-                    if (!any) break;
-                }
+                run_block(nt, smem);
             }
+    free(dyn);
+    emu_dyn_smem = nullptr;
 }
 
 /* ---------------- runtime ---------------- */
@@ -110,6 +196,25 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
     snprintf(p->name, sizeof p->name, "emulated H100");
     p->major = 9;
     p->minor = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int)
+{
+    switch (a) {
+    case cudaDevAttrMultiProcessorCount: *v = 132; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *v = smem_optin() + 1024; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = smem_optin(); return cudaSuccess;
+    }
+    return cudaErrorInvalidValue;
+}
+struct emu_event { struct timespec t; };
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = new emu_event(); return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) { clock_gettime(CLOCK_MONOTONIC, &e->t); return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
+{
+    *ms = (float)((b->t.tv_sec - a->t.tv_sec) * 1e3 + (b->t.tv_nsec - a->t.tv_nsec) * 1e-6);
     return cudaSuccess;
 }
 void emu_check_range(const void *, size_t, const char *) {}

@@ -1,5 +1,9 @@
 import re, sys
 src = open(sys.argv[1]).read()
+# Dynamic shared memory: `extern __shared__ [__align__(n)] T name[];` (at the
+# start of a line) names the emulator's per-block allocation.
+src = re.sub(r'^extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w ]*?)\s+(\w+)\[\];',
+             r'#define \2 ((\1 *)emu_dyn_smem)', src, flags=re.M)
 
 def split_top(s):
     parts, depth, cur = [], 0, ''
@@ -36,7 +40,8 @@ while True:
             if depth == 0: break
         p += 1
     args = src[k+1:p]
-    out.append('emu_launch(%s, %s, [&] { %s(%s); })' % (cfg[0], cfg[1], name, args))
+    smem = cfg[2] if len(cfg) > 2 else '0'
+    out.append('emu_launch(%s, %s, %s, (const void *)%s, [&] { %s(%s); })' % (cfg[0], cfg[1], smem, name, name, args))
     i = p + 1
     n += 1
 sys.stdout.write(''.join(out))

@@ -28,6 +28,7 @@
 #include <omp.h>
 
 #include "ops.h"
+#include "philox.h"
 #include "cpu_internal.h"
 
 /* Minimum work (elements) before a loop opens an OpenMP parallel region. */
@@ -117,6 +118,24 @@ static void cpu_linear_backward(float *restrict dinp, float *restrict dw,
  * LayerNorm (no affine): out = (x - mean)·rstd, rstd = 1/sqrt(var + eps)
  * ---------------------------------------------------------------------- */
 
+/* The mean and rstd of one row x (C). The moments are summed in double: a
+ * float sum loses the mean's low bits when |mean| ≫ std. Two-pass (biased)
+ * variance Σ (x - m)² / C. */
+static void row_moments(const float *restrict x, int C, float eps,
+                        float *mean, float *rstd)
+{
+    double sum = 0.0, var = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < C; i++)
+        sum += x[i];
+    const double md = sum / C;
+#pragma omp simd reduction(+ : var)
+    for (int i = 0; i < C; i++)
+        var += (x[i] - md) * (x[i] - md);
+    *mean = (float)md;
+    *rstd = (float)(1.0 / sqrt(var / C + eps));
+}
+
 static void cpu_layernorm_forward(float *restrict out, float *restrict mean,
                                   float *restrict rstd,
                                   const float *restrict inp, int N, int C,
@@ -126,17 +145,8 @@ static void cpu_layernorm_forward(float *restrict out, float *restrict mean,
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C; // (C)
         float *o = out + (size_t)n * C;
-        // Row moments in double: a float sum loses the mean's low bits
-        // when |mean| ≫ std. Two-pass (biased) variance Σ (x - m)² / C.
-        double sum = 0.0, var = 0.0;
-#pragma omp simd reduction(+ : sum)
-        for (int i = 0; i < C; i++)
-            sum += x[i];
-        const double md = sum / C;
-#pragma omp simd reduction(+ : var)
-        for (int i = 0; i < C; i++)
-            var += (x[i] - md) * (x[i] - md);
-        const float m = (float)md, s = (float)(1.0 / sqrt(var / C + eps));
+        float m, s;
+        row_moments(x, C, eps, &m, &s);
         for (int i = 0; i < C; i++)
             o[i] = (x[i] - m) * s;
         mean[n] = m;
@@ -144,8 +154,36 @@ static void cpu_layernorm_forward(float *restrict out, float *restrict mean,
     }
 }
 
-/* With xhat = (x - mean)·rstd and g = dout:
- * dx = rstd · (g - mean(g) - xhat · mean(g·xhat)). */
+/* The gradient reaching x̂: dout, or dout·(1 + sc) behind a modulate. */
+static inline float ln_grad_in(const float *restrict dout,
+                               const float *restrict sc, int i)
+{
+    return sc ? dout[i] * (1.0f + sc[i]) : dout[i];
+}
+
+/* One row of the LayerNorm backward pass. With xhat = (x - m)·s and g the
+ * gradient reaching xhat (ln_grad_in; sc NULL for a plain LayerNorm):
+ * dx += s · (g - mean(g) - xhat · mean(g·xhat)). */
+static inline void ln_backward_row(float *restrict dx,
+                                   const float *restrict dout,
+                                   const float *restrict x,
+                                   const float *restrict sc, float m,
+                                   float s, int C)
+{
+    float gsum = 0.0f, gxsum = 0.0f;
+#pragma omp simd reduction(+ : gsum, gxsum)
+    for (int i = 0; i < C; i++) {
+        float g = ln_grad_in(dout, sc, i);
+        gsum += g;
+        gxsum += g * (x[i] - m) * s;
+    }
+    float gmean = gsum / C, gxmean = gxsum / C;
+    for (int i = 0; i < C; i++) {
+        float xhat = (x[i] - m) * s;
+        dx[i] += s * (ln_grad_in(dout, sc, i) - gmean - xhat * gxmean);
+    }
+}
+
 static void cpu_layernorm_backward(float *restrict dinp,
                                    const float *restrict dout,
                                    const float *restrict inp,
@@ -156,21 +194,9 @@ static void cpu_layernorm_backward(float *restrict dinp,
         return;
 #pragma omp parallel for if ((size_t)N * C >= REED_OMP_MIN)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C; // (C)
-        const float *g = dout + (size_t)n * C;
-        float *dx = dinp + (size_t)n * C;
-        float m = mean[n], s = rstd[n];
-        float gsum = 0.0f, gxsum = 0.0f;
-#pragma omp simd reduction(+ : gsum, gxsum)
-        for (int i = 0; i < C; i++) {
-            gsum += g[i];
-            gxsum += g[i] * (x[i] - m) * s;
-        }
-        float gmean = gsum / C, gxmean = gxsum / C;
-        for (int i = 0; i < C; i++) {
-            float xhat = (x[i] - m) * s;
-            dx[i] += s * (g[i] - gmean - xhat * gxmean);
-        }
+        size_t row = (size_t)n * C;
+        ln_backward_row(dinp + row, dout + row, inp + row, NULL, mean[n],
+                        rstd[n], C);
     }
 }
 
@@ -193,11 +219,15 @@ static void cpu_modulate_forward(float *out, const float *x,
     }
 }
 
-/* dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·x, tiled over (b, channel
- * block) so each tile is owned by one thread. */
+/* dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·xhat, tiled over (b,
+ * channel block) so each tile is owned by one thread. xhat = x, or, with
+ * mean and rstd (a fused LayerNorm in front), xhat = (x - mean)·rstd per
+ * row, the forward pass's float value. */
 static void modulate_reduce(float *dshift, float *dscale,
                             const float *restrict dout,
-                            const float *restrict x, int ldm, int B, int T,
+                            const float *restrict x,
+                            const float *restrict mean,
+                            const float *restrict rstd, int ldm, int B, int T,
                             int C)
 {
     int nblocks = (C + REED_CBLOCK - 1) / REED_CBLOCK;
@@ -207,10 +237,12 @@ static void modulate_reduce(float *dshift, float *dscale,
             int c0 = blk * REED_CBLOCK, c1 = min_int(C, c0 + REED_CBLOCK);
             float ash[REED_CBLOCK] = {0}, asc[REED_CBLOCK] = {0};
             for (int t = 0; t < T; t++) {
-                size_t row = ((size_t)b * T + t) * C;
+                size_t n = (size_t)b * T + t, row = n * C;
+                // m = 0, s = 1 leave x exactly as it is
+                float m = mean ? mean[n] : 0.0f, s = mean ? rstd[n] : 1.0f;
                 for (int c = c0; c < c1; c++) {
                     ash[c - c0] += dout[row + c];
-                    asc[c - c0] += dout[row + c] * x[row + c];
+                    asc[c - c0] += dout[row + c] * ((x[row + c] - m) * s);
                 }
             }
             for (int c = c0; c < c1; c++) {
@@ -240,7 +272,54 @@ static void cpu_modulate_backward(float *dx, float *dshift, float *dscale,
         }
     }
     if (dshift || dscale)
-        modulate_reduce(dshift, dscale, dout, x, ldm, B, T, C);
+        modulate_reduce(dshift, dscale, dout, x, NULL, NULL, ldm, B, T, C);
+}
+
+/* ------------------------------------------------------------------------
+ * LayerNorm + modulate fused: out = xhat·(1 + scale[b]) + shift[b] with
+ * xhat = (x - mean)·rstd, in one pass over each row. The float expressions
+ * are those of the two ops, so the results match their composition.
+ * ---------------------------------------------------------------------- */
+
+static void cpu_ln_modulate_forward(float *restrict out, float *restrict mean,
+                                    float *restrict rstd,
+                                    const float *restrict inp,
+                                    const float *shift, const float *scale,
+                                    int ldm, int B, int T, int C, float eps)
+{
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+    for (int bt = 0; bt < B * T; bt++) {
+        const float *sh = shift + (size_t)(bt / T) * ldm; // (C)
+        const float *sc = scale + (size_t)(bt / T) * ldm; // (C)
+        const float *x = inp + (size_t)bt * C;
+        float *o = out + (size_t)bt * C;
+        float m, s;
+        row_moments(x, C, eps, &m, &s);
+        for (int c = 0; c < C; c++)
+            o[c] = ((x[c] - m) * s) * (1.0f + sc[c]) + sh[c];
+        mean[bt] = m;
+        rstd[bt] = s;
+    }
+}
+
+static void cpu_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
+                                     const float *dout, const float *inp,
+                                     const float *mean, const float *rstd,
+                                     const float *scale, int ldm, int B, int T,
+                                     int C)
+{
+    // dinp += LayerNorm backward of dout·(1 + scale[b])
+    if (dinp) {
+#pragma omp parallel for if ((size_t)B * T * C >= REED_OMP_MIN)
+        for (int bt = 0; bt < B * T; bt++) {
+            size_t row = (size_t)bt * C;
+            ln_backward_row(dinp + row, dout + row, inp + row,
+                            scale + (size_t)(bt / T) * ldm, mean[bt],
+                            rstd[bt], C);
+        }
+    }
+    if (dshift || dscale)
+        modulate_reduce(dshift, dscale, dout, inp, mean, rstd, ldm, B, T, C);
 }
 
 /* ------------------------------------------------------------------------
@@ -626,20 +705,24 @@ static void cpu_cosine_backward(float *restrict da, const float *restrict dsim,
 }
 
 /* ------------------------------------------------------------------------
- * Optimiser and EMA
+ * Optimiser (with the EMA of the parameters)
  * ---------------------------------------------------------------------- */
 
 /* PyTorch AdamW, with g = grad·grad_scale:
  *   p -= lr·wd·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
- *   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps) */
+ *   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)
+ * then, with ema, the moving average of the new p:
+ *   ema = ema_decay·ema + (1 - ema_decay)·p */
 static void cpu_adamw_update(float *restrict param, const float *restrict grad,
                              float *restrict m, float *restrict v, size_t n,
                              float lr, float beta1, float beta2, float eps,
-                             float weight_decay, float grad_scale, int t)
+                             float weight_decay, float grad_scale, int t,
+                             float *restrict ema, float ema_decay)
 {
     const float bc1 = (float)(1.0 - pow(beta1, t));
     const float bc2 = (float)(1.0 - pow(beta2, t));
     const float decay = 1.0f - lr * weight_decay;
+    const float ema_w = 1.0f - ema_decay;
 #pragma omp parallel for if (n >= REED_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] * grad_scale;
@@ -648,18 +731,11 @@ static void cpu_adamw_update(float *restrict param, const float *restrict grad,
         m[i] = mi;
         v[i] = vi;
         float update = (mi / bc1) / (sqrtf(vi / bc2) + eps);
-        param[i] = param[i] * decay - lr * update;
+        float p = param[i] * decay - lr * update;
+        param[i] = p;
+        if (ema)
+            ema[i] = ema_decay * ema[i] + ema_w * p;
     }
-}
-
-/* ema = decay·ema + (1 - decay)·param */
-static void cpu_ema_update(float *restrict ema, const float *restrict param,
-                           size_t n, float decay)
-{
-    const float w = 1.0f - decay;
-#pragma omp parallel for if (n >= REED_OMP_MIN)
-    for (size_t i = 0; i < n; i++)
-        ema[i] = decay * ema[i] + w * param[i];
 }
 
 /* ------------------------------------------------------------------------
@@ -678,6 +754,22 @@ static void cpu_zero(void *p, size_t bytes) {
 }
 static void cpu_synchronize(void) {}
 
+/* --- random numbers -------------------------------------------------------------- */
+
+/* One Philox block (four normals) per iteration; blocks are independent. */
+static void cpu_normal_fill(float *out, size_t n, uint64_t seed, uint64_t step,
+                            uint32_t stream)
+{
+    const size_t blocks = (n + 3) / 4;
+#pragma omp parallel for if (n >= REED_OMP_MIN)
+    for (size_t b = 0; b < blocks; b++) {
+        float z[4];
+        philox_normal4(b, seed, step, stream, z);
+        for (size_t j = 0; j < 4 && b * 4 + j < n; j++)
+            out[b * 4 + j] = z[j];
+    }
+}
+
 const reed_ops reed_ops_cpu = {
     .name = "cpu",
     .host_memory = 1,
@@ -694,6 +786,8 @@ const reed_ops reed_ops_cpu = {
     .layernorm_backward = cpu_layernorm_backward,
     .modulate_forward = cpu_modulate_forward,   // x·(1+scale)+shift
     .modulate_backward = cpu_modulate_backward,
+    .ln_modulate_forward = cpu_ln_modulate_forward, // both in one pass per row
+    .ln_modulate_backward = cpu_ln_modulate_backward,
     .gated_add_forward = cpu_gated_add_forward, // x += gate·y
     .gated_add_backward = cpu_gated_add_backward,
     .gelu_forward = cpu_gelu_forward,           // tanh approximation
@@ -711,8 +805,7 @@ const reed_ops reed_ops_cpu = {
     .mean_tokens_backward = cpu_mean_tokens_backward,
     .cosine_forward = cpu_cosine_forward,       // F.normalize semantics
     .cosine_backward = cpu_cosine_backward,     // b is a constant target
-    .adamw_update = cpu_adamw_update,           // PyTorch AdamW
-    .ema_update = cpu_ema_update,               // ema = d·ema + (1-d)·p
+    .adamw_update = cpu_adamw_update,           // PyTorch AdamW (+ EMA)
     /* model plumbing: cpu_model_ops.c */
     .patchify = cpu_patchify,                   // conv-weight order (c, i, j)
     .unpatchify_forward = cpu_unpatchify_forward, // SiT order (i, j, c)
@@ -731,4 +824,5 @@ const reed_ops reed_ops_cpu = {
     .avgpool_global_forward = cpu_avgpool_global_forward, // (B,C,H,W) → (B,C)
     .avgpool_global_backward = cpu_avgpool_global_backward,
     .cross_entropy_forward_backward = cpu_cross_entropy_forward_backward, // mean loss, dlogits, hits
+    .normal_fill = cpu_normal_fill,                    // Philox blocks over threads
 };

@@ -176,6 +176,19 @@ void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
                      int ldb, long long sB, float beta, float *C, int ldc,
                      long long sC, int batch);
 
+/* out(N,OC) = inp(N,C)·w(OC,C)ᵀ + bias(OC) by cuBLASLt with the bias in
+ * the epilogue (cuda_lt.cu). Returns 0, or -1 without touching out when
+ * that path does not apply (pointers not 16-byte aligned, no algorithm for
+ * the shape, REED_CUDA_LT=0): the caller then takes the cuBLAS path. */
+int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
+                        const float *bias, int N, int C, int OC);
+
+/* Device memory in arenas (cuda_memory.cu): see ops.h's mem_alloc,
+ * mem_free and mem_used. */
+void *cuda_mem_alloc(size_t bytes);
+void cuda_mem_free(void *p);
+size_t cuda_mem_used(void);
+
 /* Host value of a device reduction result; waits for the stream. */
 double cuda_read_double(const double *dev);
 
@@ -189,6 +202,10 @@ static inline unsigned red_blocks(size_t n)
     return b < RED_MAX_BLOCKS ? b : RED_MAX_BLOCKS;
 }
 double cuda_finish_sum(int nparts);
+
+/* With REED_CUDA_PROFILE=1, wraps every op of the table t in a timer
+ * (cuda_profile.cu); otherwise leaves it as it is. */
+void cuda_profile_wrap(reed_ops *t);
 
 /* --- ops (see ops.h for each contract) ----------------------------------------- */
 
@@ -204,6 +221,15 @@ void cuda_modulate_forward(float *out, const float *x, const float *shift,
 void cuda_modulate_backward(float *dx, float *dshift, float *dscale,
                             const float *dout, const float *x,
                             const float *scale, int ldm, int B, int T, int C);
+void cuda_ln_modulate_forward(float *out, float *mean, float *rstd,
+                              const float *inp, const float *shift,
+                              const float *scale, int ldm, int B, int T, int C,
+                              float eps);
+void cuda_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
+                               const float *dout, const float *inp,
+                               const float *mean, const float *rstd,
+                               const float *scale, int ldm, int B, int T,
+                               int C);
 void cuda_gated_add_forward(float *x, const float *y, const float *gate,
                             int ldm, int B, int T, int C);
 void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
@@ -232,8 +258,8 @@ void cuda_cosine_backward(float *da, const float *dsim, const float *a,
                           const float *b, int N, int D);
 void cuda_adamw_update(float *param, const float *grad, float *m, float *v,
                        size_t n, float lr, float beta1, float beta2, float eps,
-                       float weight_decay, float grad_scale, int t);
-void cuda_ema_update(float *ema, const float *param, size_t n, float decay);
+                       float weight_decay, float grad_scale, int t, float *ema,
+                       float ema_decay);
 
 /* cuda_model_ops.cu: the model's plumbing */
 void cuda_patchify(float *patches, const float *x, int B, int Cin, int S,
@@ -253,6 +279,8 @@ void cuda_interpolate(float *x_t, float *v, const float *x, const float *noise,
                       const float *ds, int B, size_t n);
 double cuda_mse_forward_backward(float *dpred, const float *pred,
                                  const float *target, size_t n, float scale);
+void cuda_normal_fill(float *out, size_t n, uint64_t seed, uint64_t step,
+                      uint32_t stream);
 
 /* cuda_conv.cu: the convolutional networks' ops */
 void cuda_conv2d_forward(float *out, const float *inp, const float *w,
@@ -273,5 +301,20 @@ double cuda_cross_entropy_forward_backward(float *dlogits, int *correct,
                                            const float *logits,
                                            const int *labels, int B, int K,
                                            float scale);
+
+/* cuda_attention.cu: attention, the fused kernels (bf16 mode) or the GEMM
+ * path below, chosen per shape (reed_cuda_set_attention) */
+void cuda_attention_forward(float *out, float *att, const float *qkv, int B,
+                            int T, int C, int NH);
+void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
+                             const float *qkv, const float *att, int B, int T,
+                             int C, int NH);
+/* cuda_ops.cu: the GEMM path, att holding the probabilities */
+void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
+                                 int B, int T, int C, int NH);
+void cuda_attention_backward_gemm(float *dqkv, float *scratch,
+                                  const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int C,
+                                  int NH);
 
 #endif

@@ -1,6 +1,7 @@
 /* CUDA backend: our own kernels for the transformer ops that are not GEMMs —
  * normalisation, adaLN modulation and gates, activations, the attention
- * softmax, elementwise helpers, reductions, cosine similarity, AdamW, EMA.
+ * softmax, elementwise helpers, reductions, cosine similarity, AdamW (with
+ * the parameters' EMA).
  *
  * Gradient contract (see ops.h): forward ops overwrite their outputs;
  * backward ops ADD (+=) into every gradient output, and any gradient output
@@ -32,8 +33,19 @@
 #define COLSUM_ROWS 16
 enum { COLSUM_ADD, COLSUM_MEAN };
 
+/* Element i, in row n, of the second factor: b, or with mean and rstd (a
+ * fused LayerNorm in front) the forward pass's xhat = (b − mean)·rstd. */
+__device__ __forceinline__ float colsum_factor(const float *b,
+                                               const float *mean,
+                                               const float *rstd, size_t n,
+                                               size_t i)
+{
+    return mean ? (b[i] - mean[n]) * rstd[n] : b[i];
+}
+
 __global__ void colsum_kernel(float *out, int ldo, const float *a,
-                              const float *b, int T, int C, int mode)
+                              const float *b, const float *mean,
+                              const float *rstd, int T, int C, int mode)
 {
     __shared__ double part[COLSUM_ROWS][32];
     const int c = blockIdx.x * 32 + threadIdx.x;
@@ -41,8 +53,9 @@ __global__ void colsum_kernel(float *out, int ldo, const float *a,
     double acc = 0.0;
     if (c < C) {
         for (int t = threadIdx.y; t < T; t += COLSUM_ROWS) {
-            const size_t i = (g * T + t) * C + c;
-            acc += b ? (double)a[i] * b[i] : (double)a[i];
+            const size_t n = g * T + t, i = n * C + c;
+            acc += b ? (double)a[i] * colsum_factor(b, mean, rstd, n, i)
+                     : (double)a[i];
         }
     }
     part[threadIdx.y][threadIdx.x] = acc;
@@ -59,14 +72,22 @@ __global__ void colsum_kernel(float *out, int ldo, const float *a,
     }
 }
 
-static void colsum(float *out, int ldo, const float *a, const float *b, int G,
-                   int T, int C, int mode)
+static void colsum_launch(float *out, int ldo, const float *a, const float *b,
+                          const float *mean, const float *rstd, int G, int T,
+                          int C, int mode)
 {
     if (G <= 0 || C <= 0)
         return;
     dim3 grid((C + 31) / 32, G), block(32, COLSUM_ROWS);
-    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, a, b, T, C, mode);
+    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, a, b, mean, rstd,
+                                                     T, C, mode);
     LAUNCH_CHECK("colsum_kernel");
+}
+
+static void colsum(float *out, int ldo, const float *a, const float *b, int G,
+                   int T, int C, int mode)
+{
+    colsum_launch(out, ldo, a, b, NULL, NULL, G, T, C, mode);
 }
 
 /* dbias(OC) += Σ_n dout(N,OC) */
@@ -96,82 +117,209 @@ void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC)
 }
 
 /* ------------------------------------------------------------------------
- * LayerNorm (no affine), one warp per row:
- *   mean = Σx/C, var = Σ(x − mean)²/C (two passes, double),
- *   rstd = 1/sqrt(var + eps), out = (x − mean)·rstd
+ * LayerNorm (no affine), alone or fused with the adaLN modulate after it,
+ * one warp per row:
+ *   mean = Σx/C, var = Σ(x − mean)²/C (double), rstd = 1/sqrt(var + eps),
+ *   xhat = (x − mean)·rstd,
+ *   out = xhat, or fused: out = xhat·(1 + scale[b]) + shift[b], b = row/T.
+ * The warp holds the row in registers, LN_SPAN channels at a time (lane l
+ * element k is channel c0 + l + 32k): a row of up to LN_SPAN channels is
+ * read from memory once. Longer rows go through in chunks, read twice; the
+ * chunks' moments are merged exactly as in Chan et al.'s parallel variance.
  * ---------------------------------------------------------------------- */
 
-__global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd,
-                                         const float *inp, int N, int C,
-                                         float eps)
+#define LN_PER_LANE 16
+#define LN_SPAN (32 * LN_PER_LANE)
+
+/* v = the lane's elements of x in the chunk at c0, 0 past C. */
+__device__ __forceinline__ void ln_load(float *v, const float *x, int c0,
+                                        int C)
+{
+#pragma unroll
+    for (int k = 0; k < LN_PER_LANE; k++) {
+        const int i = c0 + lane_id() + 32 * k;
+        v[k] = i < C ? x[i] : 0.0f;
+    }
+}
+
+/* The mean and rstd of row x (C), as float; leaves the row's last chunk
+ * in v. */
+__device__ __forceinline__ void ln_row_moments(float *v, const float *x,
+                                               int C, float eps, float *mean,
+                                               float *rstd)
+{
+    double n = 0.0, md = 0.0, m2 = 0.0; // count, mean, Σ(x − mean)² so far
+    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
+        ln_load(v, x, c0, C);
+        const double cn = C - c0 < LN_SPAN ? C - c0 : LN_SPAN;
+        double sum = 0.0, sq = 0.0;
+#pragma unroll
+        for (int k = 0; k < LN_PER_LANE; k++)
+            sum += v[k]; // the zeros past C add nothing
+        const double cm = warp_sum(sum) / cn;
+#pragma unroll
+        for (int k = 0; k < LN_PER_LANE; k++)
+            if (c0 + lane_id() + 32 * k < C)
+                sq += (v[k] - cm) * (v[k] - cm);
+        sq = warp_sum(sq);
+        // Merge the chunk (cn, cm, sq) in; the first one is taken as is.
+        const double delta = cm - md, tot = n + cn;
+        md = n == 0.0 ? cm : md + delta * cn / tot;
+        m2 += sq + delta * delta * n * cn / tot;
+        n = tot;
+    }
+    *mean = (float)md;
+    *rstd = (float)(1.0 / sqrt(m2 / C + eps));
+}
+
+/* shift and scale NULL: plain LayerNorm. */
+__global__ void ln_modulate_forward_kernel(float *out, float *mean,
+                                           float *rstd, const float *inp,
+                                           const float *shift,
+                                           const float *scale, int ldm, int T,
+                                           int N, int C, float eps)
 {
     const size_t row = warp_row();
-    const int lane = lane_id();
     if (row >= (size_t)N)
         return; // the whole warp: row depends on the warp only
     const float *x = inp + row * C; // (C)
-    double sum = 0.0;
-    for (int i = lane; i < C; i += 32)
-        sum += x[i];
-    const double md = warp_sum(sum) / C;
-    double var = 0.0;
-    for (int i = lane; i < C; i += 32)
-        var += (x[i] - md) * (x[i] - md);
-    var = warp_sum(var);
-    const float m = (float)md, s = (float)(1.0 / sqrt(var / C + eps));
     float *o = out + row * C;
-    for (int i = lane; i < C; i += 32)
-        o[i] = (x[i] - m) * s;
-    if (lane == 0) {
+    const size_t ada = (row / T) * ldm; // this sample's shift and scale
+    float v[LN_PER_LANE], m, s;
+    ln_row_moments(v, x, C, eps, &m, &s);
+    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
+        if (C > LN_SPAN) // one chunk: v holds it still
+            ln_load(v, x, c0, C);
+#pragma unroll
+        for (int k = 0; k < LN_PER_LANE; k++) {
+            const int i = c0 + lane_id() + 32 * k;
+            if (i >= C)
+                break;
+            const float xhat = (v[k] - m) * s;
+            o[i] = scale ? xhat * (1.0f + scale[ada + i]) + shift[ada + i] : xhat;
+        }
+    }
+    if (lane_id() == 0) {
         mean[row] = m;
         rstd[row] = s;
     }
 }
 
-void cuda_layernorm_forward(float *out, float *mean, float *rstd,
-                            const float *inp, int N, int C, float eps)
+static void ln_modulate_forward(float *out, float *mean, float *rstd,
+                                const float *inp, const float *shift,
+                                const float *scale, int ldm, int T, int N,
+                                int C, float eps)
 {
     if (N <= 0)
         return;
-    layernorm_forward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
-        out, mean, rstd, inp, N, C, eps);
-    LAUNCH_CHECK("layernorm_forward_kernel");
+    ln_modulate_forward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
+        out, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
+    LAUNCH_CHECK("ln_modulate_forward_kernel");
 }
 
-/* With xhat = (x − mean)·rstd and g = dout:
- * dx += rstd · (g − mean(g) − xhat · mean(g·xhat)). */
-__global__ void layernorm_backward_kernel(float *dinp, const float *dout,
-                                          const float *inp, const float *mean,
-                                          const float *rstd, int N, int C)
+void cuda_layernorm_forward(float *out, float *mean, float *rstd,
+                            const float *inp, int N, int C, float eps)
+{
+    ln_modulate_forward(out, mean, rstd, inp, NULL, NULL, 0, 1, N, C, eps);
+}
+
+void cuda_ln_modulate_forward(float *out, float *mean, float *rstd,
+                              const float *inp, const float *shift,
+                              const float *scale, int ldm, int B, int T, int C,
+                              float eps)
+{
+    ln_modulate_forward(out, mean, rstd, inp, shift, scale, ldm, T, B * T, C,
+                        eps);
+}
+
+/* The lane's elements in the chunk at c0, 0 past C: g = the gradient
+ * reaching xhat (dout, or dout·(1 + sc) behind a modulate), d = x − m. */
+__device__ __forceinline__ void ln_load_grads(float *g, float *d,
+                                              const float *dout,
+                                              const float *x, const float *sc,
+                                              float m, int c0, int C)
+{
+#pragma unroll
+    for (int k = 0; k < LN_PER_LANE; k++) {
+        const int i = c0 + lane_id() + 32 * k;
+        const float gi = i < C ? dout[i] : 0.0f;
+        g[k] = sc && i < C ? gi * (1.0f + sc[i]) : gi;
+        d[k] = i < C ? x[i] - m : 0.0f;
+    }
+}
+
+/* With xhat = (x − mean)·rstd and g as above (scale NULL: plain LayerNorm):
+ * dx += rstd · (g − mean(g) − xhat · mean(g·xhat)), the means summed in
+ * double. Rows of up to LN_SPAN channels read dout and inp once. */
+__global__ void ln_modulate_backward_kernel(float *dinp, const float *dout,
+                                            const float *inp,
+                                            const float *mean,
+                                            const float *rstd,
+                                            const float *scale, int ldm, int T,
+                                            int N, int C)
 {
     const size_t row = warp_row();
-    const int lane = lane_id();
     if (row >= (size_t)N)
         return;
-    const float *x = inp + row * C, *g = dout + row * C; // (C)
+    const float *x = inp + row * C, *gr = dout + row * C; // (C)
+    const float *sc = scale ? scale + (row / T) * ldm : NULL;
     float *dx = dinp + row * C;
     const float m = mean[row], s = rstd[row];
+    float g[LN_PER_LANE], d[LN_PER_LANE];
     double gsum = 0.0, gxsum = 0.0;
-    for (int i = lane; i < C; i += 32) {
-        gsum += g[i];
-        gxsum += g[i] * (x[i] - m) * s;
+    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
+        ln_load_grads(g, d, gr, x, sc, m, c0, C);
+#pragma unroll
+        for (int k = 0; k < LN_PER_LANE; k++) {
+            gsum += g[k];
+            gxsum += g[k] * d[k] * s;
+        }
     }
     const float gmean = (float)(warp_sum(gsum) / C);
     const float gxmean = (float)(warp_sum(gxsum) / C);
-    for (int i = lane; i < C; i += 32) {
-        const float xhat = (x[i] - m) * s;
-        dx[i] += s * (g[i] - gmean - xhat * gxmean);
+    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
+        if (C > LN_SPAN)
+            ln_load_grads(g, d, gr, x, sc, m, c0, C);
+#pragma unroll
+        for (int k = 0; k < LN_PER_LANE; k++) {
+            const int i = c0 + lane_id() + 32 * k;
+            if (i >= C)
+                break;
+            dx[i] += s * (g[k] - gmean - d[k] * s * gxmean);
+        }
     }
+}
+
+static void ln_modulate_backward(float *dinp, const float *dout,
+                                 const float *inp, const float *mean,
+                                 const float *rstd, const float *scale,
+                                 int ldm, int T, int N, int C)
+{
+    if (!dinp || N <= 0)
+        return;
+    ln_modulate_backward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
+        dinp, dout, inp, mean, rstd, scale, ldm, T, N, C);
+    LAUNCH_CHECK("ln_modulate_backward_kernel");
 }
 
 void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,
                              const float *mean, const float *rstd, int N, int C)
 {
-    if (!dinp || N <= 0)
-        return;
-    layernorm_backward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
-        dinp, dout, inp, mean, rstd, N, C);
-    LAUNCH_CHECK("layernorm_backward_kernel");
+    ln_modulate_backward(dinp, dout, inp, mean, rstd, NULL, 0, 1, N, C);
+}
+
+void cuda_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
+                               const float *dout, const float *inp,
+                               const float *mean, const float *rstd,
+                               const float *scale, int ldm, int B, int T,
+                               int C)
+{
+    ln_modulate_backward(dinp, dout, inp, mean, rstd, scale, ldm, T, B * T, C);
+    // dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·xhat (recomputed)
+    if (dshift)
+        colsum(dshift, ldm, dout, NULL, B, T, C, COLSUM_ADD);
+    if (dscale)
+        colsum_launch(dscale, ldm, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
@@ -631,18 +779,21 @@ void cuda_cosine_backward(float *da, const float *dsim, const float *a,
 }
 
 /* ------------------------------------------------------------------------
- * Optimiser and EMA
+ * Optimiser (with the EMA of the parameters)
  * ---------------------------------------------------------------------- */
 
 /* PyTorch AdamW, with g = grad·grad_scale:
  *   p -= lr·wd·p;  m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
  *   p -= lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)
- * bc1, bc2 and decay = 1 − lr·wd come from the host, computed as the CPU
- * backend computes them. */
+ * then, with ema, the moving average of the new p:
+ *   ema = ema_decay·ema + ema_w·p,  ema_w = 1 − ema_decay.
+ * bc1, bc2, decay = 1 − lr·wd and ema_w come from the host, computed as the
+ * CPU backend computes them. */
 __global__ void adamw_kernel(float *param, const float *grad, float *m,
                              float *v, size_t n, float lr, float beta1,
                              float beta2, float eps, float decay,
-                             float grad_scale, float bc1, float bc2)
+                             float grad_scale, float bc1, float bc2,
+                             float *ema, float ema_decay, float ema_w)
 {
     GRID_LOOP(i, n) {
         const float g = grad[i] * grad_scale;
@@ -651,13 +802,17 @@ __global__ void adamw_kernel(float *param, const float *grad, float *m,
         m[i] = mi;
         v[i] = vi;
         const float update = (mi / bc1) / (sqrtf(vi / bc2) + eps);
-        param[i] = param[i] * decay - lr * update;
+        const float p = param[i] * decay - lr * update;
+        param[i] = p;
+        if (ema)
+            ema[i] = ema_decay * ema[i] + ema_w * p;
     }
 }
 
 void cuda_adamw_update(float *param, const float *grad, float *m, float *v,
                        size_t n, float lr, float beta1, float beta2, float eps,
-                       float weight_decay, float grad_scale, int t)
+                       float weight_decay, float grad_scale, int t, float *ema,
+                       float ema_decay)
 {
     if (!n)
         return;
@@ -665,23 +820,7 @@ void cuda_adamw_update(float *param, const float *grad, float *m, float *v,
     const float bc2 = (float)(1.0 - pow(beta2, t));
     const float decay = 1.0f - lr * weight_decay;
     adamw_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        param, grad, m, v, n, lr, beta1, beta2, eps, decay, grad_scale, bc1, bc2);
+        param, grad, m, v, n, lr, beta1, beta2, eps, decay, grad_scale, bc1, bc2,
+        ema, ema_decay, 1.0f - ema_decay);
     LAUNCH_CHECK("adamw_kernel");
-}
-
-/* ema = decay·ema + (1 − decay)·param */
-__global__ void ema_kernel(float *ema, const float *param, size_t n,
-                           float decay, float w)
-{
-    GRID_LOOP(i, n)
-        ema[i] = decay * ema[i] + w * param[i];
-}
-
-void cuda_ema_update(float *ema, const float *param, size_t n, float decay)
-{
-    if (!n)
-        return;
-    ema_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        ema, param, n, decay, 1.0f - decay);
-    LAUNCH_CHECK("ema_kernel");
 }

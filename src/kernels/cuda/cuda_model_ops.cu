@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "cuda_internal.h"
+#include "philox.h"
 
 /* Index of pixel (c, row, col) of example b in (B, C, S, S). */
 __device__ __forceinline__ size_t pixel(int b, int c, int row, int col, int C,
@@ -286,4 +287,30 @@ double cuda_mse_forward_backward(float *dpred, const float *pred,
         g_cuda.red_partial, dpred, pred, target, n, k);
     LAUNCH_CHECK("mse_partial_kernel");
     return cuda_finish_sum((int)blocks) / (double)n;
+}
+
+/* ------------------------------------------------------------------------
+ * Random numbers: the CPU's Philox draw (philox.h), one thread per block of
+ * four normals, so a seed gives the same noise on both backends.
+ * ---------------------------------------------------------------------- */
+
+__global__ void normal_fill_kernel(float *out, size_t n, uint64_t seed,
+                                   uint64_t step, uint32_t stream)
+{
+    GRID_LOOP(b, (n + 3) / 4) {
+        float z[4];
+        philox_normal4(b, seed, step, stream, z);
+        for (size_t j = 0; j < 4 && b * 4 + j < n; j++)
+            out[b * 4 + j] = z[j];
+    }
+}
+
+void cuda_normal_fill(float *out, size_t n, uint64_t seed, uint64_t step,
+                      uint32_t stream)
+{
+    if (n == 0)
+        return;
+    normal_fill_kernel<<<grid_for((n + 3) / 4, THREADS), THREADS, 0,
+                         g_cuda.stream>>>(out, n, seed, step, stream);
+    LAUNCH_CHECK("normal_fill_kernel");
 }

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <atomic>
 
 #include "cuda_internal.h"
 #include "reed_cuda.h"
@@ -64,50 +63,8 @@ void cuda_launch_check(const char *what, const char *file, int line)
 }
 
 /* ------------------------------------------------------------------------
- * Memory. Each allocation carries a 256-byte header in front (keeping the
- * 256-byte alignment of cudaMalloc) that records its size, so that mem_free
- * can keep the byte count without a host-side table.
+ * Transfers (allocation: cuda_memory.cu)
  * ---------------------------------------------------------------------- */
-
-#define MEM_HEADER 256
-
-static std::atomic<size_t> mem_bytes{0};
-
-static void *cuda_mem_alloc(size_t bytes)
-{
-    if (bytes > SIZE_MAX - MEM_HEADER)
-        return NULL;
-    char *base = NULL;
-    cudaError_t e = cudaMalloc((void **)&base, bytes + MEM_HEADER);
-    if (e == cudaErrorMemoryAllocation) {
-        (void)cudaGetLastError(); // not sticky: clear it, report NULL
-        return NULL;
-    }
-    CUDA_CHECK(e);
-    uint64_t size = bytes;
-    CUDA_CHECK(cudaMemsetAsync(base, 0, bytes + MEM_HEADER, g_cuda.stream));
-    CUDA_CHECK(cudaMemcpyAsync(base, &size, sizeof size, cudaMemcpyHostToDevice,
-                               g_cuda.stream));
-    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream)); // `size` goes out of scope
-    mem_bytes += bytes;
-    return base + MEM_HEADER;
-}
-
-static void cuda_mem_free(void *p)
-{
-    if (!p)
-        return;
-    char *base = (char *)p - MEM_HEADER;
-    uint64_t size = 0;
-    // Also waits for every queued op, which may still use the memory.
-    CUDA_CHECK(cudaMemcpyAsync(&size, base, sizeof size, cudaMemcpyDeviceToHost,
-                               g_cuda.stream));
-    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
-    mem_bytes -= (size_t)size;
-    CUDA_CHECK(cudaFree(base));
-}
-
-static size_t cuda_mem_used(void) { return mem_bytes.load(); }
 
 /* Host → device. Waits, so the caller may reuse its buffer at once. */
 static void cuda_upload(void *dst, const void *host_src, size_t bytes)
@@ -198,8 +155,11 @@ void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
 static void cuda_linear_forward(float *out, const float *inp, const float *w,
                                 const float *bias, int N, int C, int OC)
 {
-    // Seed out with the bias and add the product onto it (beta = 1), or let
-    // beta = 0 ignore out's old contents.
+    // The bias in cuBLASLt's epilogue where it can; else seed out with the
+    // bias and add the product onto it (beta = 1), or let beta = 0 ignore
+    // out's old contents.
+    if (bias && cuda_lt_linear_bias(out, inp, w, bias, N, C, OC) == 0)
+        return;
     float beta = 0.0f;
     if (bias) {
         cuda_linear_bias_seed(out, bias, N, OC);
@@ -224,7 +184,9 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
 }
 
 /* ------------------------------------------------------------------------
- * Attention. For batch b and head h, with C3 = 3C and hs = C/NH:
+ * Attention, the GEMM path (fp32 mode, and bf16 mode when
+ * cuda_attention.cu does not pick its fused kernels). For batch b and head
+ * h, with C3 = 3C and hs = C/NH:
  *   q = qkv + b·T·C3 + h·hs    (T, hs), leading dim C3
  *   k = q + C, v = q + 2C      (T, hs), leading dim C3
  *   o = out + b·T·C + h·hs     (T, hs), leading dim C
@@ -234,8 +196,8 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
  * b per head: NH cuBLAS calls per GEMM.
  * ---------------------------------------------------------------------- */
 
-static void cuda_attention_forward(float *out, float *att, const float *qkv,
-                                   int B, int T, int C, int NH)
+void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
+                                 int B, int T, int C, int NH)
 {
     const int C3 = 3 * C, hs = C / NH;
     const float sc = 1.0f / sqrtf((float)hs);
@@ -258,10 +220,10 @@ static void cuda_attention_forward(float *out, float *att, const float *qkv,
     }
 }
 
-static void cuda_attention_backward(float *dqkv, float *scratch,
-                                    const float *dout, const float *qkv,
-                                    const float *att, int B, int T, int C,
-                                    int NH)
+void cuda_attention_backward_gemm(float *dqkv, float *scratch,
+                                  const float *dout, const float *qkv,
+                                  const float *att, int B, int T, int C,
+                                  int NH)
 {
     if (!dqkv)
         return;
@@ -309,27 +271,29 @@ static void cuda_table_fill(reed_ops *t)
 {
     t->name = "cuda";
     t->host_memory = 0;                            // device memory: upload/download
-    t->mem_alloc = cuda_mem_alloc;                 // cudaMalloc + size header, zeroed
-    t->mem_free = cuda_mem_free;                   // waits for the stream first
+    t->mem_alloc = cuda_mem_alloc;                 // arenas of cudaMalloc slabs, zeroed
+    t->mem_free = cuda_mem_free;                   // back to the arena, no wait
     t->upload = cuda_upload;                       // waits
     t->download = cuda_download;                   // waits
     t->copy = cuda_copy;                           // async on the stream
     t->zero = cuda_zero;                           // async on the stream
     t->synchronize = cuda_synchronize;
-    t->mem_used = cuda_mem_used;                   // bytes requested, not rounded
+    t->mem_used = cuda_mem_used;                   // bytes requested, not slab bytes
     t->linear_forward = cuda_linear_forward;       // bias seed + cuBLAS GEMM
     t->linear_backward = cuda_linear_backward;     // 2 GEMM (beta 1) + column sum
     t->layernorm_forward = cuda_layernorm_forward; // warp per row, double moments
     t->layernorm_backward = cuda_layernorm_backward;
     t->modulate_forward = cuda_modulate_forward;   // x·(1+scale)+shift
     t->modulate_backward = cuda_modulate_backward; // + per-sample column sums
+    t->ln_modulate_forward = cuda_ln_modulate_forward; // warp per row, row in registers
+    t->ln_modulate_backward = cuda_ln_modulate_backward; // + column sums, xhat recomputed
     t->gated_add_forward = cuda_gated_add_forward; // x += gate·y
     t->gated_add_backward = cuda_gated_add_backward;
     t->gelu_forward = cuda_gelu_forward;           // tanh approximation
     t->gelu_backward = cuda_gelu_backward;
     t->silu_forward = cuda_silu_forward;           // x·σ(x), in place ok
     t->silu_backward = cuda_silu_backward;
-    t->attention_forward = cuda_attention_forward; // strided-batch GEMMs per head + softmax
+    t->attention_forward = cuda_attention_forward; // bf16: fused wmma kernels or GEMMs (timed)
     t->attention_backward = cuda_attention_backward;
     t->add = cuda_add;                             // out = a + b
     t->accumulate = cuda_accumulate;               // acc += x
@@ -340,8 +304,7 @@ static void cuda_table_fill(reed_ops *t)
     t->mean_tokens_backward = cuda_mean_tokens_backward;
     t->cosine_forward = cuda_cosine_forward;       // warp per row, double dots
     t->cosine_backward = cuda_cosine_backward;
-    t->adamw_update = cuda_adamw_update;           // PyTorch AdamW, elementwise
-    t->ema_update = cuda_ema_update;
+    t->adamw_update = cuda_adamw_update;           // PyTorch AdamW (+ EMA), elementwise
     /* model plumbing: cuda_model_ops.cu */
     t->patchify = cuda_patchify;
     t->unpatchify_forward = cuda_unpatchify_forward;
@@ -360,6 +323,7 @@ static void cuda_table_fill(reed_ops *t)
     t->avgpool_global_forward = cuda_avgpool_global_forward;
     t->avgpool_global_backward = cuda_avgpool_global_backward;
     t->cross_entropy_forward_backward = cuda_cross_entropy_forward_backward; // one block, waits
+    t->normal_fill = cuda_normal_fill;             // Philox on the device (philox.h)
 }
 
 /* ------------------------------------------------------------------------
@@ -475,8 +439,10 @@ extern "C" const reed_ops *reed_ops_cuda(char *why, size_t cap)
     pthread_mutex_lock(&init_lock);
     if (init_state == 0) {
         init_state = cuda_init(init_why, sizeof init_why) == 0 ? 1 : -1;
-        if (init_state > 0)
+        if (init_state > 0) {
             cuda_table_fill(&cuda_ops_table);
+            cuda_profile_wrap(&cuda_ops_table); // only with REED_CUDA_PROFILE=1
+        }
     }
     const int state = init_state;
     pthread_mutex_unlock(&init_lock);

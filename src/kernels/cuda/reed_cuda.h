@@ -4,6 +4,8 @@
 #ifndef REED_CUDA_H
 #define REED_CUDA_H
 
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -28,12 +30,39 @@ int reed_cuda_set_cudnn(int on);
  * cuDNN algorithm fitted the scratch buffer or supported the shape). */
 long reed_cuda_conv_fallbacks(void);
 
+/* Attention in bf16 mode: our fused tensor-core kernels (cuda_attention.cu,
+ * no (T,T) matrix in device memory) or the GEMM path (cuBLAS GEMMs around a
+ * stored probability matrix; always taken in fp32 mode, and for shapes the
+ * fused kernels do not cover: T > 256, head size not a multiple of 16 or
+ * over 128).
+ *   0 (the default): auto — the first time a shape (T, C, NH) is seen, time
+ *     forward + backward of both paths on min(B, 32) samples and keep the
+ *     faster (REED_CUDA_VERBOSE=1 prints the two times to stderr);
+ *   1: the GEMM path;  2: the fused kernels.
+ * The environment variable REED_CUDA_ATTENTION=auto|gemm|fused sets the
+ * mode until this is called. The backward of a batch must run under the
+ * mode and precision of its forward (att means different things on the two
+ * paths). */
+void reed_cuda_set_attention(int mode);
+/* The path attention takes for this shape now: 1 (GEMM) or 2 (fused); in
+ * auto mode this may run the timing. 0 in a build without CUDA. For tests
+ * and benchmarks. */
+int reed_cuda_attention_path(int B, int T, int C, int NH);
+
 /* A CUDA, cuBLAS or cuDNN call failed (a bug or a sticky device error):
  * the backend calls this handler with a one-line message naming the call
  * and its file:line, then abort()s. The default prints to stderr; a UI that
  * owns the terminal installs one that restores the screen first. NULL
  * restores the default. */
 void reed_cuda_set_fatal_handler(void (*handler)(const char *msg));
+
+/* The per-op profile (REED_CUDA_PROFILE=1 in the environment when the
+ * backend starts): GPU time and host time per op of the table. reset
+ * forgets what was measured so far (after warm-up steps, say); report
+ * prints a table sorted by GPU time and returns 0, or returns -1 and
+ * prints nothing when profiling is off. */
+void reed_cuda_profile_reset(void);
+int reed_cuda_profile_report(FILE *f);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) alignas(n)
+#define __launch_bounds__(...)
 
 struct dim3 {
     unsigned x, y, z;
@@ -22,11 +24,24 @@ struct dim3 {
 };
 extern dim3 threadIdx, blockIdx, blockDim, gridDim;
 
+/* Barriers: __syncthreads waits for every live thread of the block,
+ * __syncwarp (full mask only) for every live lane of the warp; a warp whose
+ * lanes wait at different barriers is reported as a deadlock. */
 void __syncthreads();
+void __syncwarp(unsigned mask = 0xffffffffu);
 double emu_shfl_xor(double v, int o);
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return (T)emu_shfl_xor((double)v, o); }
+/* This thread's lane in its warp (threads numbered x fastest). */
+unsigned emu_lane(void);
 
-void emu_launch(dim3 grid, dim3 block, std::function<void()> body);
+/* A launch of `fn` (the kernel `kernel`) with `smem` bytes of dynamic shared
+ * memory: launch.py rewrites kernel<<<grid, block[, smem[, stream]]>>>(...)
+ * into this, and `extern __shared__ T name[];` into a macro naming
+ * emu_dyn_smem (a fresh allocation of exactly smem bytes per block, filled
+ * with 0xff, so ASan catches overruns and NaNs show reads of unwritten
+ * bytes). Over 48 KB needs cudaFuncSetAttribute first, as on a GPU. */
+void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::function<void()> fn);
+extern unsigned char *emu_dyn_smem;
 
 /* --- runtime --- */
 typedef enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2,
@@ -35,6 +50,12 @@ typedef struct emu_stream *cudaStream_t;
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
 #define cudaStreamNonBlocking 1
 struct cudaDeviceProp { char name[256]; int major, minor; };
+struct float4 { float x, y, z, w; };
+struct uint2 { unsigned x, y; };
+typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
+typedef enum { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
+               cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 } cudaDeviceAttr;
+typedef struct emu_event *cudaEvent_t;
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
@@ -46,6 +67,22 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaSetDevice(int d);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d);
+/* An H100's limits (227 KB of shared memory per block, 1 KB more per SM);
+ * the environment variable EMU_SMEM_OPTIN sets the per-block limit (166912
+ * for an A100's). */
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d);
+cudaError_t emu_func_set_attribute(const void *kernel, cudaFuncAttribute a, int v);
+template <class F> cudaError_t cudaFuncSetAttribute(F *kernel, cudaFuncAttribute a, int v)
+{
+    return emu_func_set_attribute((const void *)kernel, a, v);
+}
+/* Events read the host clock when recorded (the emulator runs every op at
+ * once). */
+cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
 /* checks, as cuda-memcheck would: every device pointer a kernel or library
  * touches lies in a live allocation */
 void emu_check_range(const void *p, size_t bytes, const char *what);

@@ -1,0 +1,143 @@
+/* Linear layers through cuBLASLt with the bias added in the GEMM's epilogue
+ * (CUBLASLT_EPILOGUE_BIAS): the output is written once, where the plain
+ * cuBLAS path seeds it with the bias and reads it back in a beta = 1 GEMM.
+ *
+ * In cuBLASLt's column-major terms, out(N,OC) row-major is D(OC,N) with
+ * leading dim OC; w(OC,C) row-major is A stored (C,OC), used transposed;
+ * inp(N,C) row-major is B stored (C,N). D = op(A)·B + bias, the bias
+ * running along D's rows (OC of them), as the epilogue wants.
+ *
+ * A plan (descriptors and the heuristic's algorithm) is made once per shape
+ * and precision and kept. The heuristic is asked for algorithms that need
+ * no more than 16-byte alignment, so every call whose four pointers are
+ * 16-byte aligned can use the plan; other calls, shapes without an
+ * algorithm, and a failed matmul (remembered per plan) take the cuBLAS
+ * path. REED_CUDA_LT=0 turns this path off. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cublasLt.h>
+
+#include "cuda_internal.h"
+
+#define LT_PLANS 256
+#define LT_ALIGN 16
+#define LT_WORKSPACE ((size_t)32 << 20)
+
+typedef struct lt_plan {
+    int N, C, OC, bf16;
+    int ok; /* 1: use the plan; 0: this shape takes the cuBLAS path */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+static struct {
+    int state; /* 0: not started, 1: ready, -1: off */
+    cublasLtHandle_t handle;
+    void *workspace;
+    lt_plan plans[LT_PLANS];
+    int nplans;
+} lt;
+
+static int lt_start(void)
+{
+    const char *env = getenv("REED_CUDA_LT");
+    if (env && env[0] == '0')
+        return -1;
+    if (cublasLtCreate(&lt.handle) != CUBLAS_STATUS_SUCCESS)
+        return -1;
+    if (cudaMalloc(&lt.workspace, LT_WORKSPACE) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cublasLtDestroy(lt.handle);
+        return -1;
+    }
+    return 1;
+}
+
+static int aligned(const void *p) { return (uintptr_t)p % LT_ALIGN == 0; }
+
+/* The descriptors of D(OC,N) = op(A)(OC,C)·B(C,N) + bias and the
+ * heuristic's first algorithm; returns 0 when cuBLASLt has none. */
+static int lt_plan_make(lt_plan *p, cublasComputeType_t compute)
+{
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const int32_t bias_type = CUDA_R_32F;
+    const uint32_t align = LT_ALIGN;
+    const size_t ws = LT_WORKSPACE;
+    // The heuristic reads the bias pointer's value for its alignment: show
+    // it one that is 16-byte aligned and no more.
+    const void *bias_probe = (const char *)lt.workspace + LT_ALIGN;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t result;
+    int found = 0;
+    int ok = cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F) == 0 &&
+             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
+             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
+             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                            sizeof epilogue) == 0 &&
+             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                            &bias_type, sizeof bias_type) == 0 &&
+             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                            &bias_probe, sizeof bias_probe) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, p->C, p->OC, p->C) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, p->C, p->N, p->C) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, p->OC, p->N, p->OC) == 0 &&
+             cublasLtMatmulPreferenceCreate(&pref) == 0 &&
+             cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws, sizeof ws) == 0;
+    const cublasLtMatmulPreferenceAttributes_t aligns[] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; ok && i < 4; i++)
+        ok = cublasLtMatmulPreferenceSetAttribute(pref, aligns[i], &align, sizeof align) == 0;
+    if (ok)
+        ok = cublasLtMatmulAlgoGetHeuristic(lt.handle, p->desc, p->a, p->b, p->d, p->d, pref, 1,
+                                            &result, &found) == 0 &&
+             found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (ok)
+        p->algo = result.algo;
+    return ok;
+}
+
+static lt_plan *lt_plan_for(int N, int C, int OC)
+{
+    for (int i = 0; i < lt.nplans; i++) {
+        lt_plan *p = &lt.plans[i];
+        if (p->N == N && p->C == C && p->OC == OC && p->bf16 == g_cuda.bf16)
+            return p;
+    }
+    if (lt.nplans == LT_PLANS)
+        return NULL;
+    lt_plan *p = &lt.plans[lt.nplans++];
+    *p = lt_plan{};
+    p->N = N, p->C = C, p->OC = OC, p->bf16 = g_cuda.bf16;
+    p->ok = lt_plan_make(p, g_cuda.bf16 ? g_cuda.compute_bf16 : g_cuda.compute_fp32);
+    return p;
+}
+
+int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
+                        const float *bias, int N, int C, int OC)
+{
+    if (lt.state == 0)
+        lt.state = lt_start();
+    if (lt.state < 0 || !aligned(out) || !aligned(inp) || !aligned(w) || !aligned(bias))
+        return -1;
+    lt_plan *p = lt_plan_for(N, C, OC);
+    if (!p || !p->ok)
+        return -1;
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                      &bias, sizeof bias);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmul(lt.handle, p->desc, &one, w, p->a, inp, p->b, &zero, out, p->d, out,
+                           p->d, &p->algo, lt.workspace, LT_WORKSPACE, g_cuda.stream);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        p->ok = 0; // a configuration cuBLASLt refuses: not worth a fatal error
+        return -1;
+    }
+    return 0;
+}
