@@ -24,9 +24,9 @@
 #
 # Items, in order of priority: nvidia-smi; configure + build (build-gpu);
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
-# bench/train_step.py on CUDA for B2 bf16 (plus a per-op profile of 3
-# steps, REED_CUDA_PROFILE=1, and reed with attention forced to the GEMM
-# path and to the fused kernels), sitS bf16, sitS fp32; ctest
+# bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
+# attention path it chose and both timings), then a per-op profile of 3
+# B2 steps (REED_CUDA_PROFILE=1); sitS bf16, sitS fp32; ctest
 # test_parity (CPU); PyTorch B2 bf16 under torch.compile (given up after 60 s
 # of compiling + first step, then reported as "—").
 set -u
@@ -340,14 +340,12 @@ torch_bench() {
 }
 
 REED_CUDA_TEST_LARGE=1 run_ctest "ctest cuda" 60 150 "cuda"
+# REED_CUDA_VERBOSE: the "CUDA attention ..." line gives the times of both
+# attention paths at B2's shape and the one the run keeps.
 REED_CUDA_VERBOSE=1 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
+torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 # Where the step's time goes: GPU and host time per op over 3 steps.
 REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
-# Attention on each path (the run above chose one by timing; its
-# "CUDA attention ..." line shows both times).
-REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 attention gemm" 30 90 B2 bf16 2 10
-REED_CUDA_ATTENTION=fused reed_bench "reed B2 bf16 attention fused" 30 90 B2 bf16 2 10
-torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 reed_bench "reed sitS bf16" 20 60 sitS bf16 3 20
 torch_bench "torch sitS bf16" 20 60 sitS bf16 3 20
 reed_bench "reed sitS fp32" 20 60 sitS fp32 3 20

@@ -145,6 +145,27 @@ __device__ static block_rows block_place(const attn_dims &d)
     return p;
 }
 
+/* Head h of example b in the operands: q, k, v (T, hs) with leading dim
+ * ld3 = 3C inside qkv, g (T, hs) with leading dim C inside dout, and bh, the
+ * first of the head's T rows in lse and D. */
+typedef struct head_slices {
+    const float *q, *k, *v, *g;
+    size_t ld3, bh;
+} head_slices;
+
+__device__ static head_slices head_of(const float *qkv, const float *dout,
+                                      const block_rows &p, const attn_dims &d)
+{
+    head_slices s;
+    s.ld3 = 3 * (size_t)d.C;
+    s.bh = ((size_t)p.b * d.NH + p.h) * d.T;
+    s.q = qkv + (size_t)p.b * d.T * s.ld3 + p.h * d.hs;
+    s.k = s.q + d.C;
+    s.v = s.q + 2 * d.C;
+    s.g = dout ? dout + (size_t)p.b * d.T * d.C + p.h * d.hs : NULL;
+    return s;
+}
+
 /* ------------------------------------------------------------------------
  * Block-wide building blocks
  * ---------------------------------------------------------------------- */
@@ -366,9 +387,9 @@ attn_forward_kernel(float *out, float *lse, const float *qkv, attn_dims d)
 {
     const block_rows p = block_place(d);
     const smem_parts sm = smem_carve(d, 1);
-    const size_t ld3 = 3 * (size_t)d.C;
-    const float *q = qkv + (size_t)p.b * d.T * ld3 + p.h * d.hs;
-    const float *k = q + d.C, *v = q + 2 * d.C;
+    const head_slices hd = head_of(qkv, NULL, p, d);
+    const size_t ld3 = hd.ld3, bh = hd.bh;
+    const float *q = hd.q, *k = hd.k, *v = hd.v;
 
     load_rows(sm.tile, q + p.r0 * ld3, ld3, p.valid, p.rows, d);
     load_rows(sm.full, k, ld3, d.T, d.Tp, d);
@@ -376,8 +397,7 @@ attn_forward_kernel(float *out, float *lse, const float *qkv, attn_dims d)
     scores_product(sm.s0, sm.tile, sm.full, p.rows, d.sc, d);
     __syncthreads();
     load_rows(sm.full, v, ld3, d.T, d.Tp, d);
-    softmax_rows(sm.s0, lse + ((size_t)p.b * d.NH + p.h) * d.T + p.r0, p.valid,
-                 p.rows, d);
+    softmax_rows(sm.s0, lse + bh + p.r0, p.valid, p.rows, d);
     __syncthreads();
     output_product(out + ((size_t)p.b * d.T + p.r0) * d.C + p.h * d.hs, d.C,
                    p.valid, 0, (const bf16 *)sm.s0, 2 * ld_s(d.Tp), sm.full, d,
@@ -391,10 +411,9 @@ attn_backward_query_kernel(float *dqkv, float *Dsave, const float *dout,
 {
     const block_rows p = block_place(d);
     const smem_parts sm = smem_carve(d, 2);
-    const size_t ld3 = 3 * (size_t)d.C, bh = ((size_t)p.b * d.NH + p.h) * d.T;
-    const float *q = qkv + (size_t)p.b * d.T * ld3 + p.h * d.hs;
-    const float *k = q + d.C, *v = q + 2 * d.C;
-    const float *g = dout + (size_t)p.b * d.T * d.C + p.h * d.hs;
+    const head_slices hd = head_of(qkv, dout, p, d);
+    const size_t ld3 = hd.ld3, bh = hd.bh;
+    const float *q = hd.q, *k = hd.k, *v = hd.v, *g = hd.g;
 
     load_rows(sm.tile, q + p.r0 * ld3, ld3, p.valid, p.rows, d);
     load_rows(sm.full, k, ld3, d.T, d.Tp, d);
@@ -422,10 +441,9 @@ attn_backward_key_kernel(float *dqkv, const float *dout, const float *qkv,
 {
     const block_rows p = block_place(d);
     const smem_parts sm = smem_carve(d, 2);
-    const size_t ld3 = 3 * (size_t)d.C, bh = ((size_t)p.b * d.NH + p.h) * d.T;
-    const float *q = qkv + (size_t)p.b * d.T * ld3 + p.h * d.hs;
-    const float *k = q + d.C, *v = q + 2 * d.C;
-    const float *g = dout + (size_t)p.b * d.T * d.C + p.h * d.hs;
+    const head_slices hd = head_of(qkv, dout, p, d);
+    const size_t ld3 = hd.ld3, bh = hd.bh;
+    const float *q = hd.q, *k = hd.k, *v = hd.v, *g = hd.g;
     float *dk = dqkv + ((size_t)p.b * d.T + p.r0) * ld3 + d.C + p.h * d.hs;
     float *dv = dk + d.C;
 
