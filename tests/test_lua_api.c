@@ -407,6 +407,15 @@ static void test_metrics(reed_session *s, reed_run *run) {
     err_chunk(s, "metrics()", "string expected");
     ok_chunk(s, "status().loss == metrics('loss', 1)[1]", "true");
     ok_chunk(s, "status().sims.enc == metrics('sim_enc', 1)[1]", "true");
+
+    /* fd and cond_acc: one value per evaluation, none before the first. */
+    ok_chunk(s, "#metrics('fd'), #metrics('cond_acc')", "0\t0\n");
+    ok_chunk(s, "set{['eval.every'] = 1, ['eval.n'] = 10, ['eval.steps'] = 2}", NULL);
+    ok_chunk(s, "step(2)", NULL);
+    steps_until_paused(s, 10);
+    ok_chunk(s, "#metrics('fd'), #metrics('fd', 1), #metrics('cond_acc')", "2\t1\t2\n");
+    ok_chunk(s, "metrics('fd', 1)[1] == status().fd and metrics('fd')[2] > 0", "true");
+    ok_chunk(s, "set{['eval.every'] = 0}", NULL);
 }
 
 static void test_on_step(reed_session *s, reed_live *lv, reed_run *run) {

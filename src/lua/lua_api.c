@@ -339,19 +339,24 @@ static int api_metrics(lua_State *L) {
         if (strncmp(name, "loss_", 5) == 0 && strcmp(name + 5, c->sources[k].name) == 0) src = k;
     }
     int is_step = strcmp(name, "step") == 0, is_phase = strcmp(name, "phase") == 0;
-    if (col < 0 && src < 0 && !is_step && !is_phase)
+    int is_fd = strcmp(name, "fd") == 0, is_acc = strcmp(name, "cond_acc") == 0;
+    if (col < 0 && src < 0 && !is_step && !is_phase && !is_fd && !is_acc)
         return luaL_error(L, "metrics: unknown metric '%s' (expected step, phase, loss, "
                           "loss_denoise, w_diff, w_align, proj_coeff, grad_norm, lr, "
-                          "imgs_per_s, sim_NAME or loss_NAME for a source NAME)", name);
+                          "imgs_per_s, fd, cond_acc, sim_NAME or loss_NAME for a source "
+                          "NAME)", name);
     size_t from = (size_t)last < s->n_rows ? s->n_rows - (size_t)last : 0;
+    lua_Integer n = 0;
     lua_createtable(L, (int)(s->n_rows - from), 0);
     for (size_t i = from; i < s->n_rows; i++) {
         const session_row *r = &s->rows[i];
+        if ((is_fd || is_acc) && r->fd_n <= 0) continue; /* one value per evaluation */
         if (is_step) lua_pushinteger(L, r->step);
         else if (is_phase) lua_pushstring(L, phase_name(s, r->phase));
+        else if (is_fd || is_acc) lua_pushnumber(L, is_fd ? r->fd : r->cond_acc);
         else if (src >= 0) lua_pushnumber(L, is_sim ? r->sim[src] : r->loss_src[src]);
         else lua_pushnumber(L, column(r, row_columns[col].off));
-        lua_rawseti(L, -2, (lua_Integer)(i - from + 1));
+        lua_rawseti(L, -2, ++n);
     }
     return 1;
 }
@@ -781,7 +786,8 @@ static const struct {
     {"save", "save([path]) -> path  write a checkpoint (default RUN_DIR/checkpoints/)"},
     {"metrics", "metrics(name[, last]) -> array  the last `last` values (default all) of a\n"
                 "  metric of this session: step (0-based), phase, loss, loss_denoise, w_diff,\n"
-                "  w_align, proj_coeff, grad_norm, lr, imgs_per_s, sim_NAME, loss_NAME"},
+                "  w_align, proj_coeff, grad_norm, lr, imgs_per_s, sim_NAME, loss_NAME;\n"
+                "  fd and cond_acc have one value per evaluation (eval.every) among them"},
     {"on_step", "on_step(every, fn) -> id  call fn(step, metrics) after every `every`-th step\n"
                 "  (step = steps done; metrics = that step's row as in metrics.jsonl); an error\n"
                 "  removes the hook. on_step(id) removes hook id"},
