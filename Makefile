@@ -31,8 +31,9 @@ asan: deps
 	@cmake --build $(BUILD)-asan -j $(JOBS)
 	cd $(BUILD)-asan && REED_SANITIZED=1 ctest --output-on-failure -j $(JOBS) -E '^test_learning$$'
 
+# Engine vs PyTorch training steps on the CPU (bench/run.sh; ~15 minutes).
 bench: build
-	$(BUILD)/bench_train_step
+	bash bench/run.sh $(BUILD)
 
 bench-method: build
 	bash bench/method.sh $(BUILD)
