@@ -691,6 +691,17 @@ static void test_elementwise(size_t n)
     release();
 }
 
+/* Always fp32 on CUDA, so held to TOL in the bf16 mode too. */
+static void test_resample_tokens(int B, int T, int Ts, int D)
+{
+    const size_t nr = (size_t)T * Ts, ns = (size_t)B * Ts * D, no = (size_t)B * T * D;
+    float *R = hrand(nr, 0, 1), *src = hrand(ns, -1, 1), *out = hbuf(no), *d_out = dnan(no);
+    cpu->resample_tokens(out, R, src, B, T, Ts, D);
+    gpu->resample_tokens(d_out, dup(R, nr), dup(src, ns), B, T, Ts, D);
+    expect("resample_tokens", out, d_out, no, TOL, "B=%d T=%d Ts=%d D=%d", B, T, Ts, D);
+    release();
+}
+
 static void test_mean_tokens(int B, int T, int C)
 {
     const size_t n = (size_t)B * T * C, nb = (size_t)B * C;
@@ -992,6 +1003,8 @@ static void run_other_ops(void)
     test_elementwise(((size_t)1 << 20) + 7);
     test_mean_tokens(4, 49, 96);
     test_mean_tokens(64, 64, 384);
+    test_resample_tokens(4, 196, 49, 64);
+    test_resample_tokens(3, 5, 7, 3);
     test_cosine(196, 384, 0);
     test_cosine(4, 384, 1);
     test_patches(4, 1, 28, 4);
@@ -1061,6 +1074,7 @@ int main(void)
         reed_cuda_set_precision(1);
         mode = "bf16";
         run_gemm_ops(TOL_BF16);
+        test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");
         if (cudnn) {

@@ -821,6 +821,42 @@ static void test_mean_tokens(dims d)
 }
 
 /* ------------------------------------------------------------------------
+ * resample_tokens: out[b](T,C) = R(T,Ts)·src[b](Ts,C), Ts = T/2 + 1
+ * (forward only: the targets it resamples are constants)
+ * ---------------------------------------------------------------------- */
+
+static int source_tokens(const dims *d) { return d->T / 2 + 1; }
+
+static void ref_resample_tokens(const problem *p, double *out)
+{
+    const dims *d = &p->d;
+    const int Ts = source_tokens(d);
+    for (int b = 0; b < d->B; b++)
+        for (int t = 0; t < d->T; t++)
+            for (int c = 0; c < d->C; c++) {
+                double s = 0.0;
+                for (int j = 0; j < Ts; j++)
+                    s += p->din[0][(size_t)t * Ts + j] *
+                         p->din[1][((size_t)b * Ts + j) * d->C + c];
+                out[((size_t)b * d->T + t) * d->C + c] = s;
+            }
+}
+
+static void test_resample_tokens(dims d)
+{
+    const int Ts = source_tokens(&d);
+    problem p = problem_new(d, ref_resample_tokens);
+    add_input(&p, (size_t)d.T * Ts, 0, 1);         // R (T,Ts)
+    add_input(&p, (size_t)d.B * Ts * d.C, -1, 1); // src (B,Ts,C)
+    set_output(&p, (size_t)d.B * d.T * d.C);
+    float *out = fnan(p.out_n);
+    ops->resample_tokens(out, p.fin[0], p.fin[1], d.B, d.T, Ts, d.C);
+    check_fwd(&p, "resample_tokens", out);
+    free(out);
+    problem_free(&p);
+}
+
+/* ------------------------------------------------------------------------
  * cosine: sim(N) = <a/max(|a|,1e-12), b/max(|b|,1e-12)>, rows of length C
  * ---------------------------------------------------------------------- */
 
@@ -994,6 +1030,7 @@ static void run_suite(dims d)
     test_activation(n, 0);
     test_attention(d);
     test_mean_tokens(d);
+    test_resample_tokens(d);
     test_cosine(d);
     test_elementwise(n);
     test_adamw(n, 0);

@@ -254,12 +254,6 @@ void source_gather(const reed_source *s, const int *idx, int B, float *out) {
         target_row(s, s->data.data + (size_t)idx[b] * row, out + (size_t)b * out_row);
 }
 
-void source_from_features(const reed_source *s, const float *features, int B, float *out) {
-    size_t row = (size_t)s->tokens_src * s->dim, out_row = (size_t)s->tokens * s->dim;
-    for (int b = 0; b < B; b++)
-        target_row(s, features + (size_t)b * row, out + (size_t)b * out_row);
-}
-
 /* A source fed by the teacher: tokens_src × dim features per example. */
 int source_init_features(reed_source *s, const reed_source_config *cfg, int tokens_src,
                          int dim, int model_tokens, reed_error *err) {

@@ -59,8 +59,6 @@ void source_gather(const reed_source *s, const int *idx, int B, float *out);
  * tokens_src × dim per example) instead of read from a file. */
 int source_init_features(reed_source *s, const reed_source_config *cfg, int tokens_src,
                          int dim, int model_tokens, reed_error *err);
-/* out as source_gather, from the batch's features (B, tokens_src, dim). */
-void source_from_features(const reed_source *s, const float *features, int B, float *out);
 
 /* Resampling weights from a gs×gs grid to a g×g grid: R (g², gs²), as
  * PyTorch's F.interpolate(mode="bilinear", align_corners=False) or

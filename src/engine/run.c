@@ -86,10 +86,7 @@ static int load_teacher(reed_run *run, reed_error *err) {
     size_t global = sizeof(float) * B * TEACHER_DIM;
     run->teacher_tokens = run_dev_alloc(run, tokens);
     run->teacher_global = run_dev_alloc(run, global);
-    run->teacher_tokens_host = run_host_alloc(run, tokens);
-    run->teacher_global_host = run_host_alloc(run, global);
-    if (!run->teacher_tokens || !run->teacher_global || !run->teacher_tokens_host ||
-        !run->teacher_global_host)
+    if (!run->teacher_tokens || !run->teacher_global)
         return reed_errorf(err, "out of memory for the teacher's features");
     run_log(run, "teacher: %s (test accuracy %.2f%%)", path, 100.0 * run->teacher.test_accuracy);
     return 0;
@@ -182,39 +179,46 @@ static int alloc_batch(reed_run *run, reed_error *err) {
                                 run->ops->name);
 }
 
-/* Sources whose whole array may sit in backend memory: read from a file,
- * on the model's grid (no resampling), and at most this big on a GPU. */
+/* A file source's array is uploaded to a GPU when at most this big. */
 #define SOURCE_UPLOAD_CAP ((size_t)4 << 30)
 
-/* Where each source's batch targets come from. A file source on the
- * model's grid is gathered on the backend (embedding_forward over its rows):
- * from the loaded array itself on a host-memory backend, or from a copy
- * uploaded once now on a GPU, when it fits. Every other source (resampled,
- * teacher features, too big) is gathered on the host into target_host and
- * uploaded each step. Runs after the model and batch buffers, which come
- * first when device memory is short. */
+/* A copy of host data in backend memory (the data itself on a host-memory
+ * backend), or NULL when out of memory. */
+static const float *on_backend(reed_run *run, const float *host, size_t n) {
+    if (run->ops->host_memory) return host;
+    float *p = run_dev_alloc(run, n * sizeof(float));
+    if (p) run->ops->upload(p, host, n * sizeof(float));
+    return p;
+}
+
+/* Where each source's batch targets are made, all on the backend where it
+ * can be: a file source's rows are gathered from its whole array in backend
+ * memory (on a GPU when it fits: uploaded once, here), the teacher's
+ * features are computed there, and a grid that differs from the model's is
+ * resampled there (resample_tokens). Only a file source too big for the GPU
+ * is gathered and resampled on the host into target_host and uploaded each
+ * step. Runs after the model and batch buffers, which come first when
+ * device memory is short. */
 static int place_sources(reed_run *run, reed_error *err) {
-    const reed_ops *ops = run->ops;
     int B = run->cfg.train.batch;
     for (int k = 0; k < run->cfg.n_sources; k++) {
         const reed_source *src = &run->sources[k];
-        size_t row = (size_t)src->tokens_src * src->dim;
-        size_t bytes = sizeof(float) * (size_t)src->data.size;
-        int resident = src->cfg.from == REED_FROM_FILE && !src->resample && row <= INT_MAX;
-        if (resident && ops->host_memory) {
-            run->source_table[k] = src->data.data;
+        size_t row = (size_t)src->tokens_src * src->dim, n = (size_t)src->data.size;
+        if (src->resample &&
+            !(run->source_R[k] = on_backend(run, src->resample, (size_t)src->tokens * src->tokens_src)))
+            return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
+        if (src->cfg.from != REED_FROM_FILE) continue;
+        if (row <= INT_MAX && (run->ops->host_memory || n * sizeof(float) <= SOURCE_UPLOAD_CAP) &&
+            (run->source_table[k] = on_backend(run, src->data.data, n))) {
+            if (!run->ops->host_memory)
+                run_log(run, "source \"%s\": %.0f MB of targets resident on the %s",
+                        src->cfg.name, n * sizeof(float) / 1048576.0, run->ops->name);
+            if (src->resample && !(run->source_rows[k] = run_dev_alloc(run, B * row * sizeof(float))))
+                return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
             continue;
         }
-        float *table = resident && bytes <= SOURCE_UPLOAD_CAP ? run_dev_alloc(run, bytes) : NULL;
-        if (table) {
-            ops->upload(table, src->data.data, bytes);
-            run->source_table[k] = table;
-            run_log(run, "source \"%s\": %.0f MB of targets resident on the %s", src->cfg.name,
-                    bytes / 1048576.0, ops->name);
-            continue;
-        }
-        size_t n = (size_t)B * src->tokens * src->dim;
-        if (!(run->batch.target_host[k] = run_host_alloc(run, sizeof(float) * n)))
+        size_t out = (size_t)B * src->tokens * src->dim;
+        if (!(run->batch.target_host[k] = run_host_alloc(run, sizeof(float) * out)))
             return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
     }
     return 0;
@@ -332,38 +336,43 @@ static void draw_batch(reed_run *run, int s) {
     }
 }
 
-/* The alignment targets of the batch, in backend memory: rows of an .npy
- * file (gathered on the backend where the array is there, see
- * place_sources), or the frozen teacher's features of the clean images
- * (computed on the backend, resampled to the model's grid on the host). */
+/* The batch's rows of source k on the source's own grid, in backend
+ * memory: the teacher's features, or rows gathered from the file's array
+ * (into the target itself when no resampling follows). */
+static const float *source_rows(reed_run *run, int k) {
+    const reed_source *src = &run->sources[k];
+    run_batch *b = &run->batch;
+    if (src->cfg.from != REED_FROM_FILE)
+        return src->cfg.kind == REED_SOURCE_TOKEN ? run->teacher_tokens : run->teacher_global;
+    float *rows = src->resample ? run->source_rows[k] : b->target[k];
+    run->ops->embedding_forward(rows, run->source_table[k], b->idx_dev, run->cfg.train.batch,
+                                src->tokens_src * src->dim);
+    return rows;
+}
+
+/* The alignment targets of the batch, in backend memory (see
+ * place_sources). */
 static void batch_targets(reed_run *run) {
     const reed_ops *ops = run->ops;
     run_batch *b = &run->batch;
     int B = run->cfg.train.batch;
-    if (run->has_teacher) {
+    if (run->has_teacher)
         teacher_features(ops, &run->teacher, &run->teacher_acts, b->x_dev, B,
                          run->teacher_tokens, run->teacher_global);
-        ops->download(run->teacher_tokens_host, run->teacher_tokens,
-                      sizeof(float) * B * TEACHER_TOKENS * TEACHER_DIM);
-        ops->download(run->teacher_global_host, run->teacher_global,
-                      sizeof(float) * B * TEACHER_DIM);
-    }
     for (int k = 0; k < run->cfg.n_sources; k++) {
         const reed_source *src = &run->sources[k];
-        if (run->source_table[k]) {
-            ops->embedding_forward(b->target[k], run->source_table[k], b->idx_dev, B,
-                                   src->tokens * src->dim);
+        size_t out = sizeof(float) * B * src->tokens * src->dim;
+        if (b->target_host[k]) { /* a file source too big for the backend */
+            source_gather(src, b->idx, B, b->target_host[k]);
+            ops->upload(b->target[k], b->target_host[k], out);
             continue;
         }
-        if (src->cfg.from == REED_FROM_FILE)
-            source_gather(src, b->idx, B, b->target_host[k]);
-        else
-            source_from_features(src, src->cfg.kind == REED_SOURCE_TOKEN
-                                          ? run->teacher_tokens_host
-                                          : run->teacher_global_host,
-                                 B, b->target_host[k]);
-        ops->upload(b->target[k], b->target_host[k],
-                    sizeof(float) * B * src->tokens * src->dim);
+        const float *rows = source_rows(run, k);
+        if (src->resample)
+            ops->resample_tokens(b->target[k], run->source_R[k], rows, B, src->tokens,
+                                 src->tokens_src, src->dim);
+        else if (rows != b->target[k])
+            ops->copy(b->target[k], rows, out);
     }
 }
 

@@ -24,7 +24,7 @@ typedef struct run_batch {
     float *x;                     /* (B, C, S, S) */
     float *t, *u, *n, *drop;      /* (B) */
     float *coef;                  /* (4, B): interpolant a, s, a', s' */
-    float *target_host[REED_MAX_SOURCES]; /* for sources gathered on the host */
+    float *target_host[REED_MAX_SOURCES]; /* for sources gathered on the host, else NULL */
     /* backend memory */
     int *y_dev, *idx_dev;
     float *x_dev, *noise_dev, *x_t, *v, *v_pred, *dv; /* (B, C, S, S) */
@@ -47,15 +47,16 @@ struct reed_run {
     run_batch batch;
     reed_dataset data;
     reed_source sources[REED_MAX_SOURCES];
-    /* a file source's whole array in backend memory, gathered there each
-     * step, or NULL: gathered on the host and uploaded (see place_sources) */
-    const float *source_table[REED_MAX_SOURCES];
+    /* per source, in backend memory (see place_sources): a file source's
+     * whole array, or NULL (gathered on the host); the resampling matrix
+     * (T, T_src) or NULL; the gathered rows (B, T_src, D) before resampling */
+    const float *source_table[REED_MAX_SOURCES], *source_R[REED_MAX_SOURCES];
+    float *source_rows[REED_MAX_SOURCES];
     /* the frozen teacher, when a source has from = "teacher" */
     int has_teacher;
     teacher_model teacher;
     teacher_acts teacher_acts;
     float *teacher_tokens, *teacher_global; /* (B, 49, 64), (B, 64) backend */
-    float *teacher_tokens_host, *teacher_global_host;
     /* buffers freed when the run closes (backend, host) */
     void *dev_buffers[RUN_MAX_BUFFERS], *host_buffers[RUN_MAX_BUFFERS];
     int n_dev_buffers, n_host_buffers;

@@ -131,6 +131,13 @@ typedef struct reed_ops {
     /* dx(B,T,C) += dout(B,C) / T. */
     void (*mean_tokens_backward)(float *dx, const float *dout, int B, int T, int C);
 
+    /* Token resampling by a fixed matrix, for every b:
+     * out(B,T,D)[b] = R(T,Ts) · src(B,Ts,D)[b] (the grid resampling of
+     * representation targets: constants, so no backward). In fp32 on every
+     * backend and precision. Overwrites out. */
+    void (*resample_tokens)(float *out, const float *R, const float *src, int B,
+                            int T, int Ts, int D);
+
     /* Cosine similarity per row with F.normalize semantics
      * (x / max(||x||, 1e-12)): sim(N) = <a/|a|, b/|b|>. */
     void (*cosine_forward)(float *sim, const float *a, const float *b,

@@ -634,6 +634,15 @@ static void cpu_mean_tokens_forward(float *restrict out,
     }
 }
 
+/* out[b](T,D) = R(T,Ts) · src[b](Ts,D): one sgemm per example. */
+static void cpu_resample_tokens(float *out, const float *R, const float *src, int B, int T,
+                                int Ts, int D)
+{
+    for (int b = 0; b < B; b++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, Ts, 1.0f, R, Ts,
+                    src + (size_t)b * Ts * D, D, 0.0f, out + (size_t)b * T * D, D);
+}
+
 static void cpu_mean_tokens_backward(float *restrict dx,
                                      const float *restrict dout, int B, int T,
                                      int C)
@@ -803,6 +812,7 @@ const reed_ops reed_ops_cpu = {
     .sum_squares = cpu_sum_squares,             // Σ x², double
     .mean_tokens_forward = cpu_mean_tokens_forward, // (B,T,C) → (B,C)
     .mean_tokens_backward = cpu_mean_tokens_backward,
+    .resample_tokens = cpu_resample_tokens,             // sgemm per example
     .cosine_forward = cpu_cosine_forward,       // F.normalize semantics
     .cosine_backward = cpu_cosine_backward,     // b is a constant target
     .adamw_update = cpu_adamw_update,           // PyTorch AdamW (+ EMA)

@@ -258,6 +258,18 @@ void cuda_attention_backward_gemm(float *dqkv, float *scratch,
     }
 }
 
+/* out[b](T,D) = R(T,Ts) · src[b](Ts,D): one strided batch, R shared
+ * (stride 0). Always fp32: these are alignment targets, not activations. */
+static void cuda_resample_tokens(float *out, const float *R, const float *src, int B,
+                                 int T, int Ts, int D)
+{
+    const int bf16 = g_cuda.bf16;
+    g_cuda.bf16 = 0;
+    gemm_rm_batched(0, 0, T, D, Ts, 1.0f, R, Ts, 0, src, D, (long long)Ts * D, 0.0f, out,
+                    D, (long long)T * D, B);
+    g_cuda.bf16 = bf16;
+}
+
 /* ------------------------------------------------------------------------
  * The op table
  * ---------------------------------------------------------------------- */
@@ -302,6 +314,7 @@ static void cuda_table_fill(reed_ops *t)
     t->sum_squares = cuda_sum_squares;             // two-pass, double, waits
     t->mean_tokens_forward = cuda_mean_tokens_forward; // (B,T,C) → (B,C)
     t->mean_tokens_backward = cuda_mean_tokens_backward;
+    t->resample_tokens = cuda_resample_tokens;     // strided-batch GEMM, fp32
     t->cosine_forward = cuda_cosine_forward;       // warp per row, double dots
     t->cosine_backward = cuda_cosine_backward;
     t->adamw_update = cuda_adamw_update;           // PyTorch AdamW (+ EMA), elementwise

@@ -124,7 +124,7 @@ int timed<R (*)(A...), M>::op;
     X(gelu_forward) X(gelu_backward) X(silu_forward) X(silu_backward)         \
     X(attention_forward) X(attention_backward)                                \
     X(add) X(accumulate) X(scale) X(axpby) X(sum_squares)                     \
-    X(mean_tokens_forward) X(mean_tokens_backward)                            \
+    X(mean_tokens_forward) X(mean_tokens_backward) X(resample_tokens)         \
     X(cosine_forward) X(cosine_backward)                                      \
     X(patchify) X(unpatchify_forward) X(unpatchify_backward)                  \
     X(add_rows) X(timestep_embedding)                                         \
