@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Resume continues exactly: 20 steps straight and 10 + resume + 10 give the
 # same metrics (losses, similarities, grad norms) at every step; a Ctrl-C
-# (SIGINT) mid-run saves a checkpoint and the resumed run matches too.
+# (SIGINT) mid-run saves a checkpoint and the resumed run matches too. The
+# straight run also matches one whose source rows are gathered on the host
+# (REED_SOURCE_CAP_MB=0) instead of on the backend.
 # Uses a small REED config with two .npy sources and a live curriculum.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -37,6 +39,10 @@ kept=$(cd "$tmp/straight/checkpoints" && ls | tr '\n' ' ')
 [ "$kept" = "step_00000015.safetensors step_00000020.safetensors " ] ||
   fail "expected the newest 2 checkpoints, found: $kept"
 echo "  kept: $kept"
+
+echo "host gather: the sources' rows gathered on the host (REED_SOURCE_CAP_MB=0)"
+REED_SOURCE_CAP_MB=0 "$REED_BIN" run "$tmp/cfg.lua" --run-dir "$tmp/host" >/dev/null
+compare_metrics "$tmp/straight/metrics.jsonl" "$tmp/host/metrics.jsonl"
 
 echo "split: 10 steps, then resume to 20"
 "$REED_BIN" run "$tmp/cfg.lua" --run-dir "$tmp/split" --steps 10 >/dev/null

@@ -230,28 +230,10 @@ void source_free(reed_source *s) {
     s->resample = NULL;
 }
 
-/* One example's target, resampled to the model's grid when they differ:
- * dst (T, D) = R (T, Ts) · src (Ts, D). */
-static void target_row(const reed_source *s, const float *src, float *dst) {
-    size_t out_row = (size_t)s->tokens * s->dim;
-    if (!s->resample) {
-        memcpy(dst, src, out_row * sizeof(float));
-        return;
-    }
-    memset(dst, 0, out_row * sizeof(float));
-    for (int t = 0; t < s->tokens; t++)
-        for (int j = 0; j < s->tokens_src; j++) {
-            float w = s->resample[(size_t)t * s->tokens_src + j];
-            if (w == 0.0f) continue;
-            for (int k = 0; k < s->dim; k++)
-                dst[(size_t)t * s->dim + k] += w * src[(size_t)j * s->dim + k];
-        }
-}
-
 void source_gather(const reed_source *s, const int *idx, int B, float *out) {
-    size_t row = (size_t)s->tokens_src * s->dim, out_row = (size_t)s->tokens * s->dim;
+    size_t row = (size_t)s->tokens_src * s->dim;
     for (int b = 0; b < B; b++)
-        target_row(s, s->data.data + (size_t)idx[b] * row, out + (size_t)b * out_row);
+        memcpy(out + (size_t)b * row, s->data.data + (size_t)idx[b] * row, row * sizeof(float));
 }
 
 /* A source fed by the teacher: tokens_src × dim features per example. */

@@ -52,7 +52,9 @@ int source_load(reed_source *s, const reed_source_config *cfg, int n_examples,
                 int model_tokens, reed_error *err);
 void source_free(reed_source *s);
 
-/* out (B, tokens, D), or (B, D) for a global source. */
+/* The rows of examples idx on the source's own grid: out (B, tokens_src, D),
+ * or (B, D) for a global source (resampling to the model's grid is the
+ * backend's resample_tokens). */
 void source_gather(const reed_source *s, const int *idx, int B, float *out);
 
 /* A source whose targets are computed per batch (the teacher's features:

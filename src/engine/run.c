@@ -1,6 +1,7 @@
 /* A training run: data, sources, model, optimiser state and the step. */
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -179,8 +180,15 @@ static int alloc_batch(reed_run *run, reed_error *err) {
                                 run->ops->name);
 }
 
-/* A file source's array is uploaded to a GPU when at most this big. */
-#define SOURCE_UPLOAD_CAP ((size_t)4 << 30)
+/* Bytes of a file source's array that may be placed on the backend:
+ * REED_SOURCE_CAP_MB when set (tests use 0 to take the host path), else
+ * 4 GiB on a GPU and no limit where backend memory is host memory (there
+ * the array is used where it lies). */
+static size_t source_cap(const reed_ops *ops) {
+    const char *env = getenv("REED_SOURCE_CAP_MB");
+    if (env && *env) return (size_t)strtoull(env, NULL, 10) << 20;
+    return ops->host_memory ? SIZE_MAX : (size_t)4 << 30;
+}
 
 /* A copy of host data in backend memory (the data itself on a host-memory
  * backend), or NULL when out of memory. */
@@ -191,12 +199,12 @@ static const float *on_backend(reed_run *run, const float *host, size_t n) {
     return p;
 }
 
-/* Where each source's batch targets are made, all on the backend where it
- * can be: a file source's rows are gathered from its whole array in backend
+/* Where each source's batch targets are made, on the backend but for one
+ * case: a file source's rows are gathered from its whole array in backend
  * memory (on a GPU when it fits: uploaded once, here), the teacher's
  * features are computed there, and a grid that differs from the model's is
- * resampled there (resample_tokens). Only a file source too big for the GPU
- * is gathered and resampled on the host into target_host and uploaded each
+ * resampled there (resample_tokens). Only the rows of a file source too big
+ * for the GPU are gathered on the host into rows_host and uploaded each
  * step. Runs after the model and batch buffers, which come first when
  * device memory is short. */
 static int place_sources(reed_run *run, reed_error *err) {
@@ -208,18 +216,16 @@ static int place_sources(reed_run *run, reed_error *err) {
             !(run->source_R[k] = on_backend(run, src->resample, (size_t)src->tokens * src->tokens_src)))
             return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
         if (src->cfg.from != REED_FROM_FILE) continue;
-        if (row <= INT_MAX && (run->ops->host_memory || n * sizeof(float) <= SOURCE_UPLOAD_CAP) &&
+        if (src->resample && !(run->source_rows[k] = run_dev_alloc(run, B * row * sizeof(float))))
+            return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
+        if (row <= INT_MAX && n * sizeof(float) <= source_cap(run->ops) &&
             (run->source_table[k] = on_backend(run, src->data.data, n))) {
             if (!run->ops->host_memory)
                 run_log(run, "source \"%s\": %.0f MB of targets resident on the %s",
                         src->cfg.name, n * sizeof(float) / 1048576.0, run->ops->name);
-            if (src->resample && !(run->source_rows[k] = run_dev_alloc(run, B * row * sizeof(float))))
-                return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
-            continue;
-        }
-        size_t out = (size_t)B * src->tokens * src->dim;
-        if (!(run->batch.target_host[k] = run_host_alloc(run, sizeof(float) * out)))
+        } else if (!(run->batch.rows_host[k] = run_host_alloc(run, B * row * sizeof(float)))) {
             return reed_errorf(err, "out of memory for source \"%s\"", src->cfg.name);
+        }
     }
     return 0;
 }
@@ -337,16 +343,23 @@ static void draw_batch(reed_run *run, int s) {
 }
 
 /* The batch's rows of source k on the source's own grid, in backend
- * memory: the teacher's features, or rows gathered from the file's array
- * (into the target itself when no resampling follows). */
+ * memory: the teacher's features, or rows of the file's array, gathered on
+ * the backend or (too big for it) on the host and uploaded, into the target
+ * itself when no resampling follows. */
 static const float *source_rows(reed_run *run, int k) {
     const reed_source *src = &run->sources[k];
     run_batch *b = &run->batch;
+    int B = run->cfg.train.batch;
+    size_t row = (size_t)src->tokens_src * src->dim;
     if (src->cfg.from != REED_FROM_FILE)
         return src->cfg.kind == REED_SOURCE_TOKEN ? run->teacher_tokens : run->teacher_global;
     float *rows = src->resample ? run->source_rows[k] : b->target[k];
-    run->ops->embedding_forward(rows, run->source_table[k], b->idx_dev, run->cfg.train.batch,
-                                src->tokens_src * src->dim);
+    if (run->source_table[k]) {
+        run->ops->embedding_forward(rows, run->source_table[k], b->idx_dev, B, (int)row);
+    } else {
+        source_gather(src, b->idx, B, b->rows_host[k]);
+        run->ops->upload(rows, b->rows_host[k], B * row * sizeof(float));
+    }
     return rows;
 }
 
@@ -362,11 +375,6 @@ static void batch_targets(reed_run *run) {
     for (int k = 0; k < run->cfg.n_sources; k++) {
         const reed_source *src = &run->sources[k];
         size_t out = sizeof(float) * B * src->tokens * src->dim;
-        if (b->target_host[k]) { /* a file source too big for the backend */
-            source_gather(src, b->idx, B, b->target_host[k]);
-            ops->upload(b->target[k], b->target_host[k], out);
-            continue;
-        }
         const float *rows = source_rows(run, k);
         if (src->resample)
             ops->resample_tokens(b->target[k], run->source_R[k], rows, B, src->tokens,

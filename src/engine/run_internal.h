@@ -16,7 +16,8 @@ enum { RUN_MAX_PHASES = 16 };
 enum { RUN_MAX_BUFFERS = 64 };
 
 /* Per-step buffers of one batch, allocated once when the run opens. The
- * host draws the batch (examples, labels, times, file targets); the
+ * host draws the batch (examples, labels, times, and the rows of a source
+ * too big for the backend); the
  * backend draws the noise and holds everything the model reads and writes. */
 typedef struct run_batch {
     /* host memory */
@@ -24,7 +25,7 @@ typedef struct run_batch {
     float *x;                     /* (B, C, S, S) */
     float *t, *u, *n, *drop;      /* (B) */
     float *coef;                  /* (4, B): interpolant a, s, a', s' */
-    float *target_host[REED_MAX_SOURCES]; /* for sources gathered on the host, else NULL */
+    float *rows_host[REED_MAX_SOURCES]; /* a source's rows gathered on the host, or NULL */
     /* backend memory */
     int *y_dev, *idx_dev;
     float *x_dev, *noise_dev, *x_t, *v, *v_pred, *dv; /* (B, C, S, S) */
