@@ -118,6 +118,9 @@ case $GPU_NAME in
   *H100* | *H200*) PEAK=989 ;;      # H100 SXM / H200 dense bf16
   *) PEAK="?" ;;
 esac
+# Only this card's architecture is compiled (halves nvcc's time); the
+# project's default stays 80 and 90.
+case $GPU_NAME in *H100* | *H200*) CUDA_ARCH=${CUDA_ARCH:-90} ;; esac
 echo "gpu: ${GPU_NAME:-none found} (driver ${DRIVER:-?}); dense bf16 peak ${PEAK} TFLOP/s"
 nvidia-smi --query-gpu=memory.total,memory.used,clocks.max.sm --format=csv 2>/dev/null
 echo "host: $(nproc) CPUs; $(uname -r); cmake $(cmake --version 2>/dev/null | head -n 1 | awk '{print $3}');" \
@@ -219,11 +222,26 @@ case ${REED_GPU_DEPS:-auto} in
      fi ;;
 esac
 
+# cuDNN: where the system has no cudnn.h, PyTorch's wheel (nvidia/cudnn, with
+# include/ and lib/) serves, for the build and at run time.
+if [[ -z ${CUDNN_ROOT:-} ]] && ! have_header /usr/include/cudnn.h /usr/include/$MULTIARCH/cudnn.h \
+  /usr/local/cuda/include/cudnn.h; then
+  d=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null)
+  if [[ -n $d && -e $d/include/cudnn.h ]]; then
+    export CUDNN_ROOT=$d
+    export LD_LIBRARY_PATH="$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    note "cuDNN: PyTorch's wheel at $d"
+  else
+    note "cuDNN: not found (convolutions will use im2col + cuBLAS)"
+  fi
+fi
+
 # --- configure and build -----------------------------------------------------------------
 BUILD_OK=0
 configure() { # configure [fresh]: fresh drops the CMake cache (the libraries changed)
   [[ ${1:-} == fresh ]] && rm -f build-gpu/CMakeCache.txt
   timeout -k 5 "$(cap 120)" cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release "${CMAKE_DEPS_ARGS[@]}" \
+    ${CUDA_ARCH:+-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH} \
     >>"$BUILD_LOG" 2>&1
 }
 if fits build 200; then
