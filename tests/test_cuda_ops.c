@@ -589,14 +589,16 @@ static void test_pointwise_all(size_t n)
  * Attention
  * ---------------------------------------------------------------------- */
 
-/* On the GEMM path the backward starts from the CPU's probabilities on both
- * sides. On the fused path (bf16 mode) att holds row log-sum-exps instead:
- * it is not compared, and the backward starts from the GPU's own att. */
+/* In fp32 mode att holds the probabilities on both sides: it is compared,
+ * and the backward starts from the CPU's. In bf16 mode it holds the fused
+ * path's row log-sum-exps or the GEMM path's bf16 probabilities: it is not
+ * compared, and the backward starts from the GPU's own att. */
 static void test_attention(int B, int T, int C, int NH, float amp, double tol)
 {
     const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     const size_t na = (size_t)B * NH * T * T;
     const int fused = on_gpu && reed_cuda_attention_path(B, T, C, NH) == 2;
+    const int private_att = on_gpu && reed_cuda_precision() == 1;
     const char *path = fused ? "fused" : "gemm";
     float *qkv = hrand(nq, -amp, amp), *out = hbuf(no), *att = hbuf(na);
     float *d_qkv = dup(qkv, nq), *d_out = dnan(no), *d_att = dnan(na);
@@ -604,13 +606,13 @@ static void test_attention(int B, int T, int C, int NH, float amp, double tol)
     gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
     expect(fused ? "attention_forward out, fused" : "attention_forward out", out, d_out, no,
            tol, "B=%d T=%d C=%d NH=%d amp %g %s", B, T, C, NH, amp, path);
-    if (!fused)
+    if (!private_att)
         expect("attention_forward att", att, d_att, na, tol, "B=%d T=%d C=%d NH=%d amp %g %s",
                B, T, C, NH, amp, path);
 
     // The scratch starts as garbage (NaN on the GPU), which must not matter.
     float *dout = hrand(no, -1, 1), *dqkv = hrand(nq, -1, 1), *g_dqkv = dup(dqkv, nq);
-    float *g_att = fused ? d_att : dup(att, na);
+    float *g_att = private_att ? d_att : dup(att, na);
     cpu->attention_backward(dqkv, hrand(na, -1, 1), dout, qkv, att, B, T, C, NH);
     gpu->attention_backward(g_dqkv, dnan(na), dup(dout, no), d_qkv, g_att, B, T, C, NH);
     expect(fused ? "attention_backward, fused" : "attention_backward", dqkv, g_dqkv, nq, tol,
@@ -982,6 +984,7 @@ static void run_gemm_ops(double tol)
     test_linear(256, 384, 1152, 1, tol); // B=4, T=64, C=384, qkv
     test_linear(256, 128, 128, 0, tol);
     test_linear(7, 5, 3, 1, tol);
+    test_linear(1000, 40, 72, 1, tol); // dbias over 1000 rows: the chunked column sum
 }
 
 static void run_other_ops(void)
@@ -989,12 +992,15 @@ static void run_other_ops(void)
     test_layernorm(196, 96, 1e-6f);
     test_layernorm(256, 384, 1e-6f);
     test_layernorm(5, 1000, 1e-5f);
+    test_layernorm(3, 2000, 1e-5f); // chunked
     test_modulate(4, 49, 96);
     test_modulate(2, 5, 7);
     test_ln_modulate(4, 49, 96);
     test_ln_modulate(4, 64, 384);
     test_ln_modulate(2, 5, 7);
-    test_ln_modulate(2, 3, 1152); // three chunks, the last one partial
+    test_ln_modulate(2, 3, 768);  // SiT-B: two chunks of 512, the last one partial
+    test_ln_modulate(2, 3, 1152); // SiT-XL: three chunks
+    test_ln_modulate(2, 3, 1500);
     test_gated_add(4, 64, 384);
     test_gated_add(2, 5, 7);
     test_pointwise_all((size_t)196 * 384);
@@ -1003,6 +1009,7 @@ static void run_other_ops(void)
     test_elementwise(((size_t)1 << 20) + 7);
     test_mean_tokens(4, 49, 96);
     test_mean_tokens(64, 64, 384);
+    test_mean_tokens(1, 600, 40); // the chunked column sum, mean mode
     test_resample_tokens(4, 196, 49, 64);
     test_resample_tokens(3, 5, 7, 3);
     test_cosine(196, 384, 0);

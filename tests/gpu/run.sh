@@ -88,8 +88,13 @@ note() { echo "[$(printf '%3d' "$SECONDS") s] $*"; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
 # fits NAME EST: 0 when EST seconds are left (plus 10 for the table), else
-# records NAME as skipped.
+# records NAME as skipped. GPU_RUN_ITEMS (an extended regex over the item
+# names, e.g. "build|ctest cuda|reed B2") runs only the items it matches.
 fits() {
+  if [[ -n ${GPU_RUN_ITEMS:-} && ! $1 =~ $GPU_RUN_ITEMS ]]; then
+    record "$1" skipped "not in GPU_RUN_ITEMS"
+    return 1
+  fi
   if (($(left) < $2 + 10)); then
     note "skipped: time budget ($1 needs ~$2 s, $(left) s left)"
     record "$1" skipped "time budget"
@@ -339,6 +344,22 @@ bench() {
   fi
 }
 
+# show KEY EST CAP COMMAND...: runs a program of the build, prints all its
+# output and records its last line.
+show() {
+  local key=$1 est=$2 cp=$3 out="$WORK/$1.show" rc; shift 3
+  if ((!BUILD_OK)); then
+    record "$key" skipped "no build"
+    return
+  fi
+  fits "$key" "$est" || return
+  note "$key: $*"
+  timeout -k 5 "$(cap "$cp")" "$@" >"$out" 2>&1
+  rc=$?
+  sed 's/^/    /' "$out"
+  if ((rc == 0)); then record "$key" ok "$(tail -n 1 "$out")"; else record "$key" FAILED "exit $rc"; fi
+}
+
 REED_BENCH=build-gpu/bench_train_step
 TORCH_BENCH=bench/train_step.py
 T=$(nproc)
@@ -356,8 +377,8 @@ reed_bench() {
   # cuBLAS linear, a cudaMalloc per buffer); the failure stays in the summary.
   if [[ $(tail -n 1 "$RESULTS" | cut -f2) == FAILED ]]; then
     record "$1 (all paths)" FAILED "$(tail -n 1 "$RESULTS" | cut -f3)"
-    note "$1: again with REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0"
-    REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 \
+    note "$1: again with REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0"
+    REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 \
       bench "$1" "$2" "$3" "$REED_BENCH" "${args[@]}"
   fi
 }
@@ -374,6 +395,9 @@ REED_CUDA_VERBOSE=1 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 # Where the step's time goes: GPU and host time per op over 3 steps.
 REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
+# The cuBLAS ceiling at B2's linear shapes: fp32 operands (FAST_16BF, as
+# the engine) against bf16 operands.
+show "gemm ceiling" 20 60 build-gpu/bench_gemm_cuda 65536 10
 reed_bench "reed sitS bf16" 20 60 sitS bf16 3 20
 torch_bench "torch sitS bf16" 20 60 sitS bf16 3 20
 reed_bench "reed sitS fp32" 20 60 sitS fp32 3 20
@@ -393,11 +417,11 @@ for line in open(sys.argv[1]):
     rows[key] = (status, rest)
 peak = None if sys.argv[2] == "?" else float(sys.argv[2])
 
-for key in ("build", "ctest cuda", "ctest parity"):
+for key in ("build", "ctest cuda", "ctest parity", "gemm ceiling"):
     status, rest = rows.get(key, ("not run", ""))
     print(f"{key:13s} {status}{': ' + rest if rest else ''}")
 for key, (status, rest) in rows.items():
-    if status != "ok" and key not in ("build", "ctest cuda", "ctest parity"):
+    if status != "ok" and key not in ("build", "ctest cuda", "ctest parity", "gemm ceiling"):
         print(f"{key:24s} {status}: {rest}")
 
 def result(key):

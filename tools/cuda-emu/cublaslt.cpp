@@ -1,5 +1,6 @@
 /* cuBLASLt for the emulator (include/cublasLt.h): the matmul is the
- * emulator's cublasGemmEx (which rounds to bf16 in the bf16 mode) and then
+ * emulator's cublasGemmEx (fp32 operands, rounded to bf16 under FAST_16BF,
+ * or bf16 ones) and then
  * the BIAS epilogue, one bias element per row of D. Descriptors are never
  * freed but for preferences: the backend keeps its plans for good. */
 #include "cublasLt.h"
@@ -13,7 +14,7 @@ struct emu_lt_desc {
     int epilogue;
     const float *bias;
 };
-struct emu_lt_layout { uint64_t rows, cols; int64_t ld; };
+struct emu_lt_layout { cudaDataType_t type; uint64_t rows, cols; int64_t ld; };
 struct emu_lt_pref { int unused; };
 
 static cublasStatus_t set(void *field, size_t field_size, const void *buf, size_t size)
@@ -51,10 +52,10 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     return CUBLAS_STATUS_INVALID_VALUE;
 }
 
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t, uint64_t rows,
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t type, uint64_t rows,
                                           uint64_t cols, int64_t ld)
 {
-    *l = new emu_lt_layout{rows, cols, ld};
+    *l = new emu_lt_layout{type, rows, cols, ld};
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -97,8 +98,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                 C == D ? "==" : "!=", (const void *)d->bias);
         return CUBLAS_STATUS_INVALID_VALUE;
     }
-    cublasStatus_t s = cublasGemmEx(NULL, d->ta, d->tb, m, n, k, alpha, A, CUDA_R_32F, (int)Al->ld, B,
-                                    CUDA_R_32F, (int)Bl->ld, beta, D, CUDA_R_32F, (int)Dl->ld, d->compute,
+    cublasStatus_t s = cublasGemmEx(NULL, d->ta, d->tb, m, n, k, alpha, A, Al->type, (int)Al->ld, B,
+                                    Bl->type, (int)Bl->ld, beta, D, Dl->type, (int)Dl->ld, d->compute,
                                     CUBLAS_GEMM_DEFAULT);
     if (s || d->epilogue != CUBLASLT_EPILOGUE_BIAS) return s;
     float *out = (float *)D;

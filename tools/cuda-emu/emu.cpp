@@ -220,7 +220,7 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 void emu_check_range(const void *, size_t, const char *) {}
 
 /* ---------------- cuBLAS ---------------- */
-static int bf16_mode_seen;
+static int bf16_mode_seen, bf16_operands_seen;
 const char *cublasGetStatusString(cublasStatus_t s) { return s ? "CUBLAS_STATUS_INVALID_VALUE" : "ok"; }
 cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = (cublasHandle_t)0x99; return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
@@ -235,11 +235,27 @@ static float to_bf16(float x)
     return x;
 }
 
+/* Element i of an operand of type t (fp32, or bf16 widened exactly). */
+static float operand(const void *p, cudaDataType t, size_t i)
+{
+    if (t == CUDA_R_32F) return ((const float *)p)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 static cublasStatus_t gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                            const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                            cublasComputeType_t ct)
+                            const void *A, cudaDataType At, int lda, const void *B, cudaDataType Bt, int ldb,
+                            float beta, float *C, int ldc, cublasComputeType_t ct)
 {
     if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    // bf16 operands go with plain fp32 compute; FAST_16BF with fp32 ones.
+    if (At != Bt || (At == CUDA_R_16BF && ct != CUBLAS_COMPUTE_32F)) {
+        fprintf(stderr, "emu: cublas operand types %d, %d with compute type %d\n", At, Bt, ct);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (At == CUDA_R_16BF) bf16_operands_seen = 1;
     int arows = ta == CUBLAS_OP_N ? m : k, brows = tb == CUBLAS_OP_N ? k : n;
     if (lda < (arows > 1 ? arows : 1) || ldb < (brows > 1 ? brows : 1) || ldc < (m > 1 ? m : 1)) {
         fprintf(stderr, "emu: cublas bad ld: ta %d tb %d m %d n %d k %d lda %d ldb %d ldc %d\n", ta, tb, m, n,
@@ -252,8 +268,8 @@ static cublasStatus_t gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, i
         for (int i = 0; i < m; i++) {
             double acc = 0.0;
             for (int l = 0; l < k; l++) {
-                float a = ta == CUBLAS_OP_N ? A[i + (size_t)l * lda] : A[l + (size_t)i * lda];
-                float b = tb == CUBLAS_OP_N ? B[l + (size_t)j * ldb] : B[j + (size_t)l * ldb];
+                float a = operand(A, At, ta == CUBLAS_OP_N ? i + (size_t)l * lda : l + (size_t)i * lda);
+                float b = operand(B, Bt, tb == CUBLAS_OP_N ? l + (size_t)j * ldb : j + (size_t)l * ldb);
                 if (bf) { a = to_bf16(a); b = to_bf16(b); }
                 acc += (double)a * b;
             }
@@ -264,23 +280,26 @@ static cublasStatus_t gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, i
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                            const void *alpha, const void *A, cudaDataType, int lda, const void *B, cudaDataType,
-                            int ldb, const void *beta, void *C, cudaDataType, int ldc, cublasComputeType_t ct,
-                            cublasGemmAlgo_t)
+                            const void *alpha, const void *A, cudaDataType At, int lda, const void *B,
+                            cudaDataType Bt, int ldb, const void *beta, void *C, cudaDataType Ct, int ldc,
+                            cublasComputeType_t ct, cublasGemmAlgo_t)
 {
-    return gemm1(ta, tb, m, n, k, *(const float *)alpha, (const float *)A, lda, (const float *)B, ldb,
-                 *(const float *)beta, (float *)C, ldc, ct);
+    if (Ct != CUDA_R_32F) return CUBLAS_STATUS_INVALID_VALUE;
+    return gemm1(ta, tb, m, n, k, *(const float *)alpha, A, At, lda, B, Bt, ldb, *(const float *)beta,
+                 (float *)C, ldc, ct);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                                          int k, const void *alpha, const void *A, cudaDataType, int lda,
-                                          long long sA, const void *B, cudaDataType, int ldb, long long sB,
-                                          const void *beta, void *C, cudaDataType, int ldc, long long sC,
+                                          int k, const void *alpha, const void *A, cudaDataType At, int lda,
+                                          long long sA, const void *B, cudaDataType Bt, int ldb, long long sB,
+                                          const void *beta, void *C, cudaDataType Ct, int ldc, long long sC,
                                           int batch, cublasComputeType_t ct, cublasGemmAlgo_t)
 {
+    if (At != CUDA_R_32F || Bt != CUDA_R_32F || Ct != CUDA_R_32F) return CUBLAS_STATUS_INVALID_VALUE;
     for (int i = 0; i < batch; i++) {
-        cublasStatus_t s = gemm1(ta, tb, m, n, k, *(const float *)alpha, (const float *)A + i * sA, lda,
-                                 (const float *)B + i * sB, ldb, *(const float *)beta, (float *)C + i * sC, ldc, ct);
+        cublasStatus_t s = gemm1(ta, tb, m, n, k, *(const float *)alpha, (const float *)A + i * sA, At, lda,
+                                 (const float *)B + i * sB, Bt, ldb, *(const float *)beta, (float *)C + i * sC,
+                                 ldc, ct);
         if (s) return s;
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -395,6 +414,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void *alpha, c
 
 __attribute__((destructor)) static void emu_stats()
 {
-    fprintf(stderr, "emu: %ld launches, %ld threads, %ld cuDNN calls, bf16 GEMMs seen: %d\n", emu_launches,
-            emu_threads, emu_cudnn_calls, bf16_mode_seen);
+    fprintf(stderr, "emu: %ld launches, %ld threads, %ld cuDNN calls, FAST_16BF GEMMs seen: %d, "
+            "bf16-operand GEMMs seen: %d\n", emu_launches, emu_threads, emu_cudnn_calls, bf16_mode_seen,
+            bf16_operands_seen);
 }

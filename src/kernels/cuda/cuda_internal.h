@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #if REED_CUDNN
 #include <cudnn.h>
@@ -42,6 +43,8 @@ typedef struct cuda_state {
     int use_cudnn;       /* reed_cuda_set_cudnn (and cudnn_ok) */
     long conv_fallbacks; /* cuDNN → im2col fallbacks so far */
     int sync_debug;      /* REED_CUDA_SYNC=1: wait after every launch */
+    int sm_count;        /* multiprocessors of device 0 */
+    int bf16_operands;   /* bf16 mode: GEMMs on bf16 copies (REED_CUDA_BF16_OPERANDS) */
     double *red_partial; /* (RED_MAX_BLOCKS) device: first-pass partials */
     double *red_result;  /* (2) device: a reduction's results */
 } cuda_state;
@@ -189,6 +192,23 @@ void *cuda_mem_alloc(size_t bytes);
 void cuda_mem_free(void *p);
 size_t cuda_mem_used(void);
 
+/* A scratch buffer of at least `bytes`, grown through the arena as needed
+ * (*p, *cap: the caller's static buffer and its size). No wait: the one
+ * stream orders the old buffer's last use before the new one's first. */
+void *cuda_scratch(void **p, size_t *cap, size_t bytes);
+
+/* --- bf16 operands (cuda_ops.cu) --------------------------------------------- */
+
+/* 1 when the GEMMs run on bf16 copies of their operands: the bf16 mode,
+ * unless REED_CUDA_BF16_OPERANDS=0 (then FAST_16BF on the fp32 operands). */
+int cuda_bf16_gemms(void);
+/* Scratch slot `slot` with room for n bf16 values; valid until the slot's
+ * next use. cuda_bf16_copy: the bf16 copy of x (n floats), made on the
+ * stream into the slot. */
+enum { BF16_A, BF16_B, BF16_C, BF16_SLOTS };
+__nv_bfloat16 *cuda_bf16_slot(int slot, size_t n);
+const __nv_bfloat16 *cuda_bf16_copy(int slot, const float *x, size_t n);
+
 /* Host value of a device reduction result; waits for the stream. */
 double cuda_read_double(const double *dev);
 
@@ -243,6 +263,9 @@ void cuda_silu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n);
 void cuda_softmax_rows(float *S, size_t rows, int T);
 void cuda_softmax_rows_backward(float *D, const float *P, size_t rows, int T);
+void cuda_softmax_rows_bf16(__nv_bfloat16 *P, float *S, size_t rows, int T);
+void cuda_softmax_rows_backward_bf16(__nv_bfloat16 *dS, const float *dP,
+                                     const __nv_bfloat16 *P, size_t rows, int T);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 void cuda_accumulate(float *acc, const float *x, size_t n);
 void cuda_scale(float *x, float s, size_t n);

@@ -10,8 +10,9 @@
  * Each kernel sits next to its launcher. The kernels are written to be
  * plainly correct rather than fast: grid-stride loops for elementwise work,
  * one warp per row for row reductions, and column sums with one thread per
- * channel. Reductions the CPU accumulates in double are accumulated in
- * double here too; all reductions are deterministic (no atomics).
+ * channel (and per chunk of rows where the channels alone are too few).
+ * Reductions the CPU accumulates in double are accumulated in double here
+ * too; all reductions are deterministic (no atomics).
  * Aliasing: elementwise forward ops may run in place (each thread reads an
  * element before writing it), as on the CPU.
  */
@@ -26,11 +27,16 @@
  *     s = Σ_{t<T} a[(g·T + t)·C + c] · (b ? b[(g·T + t)·C + c] : 1)
  * accumulated in double, then out[g·ldo + c] += s (COLSUM_ADD) or
  * out[g·ldo + c] = s / T (COLSUM_MEAN). A block covers 32 channels of one
- * group; its COLSUM_ROWS rows of threads split the T rows, then one row of
- * threads adds up the partial sums in a fixed order.
+ * group and one chunk of its T rows; its COLSUM_ROWS rows of threads split
+ * the chunk, then one row of threads adds up the partial sums in a fixed
+ * order. With few groups (a bias gradient: G = 1 over N = B·T rows) the
+ * rows are split into chunks so that the grid fills the GPU: each block then
+ * writes its chunk's sum to a scratch array, and a second kernel adds the
+ * chunks of each channel in order (deterministic, like the one-pass case).
  * ---------------------------------------------------------------------- */
 
 #define COLSUM_ROWS 16
+#define COLSUM_MIN_CHUNK 128 /* rows: below this a chunk is not worth a block */
 enum { COLSUM_ADD, COLSUM_MEAN };
 
 /* Element i, in row n, of the second factor: b, or with mean and rstd (a
@@ -43,16 +49,30 @@ __device__ __forceinline__ float colsum_factor(const float *b,
     return mean ? (b[i] - mean[n]) * rstd[n] : b[i];
 }
 
-__global__ void colsum_kernel(float *out, int ldo, const float *a,
-                              const float *b, const float *mean,
-                              const float *rstd, int T, int C, int mode)
+__device__ __forceinline__ void colsum_store(float *out, int ldo, size_t g,
+                                             int c, double s, int T, int mode)
+{
+    float *o = out + g * ldo + c;
+    if (mode == COLSUM_ADD)
+        *o += (float)s;
+    else
+        *o = (float)s / T;
+}
+
+/* Block (channel block, g, chunk k): the sum over rows [k·L, (k+1)·L) ∩ [0, T)
+ * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c]. */
+__global__ void colsum_kernel(float *out, int ldo, double *partial,
+                              const float *a, const float *b,
+                              const float *mean, const float *rstd, int T,
+                              int C, int L, int mode)
 {
     __shared__ double part[COLSUM_ROWS][32];
     const int c = blockIdx.x * 32 + threadIdx.x;
     const size_t g = blockIdx.y;
+    const int t0 = blockIdx.z * L, t1 = T - t0 < L ? T : t0 + L;
     double acc = 0.0;
     if (c < C) {
-        for (int t = threadIdx.y; t < T; t += COLSUM_ROWS) {
+        for (int t = t0 + threadIdx.y; t < t1; t += COLSUM_ROWS) {
             const size_t n = g * T + t, i = n * C + c;
             acc += b ? (double)a[i] * colsum_factor(b, mean, rstd, n, i)
                      : (double)a[i];
@@ -64,12 +84,47 @@ __global__ void colsum_kernel(float *out, int ldo, const float *a,
         double s = 0.0;
         for (int r = 0; r < COLSUM_ROWS; r++)
             s += part[r][threadIdx.x];
-        float *o = out + g * ldo + c;
-        if (mode == COLSUM_ADD)
-            *o += (float)s;
+        if (partial)
+            partial[(g * gridDim.z + blockIdx.z) * C + c] = s;
         else
-            *o = (float)s / T;
+            colsum_store(out, ldo, g, c, s, T, mode);
     }
+}
+
+/* The second pass: for each (g, c), the chunks' sums added in order. */
+__global__ void colsum_chunks_kernel(float *out, int ldo, const double *partial,
+                                     int G, int T, int C, int chunks, int mode)
+{
+    GRID_LOOP(i, (size_t)G * C)
+    {
+        const size_t g = i / C;
+        const int c = (int)(i % C);
+        double s = 0.0;
+        for (int k = 0; k < chunks; k++)
+            s += partial[(g * chunks + k) * C + c];
+        colsum_store(out, ldo, g, c, s, T, mode);
+    }
+}
+
+/* Chunks per group: enough blocks for about 4 per multiprocessor, each
+ * chunk at least COLSUM_MIN_CHUNK rows. */
+static int colsum_chunks(int G, int T, int C)
+{
+    const long blocks = (long)G * ((C + 31) / 32);
+    const long want = 4L * g_cuda.sm_count;
+    long chunks = (want + blocks - 1) / blocks;
+    const long most = T / COLSUM_MIN_CHUNK;
+    if (chunks > most)
+        chunks = most;
+    return chunks < 1 ? 1 : (int)chunks;
+}
+
+/* Scratch for the chunks' sums (kept for the process). */
+static double *colsum_scratch(size_t n)
+{
+    static void *buf;
+    static size_t cap;
+    return (double *)cuda_scratch(&buf, &cap, n * sizeof(double));
 }
 
 static void colsum_launch(float *out, int ldo, const float *a, const float *b,
@@ -78,10 +133,19 @@ static void colsum_launch(float *out, int ldo, const float *a, const float *b,
 {
     if (G <= 0 || C <= 0)
         return;
-    dim3 grid((C + 31) / 32, G), block(32, COLSUM_ROWS);
-    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, a, b, mean, rstd,
-                                                     T, C, mode);
+    const int chunks = colsum_chunks(G, T, C);
+    const int L = (T + chunks - 1) / chunks;
+    double *partial = chunks > 1 ? colsum_scratch((size_t)G * chunks * C) : NULL;
+    dim3 grid((C + 31) / 32, G, chunks), block(32, COLSUM_ROWS);
+    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, a, b,
+                                                     mean, rstd, T, C, L, mode);
     LAUNCH_CHECK("colsum_kernel");
+    if (partial) {
+        const size_t n = (size_t)G * C;
+        colsum_chunks_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+            out, ldo, partial, G, T, C, chunks, mode);
+        LAUNCH_CHECK("colsum_chunks_kernel");
+    }
 }
 
 static void colsum(float *out, int ldo, const float *a, const float *b, int G,
@@ -568,6 +632,71 @@ void cuda_softmax_rows_backward(float *D, const float *P, size_t rows, int T)
     softmax_rows_backward_kernel<<<grid_rows(rows), ROW_THREADS, 0, g_cuda.stream>>>(
         D, P, rows, T);
     LAUNCH_CHECK("softmax_rows_backward_kernel");
+}
+
+/* The same two with bf16 probabilities (the GEMM path on bf16 operands):
+ * P = softmax(S) rounded to bf16 (S, scratch, is left holding exp(S − max));
+ * dS = P∘(dP − rowsum(dP∘P)) rounded to bf16, from dP (fp32) and P. */
+__global__ void softmax_rows_bf16_kernel(__nv_bfloat16 *P, float *S,
+                                         size_t rows, int T)
+{
+    const size_t row = warp_row();
+    const int lane = lane_id();
+    if (row >= rows)
+        return;
+    float *r = S + row * T; // (T)
+    __nv_bfloat16 *p = P + row * T;
+    float mx = -INFINITY;
+    for (int j = lane; j < T; j += 32)
+        mx = fmaxf(mx, r[j]);
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int j = lane; j < T; j += 32) {
+        const float e = expf(r[j] - mx);
+        r[j] = e;
+        sum += e;
+    }
+    const float inv = 1.0f / warp_sum(sum);
+    for (int j = lane; j < T; j += 32)
+        p[j] = __float2bfloat16(r[j] * inv);
+}
+
+void cuda_softmax_rows_bf16(__nv_bfloat16 *P, float *S, size_t rows, int T)
+{
+    if (!rows || T <= 0)
+        return;
+    softmax_rows_bf16_kernel<<<grid_rows(rows), ROW_THREADS, 0, g_cuda.stream>>>(P, S, rows, T);
+    LAUNCH_CHECK("softmax_rows_bf16_kernel");
+}
+
+__global__ void softmax_rows_backward_bf16_kernel(__nv_bfloat16 *dS,
+                                                  const float *dP,
+                                                  const __nv_bfloat16 *P,
+                                                  size_t rows, int T)
+{
+    const size_t row = warp_row();
+    const int lane = lane_id();
+    if (row >= rows)
+        return;
+    const float *d = dP + row * T;
+    const __nv_bfloat16 *p = P + row * T;
+    __nv_bfloat16 *o = dS + row * T;
+    float dot = 0.0f;
+    for (int j = lane; j < T; j += 32)
+        dot += d[j] * __bfloat162float(p[j]);
+    dot = warp_sum(dot);
+    for (int j = lane; j < T; j += 32)
+        o[j] = __float2bfloat16(__bfloat162float(p[j]) * (d[j] - dot));
+}
+
+void cuda_softmax_rows_backward_bf16(__nv_bfloat16 *dS, const float *dP,
+                                     const __nv_bfloat16 *P, size_t rows, int T)
+{
+    if (!rows || T <= 0)
+        return;
+    softmax_rows_backward_bf16_kernel<<<grid_rows(rows), ROW_THREADS, 0, g_cuda.stream>>>(
+        dS, dP, P, rows, T);
+    LAUNCH_CHECK("softmax_rows_backward_bf16_kernel");
 }
 
 /* ------------------------------------------------------------------------

@@ -12,7 +12,11 @@
  * no more than 16-byte alignment, so every call whose four pointers are
  * 16-byte aligned can use the plan; other calls, shapes without an
  * algorithm, and a failed matmul (remembered per plan) take the cuBLAS
- * path. REED_CUDA_LT=0 turns this path off. */
+ * path. REED_CUDA_LT=0 turns this path off.
+ *
+ * Modes: fp32 (pedantic), bf16 on fp32 operands (FAST_16BF), and bf16
+ * operands (cuda_bf16_gemms: w and inp copied to bf16 first, fp32 compute
+ * and output, the bias fp32). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -24,8 +28,10 @@
 #define LT_ALIGN 16
 #define LT_WORKSPACE ((size_t)32 << 20)
 
+enum { LT_FP32, LT_FAST_16BF, LT_BF16_OPERANDS };
+
 typedef struct lt_plan {
-    int N, C, OC, bf16;
+    int N, C, OC, mode;
     int ok; /* 1: use the plan; 0: this shape takes the cuBLAS path */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
@@ -59,8 +65,12 @@ static int aligned(const void *p) { return (uintptr_t)p % LT_ALIGN == 0; }
 
 /* The descriptors of D(OC,N) = op(A)(OC,C)·B(C,N) + bias and the
  * heuristic's first algorithm; returns 0 when cuBLASLt has none. */
-static int lt_plan_make(lt_plan *p, cublasComputeType_t compute)
+static int lt_plan_make(lt_plan *p)
 {
+    const cublasComputeType_t compute = p->mode == LT_BF16_OPERANDS ? CUBLAS_COMPUTE_32F
+                                        : p->mode == LT_FAST_16BF   ? g_cuda.compute_bf16
+                                                                    : g_cuda.compute_fp32;
+    const cudaDataType_t in = p->mode == LT_BF16_OPERANDS ? CUDA_R_16BF : CUDA_R_32F;
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     const int32_t bias_type = CUDA_R_32F;
@@ -81,8 +91,8 @@ static int lt_plan_make(lt_plan *p, cublasComputeType_t compute)
                                             &bias_type, sizeof bias_type) == 0 &&
              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                             &bias_probe, sizeof bias_probe) == 0 &&
-             cublasLtMatrixLayoutCreate(&p->a, CUDA_R_32F, p->C, p->OC, p->C) == 0 &&
-             cublasLtMatrixLayoutCreate(&p->b, CUDA_R_32F, p->C, p->N, p->C) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->a, in, p->C, p->OC, p->C) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->b, in, p->C, p->N, p->C) == 0 &&
              cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, p->OC, p->N, p->OC) == 0 &&
              cublasLtMatmulPreferenceCreate(&pref) == 0 &&
              cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -103,19 +113,25 @@ static int lt_plan_make(lt_plan *p, cublasComputeType_t compute)
     return ok;
 }
 
+static int lt_mode(void)
+{
+    return cuda_bf16_gemms() ? LT_BF16_OPERANDS : g_cuda.bf16 ? LT_FAST_16BF : LT_FP32;
+}
+
 static lt_plan *lt_plan_for(int N, int C, int OC)
 {
+    const int mode = lt_mode();
     for (int i = 0; i < lt.nplans; i++) {
         lt_plan *p = &lt.plans[i];
-        if (p->N == N && p->C == C && p->OC == OC && p->bf16 == g_cuda.bf16)
+        if (p->N == N && p->C == C && p->OC == OC && p->mode == mode)
             return p;
     }
     if (lt.nplans == LT_PLANS)
         return NULL;
     lt_plan *p = &lt.plans[lt.nplans++];
     *p = lt_plan{};
-    p->N = N, p->C = C, p->OC = OC, p->bf16 = g_cuda.bf16;
-    p->ok = lt_plan_make(p, g_cuda.bf16 ? g_cuda.compute_bf16 : g_cuda.compute_fp32);
+    p->N = N, p->C = C, p->OC = OC, p->mode = mode;
+    p->ok = lt_plan_make(p);
     return p;
 }
 
@@ -130,10 +146,15 @@ int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
     if (!p || !p->ok)
         return -1;
     const float one = 1.0f, zero = 0.0f;
+    const void *a = w, *b = inp;
+    if (p->mode == LT_BF16_OPERANDS) {
+        a = cuda_bf16_copy(BF16_B, w, (size_t)OC * C);
+        b = cuda_bf16_copy(BF16_A, inp, (size_t)N * C);
+    }
     cublasStatus_t s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                       &bias, sizeof bias);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmul(lt.handle, p->desc, &one, w, p->a, inp, p->b, &zero, out, p->d, out,
+        s = cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, &zero, out, p->d, out,
                            p->d, &p->algo, lt.workspace, LT_WORKSPACE, g_cuda.stream);
     if (s != CUBLAS_STATUS_SUCCESS) {
         p->ok = 0; // a configuration cuBLASLt refuses: not worth a fatal error

@@ -198,3 +198,15 @@ void cuda_mem_free(void *ptr)
 }
 
 size_t cuda_mem_used(void) { return mem.used.load(); }
+
+void *cuda_scratch(void **p, size_t *cap, size_t bytes)
+{
+    if (bytes > *cap) {
+        cuda_mem_free(*p);
+        *cap = 0;
+        if (!(*p = cuda_mem_alloc(bytes)))
+            cuda_fatal("cuda_scratch", "out of device memory", __FILE__, __LINE__);
+        *cap = bytes;
+    }
+    return *p;
+}

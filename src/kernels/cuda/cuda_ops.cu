@@ -13,8 +13,9 @@
  * gemm_rm calls cuBLAS with the operands swapped and keeps the CPU
  * backend's cblas_sgemm arguments otherwise: each GEMM below reads like its
  * CPU twin. Precision: CUBLAS_COMPUTE_32F_PEDANTIC (plain fp32 FMA, never
- * TF32 or emulation) by default; CUBLAS_COMPUTE_32F_FAST_16BF (bf16 tensor
- * cores, fp32 accumulation, fp32 storage) after reed_cuda_set_precision(1).
+ * TF32 or emulation) by default; after reed_cuda_set_precision(1), bf16
+ * tensor cores with fp32 accumulation and fp32 outputs, on bf16 copies of
+ * the operands (see "bf16 operands" below).
  */
 #include <math.h>
 #include <pthread.h>
@@ -123,11 +124,91 @@ static cublasComputeType_t gemm_compute_type(void)
 
 static cublasOperation_t op_of(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+/* ------------------------------------------------------------------------
+ * bf16 operands. In the bf16 mode a GEMM reads bf16 copies of its fp32
+ * operands (rounded to nearest even, as FAST_16BF rounds them), made on the
+ * stream just before it into one of two scratch slots; it accumulates in
+ * fp32 and writes fp32. cuBLAS's FAST_16BF on the fp32 operands themselves
+ * ran 2.8 times slower on an H200 at SiT-B/2's linear shapes, 1.5 times
+ * with the copies counted (bench_gemm_cuda). REED_CUDA_BF16_OPERANDS=0
+ * goes back to FAST_16BF. The strided-batched GEMMs (attention's GEMM
+ * path) keep FAST_16BF: their operands interleave q, k and v.
+ * ---------------------------------------------------------------------- */
+
+int cuda_bf16_gemms(void) { return g_cuda.bf16 && g_cuda.bf16_operands; }
+
+__device__ __forceinline__ unsigned bf16_pair(float lo, float hi)
+{
+    return __bfloat16_as_ushort(__float2bfloat16(lo)) |
+           (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
+}
+
+/* Four elements per thread (one 16-byte load, one 8-byte store) where x is
+ * 16-byte aligned; the last n % 4, or all n when x is not, one at a time. */
+__global__ void to_bf16_kernel(__nv_bfloat16 *y, const float *x, size_t n,
+                               size_t n4)
+{
+    GRID_LOOP(i, n4)
+    {
+        const float4 v = ((const float4 *)x)[i];
+        uint2 o;
+        o.x = bf16_pair(v.x, v.y);
+        o.y = bf16_pair(v.z, v.w);
+        ((uint2 *)y)[i] = o;
+    }
+    GRID_LOOP(i, n - 4 * n4)
+        y[4 * n4 + i] = __float2bfloat16(x[4 * n4 + i]);
+}
+
+__nv_bfloat16 *cuda_bf16_slot(int slot, size_t n)
+{
+    static void *buf[BF16_SLOTS];
+    static size_t cap[BF16_SLOTS];
+    return (__nv_bfloat16 *)cuda_scratch(&buf[slot], &cap[slot], n * sizeof(__nv_bfloat16));
+}
+
+const __nv_bfloat16 *cuda_bf16_copy(int slot, const float *x, size_t n)
+{
+    __nv_bfloat16 *y = cuda_bf16_slot(slot, n);
+    if (n) {
+        const size_t n4 = (uintptr_t)x % 16 == 0 ? n / 4 : 0;
+        const size_t work = n4 > n - 4 * n4 ? n4 : n - 4 * n4;
+        to_bf16_kernel<<<grid_for(work, THREADS), THREADS, 0, g_cuda.stream>>>(y, x, n, n4);
+        LAUNCH_CHECK("to_bf16_kernel");
+    }
+    return y;
+}
+
+/* Elements spanned by a row-major matrix of rows × cols, leading dim ld. */
+static size_t span(int rows, int cols, int ld)
+{
+    return rows > 0 && cols > 0 ? (size_t)(rows - 1) * ld + cols : 0;
+}
+
+/* gemm_rm on bf16 operands laid out as A and B. */
+static void gemm_rm_16(int ta, int tb, int M, int N, int K, float alpha,
+                       const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B,
+                       int ldb, float beta, float *C, int ldc)
+{
+    CUBLAS_CHECK(cublasGemmEx(g_cuda.cublas, op_of(tb), op_of(ta), N, M, K,
+                              &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda,
+                              &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+}
+
 void gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0)
         return;
+    if (cuda_bf16_gemms()) {
+        const __nv_bfloat16 *A16 =
+            cuda_bf16_copy(BF16_A, A, ta ? span(K, M, lda) : span(M, K, lda));
+        const __nv_bfloat16 *B16 =
+            cuda_bf16_copy(BF16_B, B, tb ? span(N, K, ldb) : span(K, N, ldb));
+        gemm_rm_16(ta, tb, M, N, K, alpha, A16, lda, B16, ldb, beta, C, ldc);
+        return;
+    }
     // Column-major Cᵀ(N,M) = op(B)ᵀ(N,K) · op(A)ᵀ(K,M).
     CUBLAS_CHECK(cublasGemmEx(g_cuda.cublas, op_of(tb), op_of(ta), N, M, K,
                               &alpha, B, CUDA_R_32F, ldb, A, CUDA_R_32F, lda,
@@ -146,6 +227,19 @@ void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
         g_cuda.cublas, op_of(tb), op_of(ta), N, M, K, &alpha, B, CUDA_R_32F,
         ldb, sB, A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
         gemm_compute_type(), CUBLAS_GEMM_DEFAULT));
+}
+
+/* gemm_rm_batched on bf16 operands. */
+static void gemm_rm_batched_16(int ta, int tb, int M, int N, int K, float alpha,
+                               const __nv_bfloat16 *A, int lda, long long sA,
+                               const __nv_bfloat16 *B, int ldb, long long sB,
+                               float beta, float *C, int ldc, long long sC,
+                               int batch)
+{
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        g_cuda.cublas, op_of(tb), op_of(ta), N, M, K, &alpha, B, CUDA_R_16BF,
+        ldb, sB, A, CUDA_R_16BF, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 /* ------------------------------------------------------------------------
@@ -172,12 +266,23 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
                                  const float *dout, const float *inp,
                                  const float *w, int N, int C, int OC)
 {
-    // dinp(N,C) += dout(N,OC) · w(OC,C)
-    if (dinp)
-        gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-    // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
-    if (dw)
-        gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (cuda_bf16_gemms() && (dinp || dw)) {
+        // As below, with one bf16 copy of dout for both GEMMs.
+        const __nv_bfloat16 *d16 = cuda_bf16_copy(BF16_A, dout, (size_t)N * OC);
+        if (dinp)
+            gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC,
+                       cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, 1.0f, dinp, C);
+        if (dw)
+            gemm_rm_16(1, 0, OC, C, N, 1.0f, d16, OC,
+                       cuda_bf16_copy(BF16_B, inp, (size_t)N * C), C, 1.0f, dw, C);
+    } else {
+        // dinp(N,C) += dout(N,OC) · w(OC,C)
+        if (dinp)
+            gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+        // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
+        if (dw)
+            gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    }
     // dbias(OC) += Σ_n dout(n, :)
     if (dbias)
         cuda_colsum_add(dbias, dout, N, OC);
@@ -194,11 +299,89 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
  * For a fixed head every one of these is a constant stride away from batch
  * b to b+1 (T·C3, T·C, NH·T·T), so each GEMM runs as one strided batch over
  * b per head: NH cuBLAS calls per GEMM.
+ *
+ * On bf16 operands (cuda_bf16_gemms) qkv and dout are copied to bf16 once
+ * per call, the scores go to a scratch buffer, and att keeps P as bf16 (the
+ * first half of its bytes): the softmax writes it, the backward reads it,
+ * and its softmax step writes dS as bf16 for the last two GEMMs.
  * ---------------------------------------------------------------------- */
+
+/* S(T,T) fp32 per (b, h): the forward's scores on bf16 operands. */
+static float *attention_scores_scratch(size_t n)
+{
+    static void *buf;
+    static size_t cap;
+    return (float *)cuda_scratch(&buf, &cap, n * sizeof(float));
+}
+
+static void attention_forward_gemm16(float *out, float *att, const float *qkv,
+                                     int B, int T, int C, int NH)
+{
+    const int C3 = 3 * C, hs = C / NH;
+    const float sc = 1.0f / sqrtf((float)hs);
+    const long long sq = (long long)T * C3, so = (long long)T * C;
+    const long long sp = (long long)NH * T * T;
+    const size_t rows = (size_t)B * NH * T;
+    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * C3);
+    float *S = attention_scores_scratch(rows * T);
+    __nv_bfloat16 *P = (__nv_bfloat16 *)att;
+    for (int h = 0; h < NH; h++) {
+        const __nv_bfloat16 *q = qkv16 + (size_t)h * hs, *k = q + C;
+        gemm_rm_batched_16(0, 1, T, T, hs, sc, q, C3, sq, k, C3, sq, 0.0f,
+                           S + (size_t)h * T * T, T, sp, B);
+    }
+    cuda_softmax_rows_bf16(P, S, rows, T);
+    for (int h = 0; h < NH; h++) {
+        const __nv_bfloat16 *v = qkv16 + (size_t)h * hs + 2 * C;
+        gemm_rm_batched_16(0, 0, T, hs, T, 1.0f, P + (size_t)h * T * T, T, sp,
+                           v, C3, sq, 0.0f, out + (size_t)h * hs, C, so, B);
+    }
+}
+
+static void attention_backward_gemm16(float *dqkv, float *scratch,
+                                      const float *dout, const float *qkv,
+                                      const float *att, int B, int T, int C,
+                                      int NH)
+{
+    const int C3 = 3 * C, hs = C / NH;
+    const float sc = 1.0f / sqrtf((float)hs);
+    const long long sq = (long long)T * C3, so = (long long)T * C;
+    const long long sp = (long long)NH * T * T;
+    const size_t rows = (size_t)B * NH * T;
+    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * C3);
+    const __nv_bfloat16 *g16 = cuda_bf16_copy(BF16_B, dout, (size_t)B * T * C);
+    const __nv_bfloat16 *P = (const __nv_bfloat16 *)att;
+    for (int h = 0; h < NH; h++) {
+        const __nv_bfloat16 *v = qkv16 + (size_t)h * hs + 2 * C;
+        const __nv_bfloat16 *g = g16 + (size_t)h * hs;
+        // dP = dout·vᵀ; dv += Pᵀ·dout
+        gemm_rm_batched_16(0, 1, T, T, hs, 1.0f, g, C, so, v, C3, sq, 0.0f,
+                           scratch + (size_t)h * T * T, T, sp, B);
+        gemm_rm_batched_16(1, 0, T, hs, T, 1.0f, P + (size_t)h * T * T, T, sp,
+                           g, C, so, 1.0f, dqkv + (size_t)h * hs + 2 * C, C3, sq, B);
+    }
+    // dS = P∘(dP − rowsum(dP∘P)), as bf16 (slot C; slot B's dout is done)
+    __nv_bfloat16 *dS = cuda_bf16_slot(BF16_C, rows * T);
+    cuda_softmax_rows_backward_bf16(dS, scratch, P, rows, T);
+    for (int h = 0; h < NH; h++) {
+        const __nv_bfloat16 *q = qkv16 + (size_t)h * hs, *k = q + C;
+        const __nv_bfloat16 *D = dS + (size_t)h * T * T;
+        float *dq = dqkv + (size_t)h * hs, *dk = dq + C;
+        // dq += dS·k·scale; dk += dSᵀ·q·scale
+        gemm_rm_batched_16(0, 0, T, hs, T, sc, D, T, sp, k, C3, sq, 1.0f, dq,
+                           C3, sq, B);
+        gemm_rm_batched_16(1, 0, T, hs, T, sc, D, T, sp, q, C3, sq, 1.0f, dk,
+                           C3, sq, B);
+    }
+}
 
 void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
                                  int B, int T, int C, int NH)
 {
+    if (cuda_bf16_gemms()) {
+        attention_forward_gemm16(out, att, qkv, B, T, C, NH);
+        return;
+    }
     const int C3 = 3 * C, hs = C / NH;
     const float sc = 1.0f / sqrtf((float)hs);
     const long long sq = (long long)T * C3, so = (long long)T * C;
@@ -227,6 +410,10 @@ void cuda_attention_backward_gemm(float *dqkv, float *scratch,
 {
     if (!dqkv)
         return;
+    if (cuda_bf16_gemms()) {
+        attention_backward_gemm16(dqkv, scratch, dout, qkv, att, B, T, C, NH);
+        return;
+    }
     const int C3 = 3 * C, hs = C / NH;
     const float sc = 1.0f / sqrtf((float)hs);
     const long long sq = (long long)T * C3, so = (long long)T * C;
@@ -414,6 +601,11 @@ static int cuda_init(char *why, size_t cap)
         snprintf(why, cap, "CUDA device 0 (%s): %s", prop.name, cudaGetErrorString(e));
         return -1;
     }
+    const char *ops16 = getenv("REED_CUDA_BF16_OPERANDS");
+    g_cuda.bf16_operands = !(ops16 && ops16[0] == '0');
+    if (cudaDeviceGetAttribute(&g_cuda.sm_count, cudaDevAttrMultiProcessorCount, 0) ||
+        g_cuda.sm_count < 1)
+        g_cuda.sm_count = 1;
     cublasStatus_t bs = cublasCreate(&g_cuda.cublas);
     if (bs == CUBLAS_STATUS_SUCCESS)
         bs = cublasSetStream(g_cuda.cublas, g_cuda.stream);
