@@ -639,6 +639,7 @@ static void run_attention(double tol)
     // tolerance there.
     test_attention(4, 64, 128, 4, 3.0f, tol > TOL ? 3 * tol : tol);
     test_attention(3, 5, 12, 3, 1.0f, tol);    // odd, T < 32, hs 4
+    test_attention(1, 300, 32, 2, 1.0f, tol);  // T > 256: the GEMM path only
     if (large && large[0] == '1')
         test_attention(8, 256, 768, 12, 1.0f, tol);
 }

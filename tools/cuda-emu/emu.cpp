@@ -295,10 +295,11 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
                                           const void *beta, void *C, cudaDataType Ct, int ldc, long long sC,
                                           int batch, cublasComputeType_t ct, cublasGemmAlgo_t)
 {
-    if (At != CUDA_R_32F || Bt != CUDA_R_32F || Ct != CUDA_R_32F) return CUBLAS_STATUS_INVALID_VALUE;
+    if (Ct != CUDA_R_32F) return CUBLAS_STATUS_INVALID_VALUE;
+    const size_t asz = At == CUDA_R_16BF ? 2 : 4, bsz = Bt == CUDA_R_16BF ? 2 : 4;
     for (int i = 0; i < batch; i++) {
-        cublasStatus_t s = gemm1(ta, tb, m, n, k, *(const float *)alpha, (const float *)A + i * sA, At, lda,
-                                 (const float *)B + i * sB, Bt, ldb, *(const float *)beta, (float *)C + i * sC,
+        cublasStatus_t s = gemm1(ta, tb, m, n, k, *(const float *)alpha, (const char *)A + i * sA * asz, At, lda,
+                                 (const char *)B + i * sB * bsz, Bt, ldb, *(const float *)beta, (float *)C + i * sC,
                                  ldc, ct);
         if (s) return s;
     }

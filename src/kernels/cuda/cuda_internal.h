@@ -232,6 +232,8 @@ void cuda_profile_wrap(reed_ops *t);
 /* cuda_kernels.cu: transformer ops, elementwise helpers, optimiser */
 void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC);
 void cuda_colsum_add(float *dbias, const float *dout, int N, int OC);
+void cuda_colsum_add_bf16_copy(float *dbias, __nv_bfloat16 *dout16,
+                               const float *dout, int N, int OC);
 void cuda_layernorm_forward(float *out, float *mean, float *rstd,
                             const float *inp, int N, int C, float eps);
 void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,
@@ -263,7 +265,7 @@ void cuda_silu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n);
 void cuda_softmax_rows(float *S, size_t rows, int T);
 void cuda_softmax_rows_backward(float *D, const float *P, size_t rows, int T);
-void cuda_softmax_rows_bf16(__nv_bfloat16 *P, float *S, size_t rows, int T);
+void cuda_softmax_rows_bf16(__nv_bfloat16 *P, const float *S, size_t rows, int T);
 void cuda_softmax_rows_backward_bf16(__nv_bfloat16 *dS, const float *dP,
                                      const __nv_bfloat16 *P, size_t rows, int T);
 void cuda_add(float *out, const float *a, const float *b, size_t n);

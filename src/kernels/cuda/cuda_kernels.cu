@@ -60,11 +60,12 @@ __device__ __forceinline__ void colsum_store(float *out, int ldo, size_t g,
 }
 
 /* Block (channel block, g, chunk k): the sum over rows [k·L, (k+1)·L) ∩ [0, T)
- * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c]. */
+ * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c].
+ * With copy, every element of a read is also written there as bf16. */
 __global__ void colsum_kernel(float *out, int ldo, double *partial,
-                              const float *a, const float *b,
-                              const float *mean, const float *rstd, int T,
-                              int C, int L, int mode)
+                              __nv_bfloat16 *copy, const float *a,
+                              const float *b, const float *mean,
+                              const float *rstd, int T, int C, int L, int mode)
 {
     __shared__ double part[COLSUM_ROWS][32];
     const int c = blockIdx.x * 32 + threadIdx.x;
@@ -74,8 +75,11 @@ __global__ void colsum_kernel(float *out, int ldo, double *partial,
     if (c < C) {
         for (int t = t0 + threadIdx.y; t < t1; t += COLSUM_ROWS) {
             const size_t n = g * T + t, i = n * C + c;
-            acc += b ? (double)a[i] * colsum_factor(b, mean, rstd, n, i)
-                     : (double)a[i];
+            const float ai = a[i];
+            if (copy)
+                copy[i] = __float2bfloat16(ai);
+            acc += b ? (double)ai * colsum_factor(b, mean, rstd, n, i)
+                     : (double)ai;
         }
     }
     part[threadIdx.y][threadIdx.x] = acc;
@@ -127,9 +131,9 @@ static double *colsum_scratch(size_t n)
     return (double *)cuda_scratch(&buf, &cap, n * sizeof(double));
 }
 
-static void colsum_launch(float *out, int ldo, const float *a, const float *b,
-                          const float *mean, const float *rstd, int G, int T,
-                          int C, int mode)
+static void colsum_launch(float *out, int ldo, __nv_bfloat16 *copy,
+                          const float *a, const float *b, const float *mean,
+                          const float *rstd, int G, int T, int C, int mode)
 {
     if (G <= 0 || C <= 0)
         return;
@@ -137,8 +141,8 @@ static void colsum_launch(float *out, int ldo, const float *a, const float *b,
     const int L = (T + chunks - 1) / chunks;
     double *partial = chunks > 1 ? colsum_scratch((size_t)G * chunks * C) : NULL;
     dim3 grid((C + 31) / 32, G, chunks), block(32, COLSUM_ROWS);
-    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, a, b,
-                                                     mean, rstd, T, C, L, mode);
+    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, copy, a,
+                                                     b, mean, rstd, T, C, L, mode);
     LAUNCH_CHECK("colsum_kernel");
     if (partial) {
         const size_t n = (size_t)G * C;
@@ -151,13 +155,20 @@ static void colsum_launch(float *out, int ldo, const float *a, const float *b,
 static void colsum(float *out, int ldo, const float *a, const float *b, int G,
                    int T, int C, int mode)
 {
-    colsum_launch(out, ldo, a, b, NULL, NULL, G, T, C, mode);
+    colsum_launch(out, ldo, NULL, a, b, NULL, NULL, G, T, C, mode);
 }
 
 /* dbias(OC) += Σ_n dout(N,OC) */
 void cuda_colsum_add(float *dbias, const float *dout, int N, int OC)
 {
     colsum(dbias, 0, dout, NULL, 1, N, OC, COLSUM_ADD);
+}
+
+/* The same, reading dout once to write its bf16 copy dout16 as well. */
+void cuda_colsum_add_bf16_copy(float *dbias, __nv_bfloat16 *dout16,
+                               const float *dout, int N, int OC)
+{
+    colsum_launch(dbias, 0, dout16, dout, NULL, NULL, NULL, 1, N, OC, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
@@ -383,7 +394,7 @@ void cuda_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
     if (dshift)
         colsum(dshift, ldm, dout, NULL, B, T, C, COLSUM_ADD);
     if (dscale)
-        colsum_launch(dscale, ldm, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
+        colsum_launch(dscale, ldm, NULL, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
@@ -635,33 +646,57 @@ void cuda_softmax_rows_backward(float *D, const float *P, size_t rows, int T)
 }
 
 /* The same two with bf16 probabilities (the GEMM path on bf16 operands):
- * P = softmax(S) rounded to bf16 (S, scratch, is left holding exp(S − max));
- * dS = P∘(dP − rowsum(dP∘P)) rounded to bf16, from dP (fp32) and P. */
-__global__ void softmax_rows_bf16_kernel(__nv_bfloat16 *P, float *S,
+ * P = softmax(S) rounded to bf16; dS = P∘(dP − rowsum(dP∘P)) rounded to
+ * bf16, from dP (fp32) and P. A row of up to SOFTMAX_REG_T logits is held
+ * in registers (lane l has elements l, l + 32, ...), so each input is read
+ * once; longer rows are read once per pass. */
+#define SOFTMAX_REG_T 256
+#define SOFTMAX_VALS (SOFTMAX_REG_T / 32)
+
+__global__ void softmax_rows_bf16_kernel(__nv_bfloat16 *P, const float *S,
                                          size_t rows, int T)
 {
     const size_t row = warp_row();
     const int lane = lane_id();
     if (row >= rows)
         return;
-    float *r = S + row * T; // (T)
+    const float *r = S + row * T; // (T)
     __nv_bfloat16 *p = P + row * T;
-    float mx = -INFINITY;
+    float mx = -INFINITY, sum = 0.0f;
+    if (T <= SOFTMAX_REG_T) {
+        float v[SOFTMAX_VALS];
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_VALS; k++) {
+            const int j = lane + 32 * k;
+            v[k] = j < T ? r[j] : -INFINITY;
+            mx = fmaxf(mx, v[k]);
+        }
+        mx = warp_max(mx);
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_VALS; k++) {
+            v[k] = expf(v[k] - mx); // 0 past T
+            sum += v[k];
+        }
+        const float inv = 1.0f / warp_sum(sum);
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_VALS; k++) {
+            const int j = lane + 32 * k;
+            if (j < T)
+                p[j] = __float2bfloat16(v[k] * inv);
+        }
+        return;
+    }
     for (int j = lane; j < T; j += 32)
         mx = fmaxf(mx, r[j]);
     mx = warp_max(mx);
-    float sum = 0.0f;
-    for (int j = lane; j < T; j += 32) {
-        const float e = expf(r[j] - mx);
-        r[j] = e;
-        sum += e;
-    }
+    for (int j = lane; j < T; j += 32)
+        sum += expf(r[j] - mx);
     const float inv = 1.0f / warp_sum(sum);
     for (int j = lane; j < T; j += 32)
-        p[j] = __float2bfloat16(r[j] * inv);
+        p[j] = __float2bfloat16(expf(r[j] - mx) * inv);
 }
 
-void cuda_softmax_rows_bf16(__nv_bfloat16 *P, float *S, size_t rows, int T)
+void cuda_softmax_rows_bf16(__nv_bfloat16 *P, const float *S, size_t rows, int T)
 {
     if (!rows || T <= 0)
         return;
@@ -682,6 +717,24 @@ __global__ void softmax_rows_backward_bf16_kernel(__nv_bfloat16 *dS,
     const __nv_bfloat16 *p = P + row * T;
     __nv_bfloat16 *o = dS + row * T;
     float dot = 0.0f;
+    if (T <= SOFTMAX_REG_T) {
+        float dv[SOFTMAX_VALS], pv[SOFTMAX_VALS];
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_VALS; k++) {
+            const int j = lane + 32 * k;
+            dv[k] = j < T ? d[j] : 0.0f;
+            pv[k] = j < T ? __bfloat162float(p[j]) : 0.0f;
+            dot += dv[k] * pv[k];
+        }
+        dot = warp_sum(dot);
+#pragma unroll
+        for (int k = 0; k < SOFTMAX_VALS; k++) {
+            const int j = lane + 32 * k;
+            if (j < T)
+                o[j] = __float2bfloat16(pv[k] * (dv[k] - dot));
+        }
+        return;
+    }
     for (int j = lane; j < T; j += 32)
         dot += d[j] * __bfloat162float(p[j]);
     dot = warp_sum(dot);

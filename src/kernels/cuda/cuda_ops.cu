@@ -267,8 +267,17 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
                                  const float *w, int N, int C, int OC)
 {
     if (cuda_bf16_gemms() && (dinp || dw)) {
-        // As below, with one bf16 copy of dout for both GEMMs.
-        const __nv_bfloat16 *d16 = cuda_bf16_copy(BF16_A, dout, (size_t)N * OC);
+        // As below, with one bf16 copy of dout for both GEMMs, made by the
+        // bias gradient's pass over dout when there is one.
+        const __nv_bfloat16 *d16;
+        if (dbias) {
+            __nv_bfloat16 *copy = cuda_bf16_slot(BF16_A, (size_t)N * OC);
+            cuda_colsum_add_bf16_copy(dbias, copy, dout, N, OC);
+            d16 = copy;
+            dbias = NULL; // done
+        } else {
+            d16 = cuda_bf16_copy(BF16_A, dout, (size_t)N * OC);
+        }
         if (dinp)
             gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC,
                        cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, 1.0f, dinp, C);
@@ -306,6 +315,26 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
  * and its softmax step writes dS as bf16 for the last two GEMMs.
  * ---------------------------------------------------------------------- */
 
+/* The GEMM path's sizes: 3C, the head size, the score scale 1/sqrt(hs),
+ * the batch strides of qkv, out and att, and the rows of scores B·NH·T. */
+typedef struct attn_shape {
+    int C3, hs;
+    float sc;
+    long long sq, so, sp;
+    size_t rows;
+} attn_shape;
+
+static attn_shape attn_shape_of(int B, int T, int C, int NH)
+{
+    attn_shape a;
+    a.C3 = 3 * C, a.hs = C / NH;
+    a.sc = 1.0f / sqrtf((float)a.hs);
+    a.sq = (long long)T * a.C3, a.so = (long long)T * C;
+    a.sp = (long long)NH * T * T;
+    a.rows = (size_t)B * NH * T;
+    return a;
+}
+
 /* S(T,T) fp32 per (b, h): the forward's scores on bf16 operands. */
 static float *attention_scores_scratch(size_t n)
 {
@@ -317,24 +346,20 @@ static float *attention_scores_scratch(size_t n)
 static void attention_forward_gemm16(float *out, float *att, const float *qkv,
                                      int B, int T, int C, int NH)
 {
-    const int C3 = 3 * C, hs = C / NH;
-    const float sc = 1.0f / sqrtf((float)hs);
-    const long long sq = (long long)T * C3, so = (long long)T * C;
-    const long long sp = (long long)NH * T * T;
-    const size_t rows = (size_t)B * NH * T;
-    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * C3);
-    float *S = attention_scores_scratch(rows * T);
+    const attn_shape a = attn_shape_of(B, T, C, NH);
+    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * a.C3);
+    float *S = attention_scores_scratch(a.rows * T);
     __nv_bfloat16 *P = (__nv_bfloat16 *)att;
     for (int h = 0; h < NH; h++) {
-        const __nv_bfloat16 *q = qkv16 + (size_t)h * hs, *k = q + C;
-        gemm_rm_batched_16(0, 1, T, T, hs, sc, q, C3, sq, k, C3, sq, 0.0f,
-                           S + (size_t)h * T * T, T, sp, B);
+        const __nv_bfloat16 *q = qkv16 + (size_t)h * a.hs, *k = q + C;
+        gemm_rm_batched_16(0, 1, T, T, a.hs, a.sc, q, a.C3, a.sq, k, a.C3, a.sq, 0.0f,
+                           S + (size_t)h * T * T, T, a.sp, B);
     }
-    cuda_softmax_rows_bf16(P, S, rows, T);
+    cuda_softmax_rows_bf16(P, S, a.rows, T);
     for (int h = 0; h < NH; h++) {
-        const __nv_bfloat16 *v = qkv16 + (size_t)h * hs + 2 * C;
-        gemm_rm_batched_16(0, 0, T, hs, T, 1.0f, P + (size_t)h * T * T, T, sp,
-                           v, C3, sq, 0.0f, out + (size_t)h * hs, C, so, B);
+        const __nv_bfloat16 *v = qkv16 + (size_t)h * a.hs + 2 * C;
+        gemm_rm_batched_16(0, 0, T, a.hs, T, 1.0f, P + (size_t)h * T * T, T, a.sp,
+                           v, a.C3, a.sq, 0.0f, out + (size_t)h * a.hs, C, a.so, B);
     }
 }
 
@@ -343,35 +368,31 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
                                       const float *att, int B, int T, int C,
                                       int NH)
 {
-    const int C3 = 3 * C, hs = C / NH;
-    const float sc = 1.0f / sqrtf((float)hs);
-    const long long sq = (long long)T * C3, so = (long long)T * C;
-    const long long sp = (long long)NH * T * T;
-    const size_t rows = (size_t)B * NH * T;
-    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * C3);
+    const attn_shape a = attn_shape_of(B, T, C, NH);
+    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * a.C3);
     const __nv_bfloat16 *g16 = cuda_bf16_copy(BF16_B, dout, (size_t)B * T * C);
     const __nv_bfloat16 *P = (const __nv_bfloat16 *)att;
     for (int h = 0; h < NH; h++) {
-        const __nv_bfloat16 *v = qkv16 + (size_t)h * hs + 2 * C;
-        const __nv_bfloat16 *g = g16 + (size_t)h * hs;
+        const __nv_bfloat16 *v = qkv16 + (size_t)h * a.hs + 2 * C;
+        const __nv_bfloat16 *g = g16 + (size_t)h * a.hs;
         // dP = dout·vᵀ; dv += Pᵀ·dout
-        gemm_rm_batched_16(0, 1, T, T, hs, 1.0f, g, C, so, v, C3, sq, 0.0f,
-                           scratch + (size_t)h * T * T, T, sp, B);
-        gemm_rm_batched_16(1, 0, T, hs, T, 1.0f, P + (size_t)h * T * T, T, sp,
-                           g, C, so, 1.0f, dqkv + (size_t)h * hs + 2 * C, C3, sq, B);
+        gemm_rm_batched_16(0, 1, T, T, a.hs, 1.0f, g, C, a.so, v, a.C3, a.sq, 0.0f,
+                           scratch + (size_t)h * T * T, T, a.sp, B);
+        gemm_rm_batched_16(1, 0, T, a.hs, T, 1.0f, P + (size_t)h * T * T, T, a.sp,
+                           g, C, a.so, 1.0f, dqkv + (size_t)h * a.hs + 2 * C, a.C3, a.sq, B);
     }
     // dS = P∘(dP − rowsum(dP∘P)), as bf16 (slot C; slot B's dout is done)
-    __nv_bfloat16 *dS = cuda_bf16_slot(BF16_C, rows * T);
-    cuda_softmax_rows_backward_bf16(dS, scratch, P, rows, T);
+    __nv_bfloat16 *dS = cuda_bf16_slot(BF16_C, a.rows * T);
+    cuda_softmax_rows_backward_bf16(dS, scratch, P, a.rows, T);
     for (int h = 0; h < NH; h++) {
-        const __nv_bfloat16 *q = qkv16 + (size_t)h * hs, *k = q + C;
+        const __nv_bfloat16 *q = qkv16 + (size_t)h * a.hs, *k = q + C;
         const __nv_bfloat16 *D = dS + (size_t)h * T * T;
-        float *dq = dqkv + (size_t)h * hs, *dk = dq + C;
+        float *dq = dqkv + (size_t)h * a.hs, *dk = dq + C;
         // dq += dS·k·scale; dk += dSᵀ·q·scale
-        gemm_rm_batched_16(0, 0, T, hs, T, sc, D, T, sp, k, C3, sq, 1.0f, dq,
-                           C3, sq, B);
-        gemm_rm_batched_16(1, 0, T, hs, T, sc, D, T, sp, q, C3, sq, 1.0f, dk,
-                           C3, sq, B);
+        gemm_rm_batched_16(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, 1.0f, dq,
+                           a.C3, a.sq, B);
+        gemm_rm_batched_16(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, 1.0f, dk,
+                           a.C3, a.sq, B);
     }
 }
 
@@ -382,24 +403,21 @@ void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
         attention_forward_gemm16(out, att, qkv, B, T, C, NH);
         return;
     }
-    const int C3 = 3 * C, hs = C / NH;
-    const float sc = 1.0f / sqrtf((float)hs);
-    const long long sq = (long long)T * C3, so = (long long)T * C;
-    const long long sp = (long long)NH * T * T;
+    const attn_shape a = attn_shape_of(B, T, C, NH);
     for (int h = 0; h < NH; h++) {
-        const float *q = qkv + (size_t)h * hs, *k = q + C;
+        const float *q = qkv + (size_t)h * a.hs, *k = q + C;
         float *P = att + (size_t)h * T * T;
         // S = q·kᵀ / sqrt(hs)
-        gemm_rm_batched(0, 1, T, T, hs, sc, q, C3, sq, k, C3, sq, 0.0f, P, T,
-                        sp, B);
+        gemm_rm_batched(0, 1, T, T, a.hs, a.sc, q, a.C3, a.sq, k, a.C3, a.sq, 0.0f, P, T,
+                        a.sp, B);
     }
-    cuda_softmax_rows(att, (size_t)B * NH * T, T);
+    cuda_softmax_rows(att, a.rows, T);
     for (int h = 0; h < NH; h++) {
-        const float *v = qkv + (size_t)h * hs + 2 * C;
+        const float *v = qkv + (size_t)h * a.hs + 2 * C;
         const float *P = att + (size_t)h * T * T;
         // o = P·v
-        gemm_rm_batched(0, 0, T, hs, T, 1.0f, P, T, sp, v, C3, sq, 0.0f,
-                        out + (size_t)h * hs, C, so, B);
+        gemm_rm_batched(0, 0, T, a.hs, T, 1.0f, P, T, a.sp, v, a.C3, a.sq, 0.0f,
+                        out + (size_t)h * a.hs, C, a.so, B);
     }
 }
 
@@ -414,34 +432,31 @@ void cuda_attention_backward_gemm(float *dqkv, float *scratch,
         attention_backward_gemm16(dqkv, scratch, dout, qkv, att, B, T, C, NH);
         return;
     }
-    const int C3 = 3 * C, hs = C / NH;
-    const float sc = 1.0f / sqrtf((float)hs);
-    const long long sq = (long long)T * C3, so = (long long)T * C;
-    const long long sp = (long long)NH * T * T;
+    const attn_shape a = attn_shape_of(B, T, C, NH);
     for (int h = 0; h < NH; h++) {
-        const float *v = qkv + (size_t)h * hs + 2 * C;
-        float *dv = dqkv + (size_t)h * hs + 2 * C;
-        const float *g = dout + (size_t)h * hs;      // (T,hs) per batch
+        const float *v = qkv + (size_t)h * a.hs + 2 * C;
+        float *dv = dqkv + (size_t)h * a.hs + 2 * C;
+        const float *g = dout + (size_t)h * a.hs;      // (T,hs) per batch
         const float *P = att + (size_t)h * T * T;    // (T,T)
         float *D = scratch + (size_t)h * T * T;      // (T,T)
         // dP = dout·vᵀ
-        gemm_rm_batched(0, 1, T, T, hs, 1.0f, g, C, so, v, C3, sq, 0.0f, D, T,
-                        sp, B);
+        gemm_rm_batched(0, 1, T, T, a.hs, 1.0f, g, C, a.so, v, a.C3, a.sq, 0.0f, D, T,
+                        a.sp, B);
         // dv += Pᵀ·dout
-        gemm_rm_batched(1, 0, T, hs, T, 1.0f, P, T, sp, g, C, so, 1.0f, dv, C3,
-                        sq, B);
+        gemm_rm_batched(1, 0, T, a.hs, T, 1.0f, P, T, a.sp, g, C, a.so, 1.0f, dv, a.C3,
+                        a.sq, B);
     }
     // dS = P∘(dP − rowsum(dP∘P)), in place in scratch
-    cuda_softmax_rows_backward(scratch, att, (size_t)B * NH * T, T);
+    cuda_softmax_rows_backward(scratch, att, a.rows, T);
     for (int h = 0; h < NH; h++) {
-        const float *q = qkv + (size_t)h * hs, *k = q + C;
-        float *dq = dqkv + (size_t)h * hs, *dk = dq + C;
+        const float *q = qkv + (size_t)h * a.hs, *k = q + C;
+        float *dq = dqkv + (size_t)h * a.hs, *dk = dq + C;
         const float *D = scratch + (size_t)h * T * T;
         // dq += dS·k·scale; dk += dSᵀ·q·scale
-        gemm_rm_batched(0, 0, T, hs, T, sc, D, T, sp, k, C3, sq, 1.0f, dq, C3,
-                        sq, B);
-        gemm_rm_batched(1, 0, T, hs, T, sc, D, T, sp, q, C3, sq, 1.0f, dk, C3,
-                        sq, B);
+        gemm_rm_batched(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, 1.0f, dq, a.C3,
+                        a.sq, B);
+        gemm_rm_batched(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, 1.0f, dk, a.C3,
+                        a.sq, B);
     }
 }
 
