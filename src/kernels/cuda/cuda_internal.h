@@ -232,8 +232,6 @@ void cuda_profile_wrap(reed_ops *t);
 /* cuda_kernels.cu: transformer ops, elementwise helpers, optimiser */
 void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC);
 void cuda_colsum_add(float *dbias, const float *dout, int N, int OC);
-void cuda_colsum_add_bf16_copy(float *dbias, __nv_bfloat16 *dout16,
-                               const float *dout, int N, int OC);
 void cuda_layernorm_forward(float *out, float *mean, float *rstd,
                             const float *inp, int N, int C, float eps);
 void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,

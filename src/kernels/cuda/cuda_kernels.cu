@@ -60,12 +60,11 @@ __device__ __forceinline__ void colsum_store(float *out, int ldo, size_t g,
 }
 
 /* Block (channel block, g, chunk k): the sum over rows [k·L, (k+1)·L) ∩ [0, T)
- * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c].
- * With copy, every element of a read is also written there as bf16. */
+ * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c]. */
 __global__ void colsum_kernel(float *out, int ldo, double *partial,
-                              __nv_bfloat16 *copy, const float *a,
-                              const float *b, const float *mean,
-                              const float *rstd, int T, int C, int L, int mode)
+                              const float *a, const float *b,
+                              const float *mean, const float *rstd, int T,
+                              int C, int L, int mode)
 {
     __shared__ double part[COLSUM_ROWS][32];
     const int c = blockIdx.x * 32 + threadIdx.x;
@@ -75,11 +74,8 @@ __global__ void colsum_kernel(float *out, int ldo, double *partial,
     if (c < C) {
         for (int t = t0 + threadIdx.y; t < t1; t += COLSUM_ROWS) {
             const size_t n = g * T + t, i = n * C + c;
-            const float ai = a[i];
-            if (copy)
-                copy[i] = __float2bfloat16(ai);
-            acc += b ? (double)ai * colsum_factor(b, mean, rstd, n, i)
-                     : (double)ai;
+            acc += b ? (double)a[i] * colsum_factor(b, mean, rstd, n, i)
+                     : (double)a[i];
         }
     }
     part[threadIdx.y][threadIdx.x] = acc;
@@ -131,9 +127,9 @@ static double *colsum_scratch(size_t n)
     return (double *)cuda_scratch(&buf, &cap, n * sizeof(double));
 }
 
-static void colsum_launch(float *out, int ldo, __nv_bfloat16 *copy,
-                          const float *a, const float *b, const float *mean,
-                          const float *rstd, int G, int T, int C, int mode)
+static void colsum_launch(float *out, int ldo, const float *a, const float *b,
+                          const float *mean, const float *rstd, int G, int T,
+                          int C, int mode)
 {
     if (G <= 0 || C <= 0)
         return;
@@ -141,8 +137,8 @@ static void colsum_launch(float *out, int ldo, __nv_bfloat16 *copy,
     const int L = (T + chunks - 1) / chunks;
     double *partial = chunks > 1 ? colsum_scratch((size_t)G * chunks * C) : NULL;
     dim3 grid((C + 31) / 32, G, chunks), block(32, COLSUM_ROWS);
-    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, copy, a,
-                                                     b, mean, rstd, T, C, L, mode);
+    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, a, b,
+                                                     mean, rstd, T, C, L, mode);
     LAUNCH_CHECK("colsum_kernel");
     if (partial) {
         const size_t n = (size_t)G * C;
@@ -155,20 +151,13 @@ static void colsum_launch(float *out, int ldo, __nv_bfloat16 *copy,
 static void colsum(float *out, int ldo, const float *a, const float *b, int G,
                    int T, int C, int mode)
 {
-    colsum_launch(out, ldo, NULL, a, b, NULL, NULL, G, T, C, mode);
+    colsum_launch(out, ldo, a, b, NULL, NULL, G, T, C, mode);
 }
 
 /* dbias(OC) += Σ_n dout(N,OC) */
 void cuda_colsum_add(float *dbias, const float *dout, int N, int OC)
 {
     colsum(dbias, 0, dout, NULL, 1, N, OC, COLSUM_ADD);
-}
-
-/* The same, reading dout once to write its bf16 copy dout16 as well. */
-void cuda_colsum_add_bf16_copy(float *dbias, __nv_bfloat16 *dout16,
-                               const float *dout, int N, int OC)
-{
-    colsum_launch(dbias, 0, dout16, dout, NULL, NULL, NULL, 1, N, OC, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
@@ -394,7 +383,7 @@ void cuda_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
     if (dshift)
         colsum(dshift, ldm, dout, NULL, B, T, C, COLSUM_ADD);
     if (dscale)
-        colsum_launch(dscale, ldm, NULL, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
+        colsum_launch(dscale, ldm, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
