@@ -285,7 +285,8 @@ static void on_ctrl_c(workbench *wb) {
         log_add(wb, "paused. press q to save a checkpoint and quit, any other key to stay");
         return;
     }
-    live_request_interrupt(wb->live);
+    // One request sets the flag once: a second set after a running chunk
+    // had already taken the first would pause the run once the chunk ended.
     push_simple(wb, LIVE_CMD_INTERRUPT);
 }
 
