@@ -14,7 +14,8 @@ make_sources "$tmp" 512
 write_test_config "$tmp/cfg.lua" "$tmp" 100000
 sock="$tmp/tmux.sock"
 t() { tmux -S "$sock" "$@"; }
-cleanup() { t kill-server 2>/dev/null || true; rm -rf "$tmp"; }
+# A workbench still running when the test ends (a failure) is killed too.
+cleanup() { t kill-server 2>/dev/null || true; pkill -KILL -f -- "--run-dir $tmp/" || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 run="$tmp/run"
 metrics="$run/metrics.jsonl"
@@ -79,9 +80,10 @@ check "resize to 120x40 and 80x24 keeps the status line on top"
 type_line "while true do end"
 sleep 1
 t send-keys -t wb C-c
-interrupted() { grep -q "interrupted" "$run/commands.log"; }
+# an entry "STEP<TAB>interrupted<TAB>CHUNK" (the header names the format)
+interrupted() { grep -q "^[0-9]*$(printf '\t')interrupted$(printf '\t')" "$run/commands.log"; }
 wait_for 20 interrupted || { screen; fail "the loop was not interrupted"; }
-a=$(steps); wait_for 30 steps_at_least $((a + 1)) || fail "the run stopped after the interrupt"
+a=$(steps); wait_for 30 steps_at_least $((a + 3)) || fail "the run stopped after the interrupt"
 check "while true do end + Ctrl-C: interrupted, the run goes on"
 
 t send-keys -t wb Tab
@@ -90,4 +92,20 @@ wait_for 60 screen_has "EXITED 0" || { screen; fail "q did not quit cleanly"; }
 ls "$run"/checkpoints/*.safetensors >/dev/null || fail "no checkpoint written on quit"
 screen | grep -q "workbench closed" || fail "terminal not restored (no closing line)"
 check "q saved a checkpoint, quit and restored the terminal"
+
+# The terminal goes away (an SSH connection drops) while a chunk runs: the
+# workbench interrupts it, saves a checkpoint and exits.
+run2="$tmp/run2"
+t new-session -d -s wb2 -x 100 -y 30 \
+  "cd '$tmp' && TERM=screen-256color LANG=C.UTF-8 '$REED_BIN' run cfg.lua --run-dir '$run2'"
+wait_for 60 bash -c "[ -s '$run2/metrics.jsonl' ]" || fail "the second workbench did not start"
+t send-keys -t wb2 -l -- "while true do end"
+t send-keys -t wb2 Enter
+sleep 1
+t kill-server
+running() { pgrep -f -- "--run-dir $run2" >/dev/null; }
+gone() { ! running; }
+wait_for 60 gone || fail "the workbench kept running after its terminal went away"
+ls "$run2"/checkpoints/*.safetensors >/dev/null || fail "no checkpoint written when the terminal went away"
+check "terminal gone during a chunk: interrupted, checkpoint saved, exited"
 echo "workbench: ok"

@@ -169,6 +169,13 @@ int live_pop(reed_live *lv, live_cmd *cmd, int timeout_ms) {
     return got;
 }
 
+int live_queued(reed_live *lv) {
+    pthread_mutex_lock(&lv->mu);
+    int n = (int)lv->q_len;
+    pthread_mutex_unlock(&lv->mu);
+    return n;
+}
+
 void live_applied_set(reed_live *lv, int ticket, int step) {
     pthread_mutex_lock(&lv->mu);
     lv->applied_ticket = ticket;

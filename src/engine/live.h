@@ -128,6 +128,7 @@ int live_applied_get(reed_live *lv, int *step);
  * is set (the flag is left set). */
 int live_pop(reed_live *lv, live_cmd *cmd, int timeout_ms);
 int live_interrupt_requested(reed_live *lv);  /* and clears it */
+int live_queued(reed_live *lv);               /* commands waiting to be popped */
 void live_history_push(reed_live *lv, const live_point *p);
 void live_status_set(reed_live *lv, const live_status *st);
 void live_preview_set(reed_live *lv, const live_preview *pv); /* copies pixels */

@@ -399,7 +399,10 @@ void reed_session_apply(reed_session *s, live_cmd *cmd) {
     case LIVE_CMD_TOGGLE_PAUSE: chunk = s->paused ? "resume()" : "pause()"; break;
     case LIVE_CMD_SAMPLE: chunk = "sample{}"; break;
     case LIVE_CMD_CHECKPOINT: chunk = "save()"; break;
-    case LIVE_CMD_QUIT: chunk = "quit()"; break;
+    case LIVE_CMD_QUIT:
+        chunk = "quit()";
+        (void)live_interrupt_requested(s->live); /* meant for what ran before */
+        break;
     case LIVE_CMD_INTERRUPT: chunk = s->paused ? NULL : "pause()"; break;
     }
     int step = reed_run_steps_done(s->run);
@@ -544,8 +547,11 @@ int reed_session_run(reed_session *s) {
     refresh_completions(s);
     publish_after_change(s);
     while (!s->quit) {
-        /* Ctrl-C with no chunk running pauses (a running chunk took the flag) */
-        if (live_interrupt_requested(s->live) && !s->paused) reed_session_exec(s, "pause()", NULL);
+        /* Ctrl-C with no chunk running pauses (a running chunk took the
+         * flag). With a chunk still queued the flag is left for it: Ctrl-C
+         * pressed just after Enter means that chunk. */
+        if (!live_queued(s->live) && live_interrupt_requested(s->live) && !s->paused)
+            reed_session_exec(s, "pause()", NULL);
         if (!s->paused && !can_step(s)) {
             session_set_paused(s, 1, "no steps left");
             publish_after_change(s);

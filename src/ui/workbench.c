@@ -251,16 +251,23 @@ static void readline_init(workbench *wb) {
 
 /* --- keys ------------------------------------------------------------------------------ */
 
+/* q, SIGTERM, SIGHUP, a terminal gone: save a checkpoint and quit. A
+ * running chunk is interrupted first: the quit would wait behind it. */
+static void request_quit(workbench *wb, const char *msg) {
+    live_status st;
+    live_status_get(wb->live, &st);
+    if (st.running_command) live_request_interrupt(wb->live);
+    push_simple(wb, LIVE_CMD_QUIT);
+    log_add(wb, msg);
+}
+
 /* Dashboard keys; returns 1 when the key was one. */
 static int dashboard_key(workbench *wb, int c) {
     switch (c) {
     case ' ': push_simple(wb, LIVE_CMD_TOGGLE_PAUSE); break;
     case 's': push_simple(wb, LIVE_CMD_SAMPLE); log_add(wb, "sampling…"); break;
     case 'c': push_simple(wb, LIVE_CMD_CHECKPOINT); break;
-    case 'q':
-        push_simple(wb, LIVE_CMD_QUIT);
-        log_add(wb, "saving a checkpoint and quitting…");
-        break;
+    case 'q': request_quit(wb, "saving a checkpoint and quitting…"); break;
     case 'l': wb->view.log_scale = !wb->view.log_scale; break;
     case '+': wb->view.zoom_steps = wb->view.zoom_steps ? wb->view.zoom_steps / 2 : 512; break;
     case '-': wb->view.zoom_steps *= 2; break;
@@ -457,8 +464,7 @@ static void handle_signals(workbench *wb) {
     }
     if (got_sigterm) {
         got_sigterm = 0;
-        push_simple(wb, LIVE_CMD_QUIT);
-        log_add(wb, "terminated: saving a checkpoint and quitting…");
+        request_quit(wb, "terminated: saving a checkpoint and quitting…");
     }
 }
 
@@ -479,18 +485,28 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Once the terminal has hung up (an SSH connection dropped, a tmux server
+ * killed) the loop quits like SIGHUP does, stops reading and drawing (both
+ * would fail at once, every time round), and only waits for the engine. */
 static void ui_loop(workbench *wb) {
     double last_draw = 0;
+    int tty_gone = 0;
     while (!atomic_load(&wb->engine_done)) {
-        struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {live_wake_fd(wb->live), POLLIN, 0}};
+        struct pollfd fds[2] = {{live_wake_fd(wb->live), POLLIN, 0},
+                                {tty_gone ? -1 : STDIN_FILENO, POLLIN, 0}};
         poll(fds, 2, FRAME_MS);
         handle_signals(wb);
-        if (fds[1].revents & POLLIN) {
+        if (fds[0].revents & POLLIN) {
             live_drain_wake(wb->live);
             wb->dirty = 1;
         }
-        read_keys(wb);
+        if (!tty_gone && (fds[1].revents & (POLLHUP | POLLERR | POLLNVAL))) {
+            tty_gone = 1;
+            request_quit(wb, "the terminal went away: saving a checkpoint and quitting…");
+        }
         drain_engine_log(wb);
+        if (tty_gone) continue;
+        read_keys(wb);
         if (wb->dirty && now_ms() - last_draw >= FRAME_MS) {
             draw(wb);
             last_draw = now_ms();
