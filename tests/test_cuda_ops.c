@@ -974,6 +974,90 @@ static void test_cross_entropy(int B, int K, float scale)
 }
 
 /* ------------------------------------------------------------------------
+ * The zero op, then an op that adds into the zeroed buffer. The CUDA
+ * backend defers the memset (cuda_zero.cu): linear_backward, gelu_backward,
+ * gated_add_backward and attention_backward write a freshly zeroed output
+ * instead of adding into it, and every other op sees the zeros. Outputs
+ * start as NaN, so an element the writing path misses fails. Every input is
+ * uploaded before the zero: an upload is an op, and would flush it.
+ * ---------------------------------------------------------------------- */
+
+static void test_zero_consumers(double tol)
+{
+    const int B = 2, T = 49, C = 32, OC = 48, NH = 2, N = B * T;
+    const size_t n = (size_t)N * C, no = (size_t)N * OC, nb = n * sizeof(float);
+    float *dout = hrand(no, -1, 1), *inp = hrand(n, -1, 1), *w = hrand((size_t)OC * C, -1, 1);
+    float *d_dout = dup(dout, no), *d_inp = dup(inp, n), *d_w = dup(w, (size_t)OC * C);
+
+    // linear_backward: dinp = dout·w
+    float *ref = hbuf(n), *g = dnan(n);
+    cpu->linear_backward(ref, NULL, NULL, dout, inp, w, N, C, OC);
+    gpu->zero(g, nb);
+    gpu->linear_backward(g, NULL, NULL, d_dout, d_inp, d_w, N, C, OC);
+    expect("zero, linear_backward dinp", ref, g, n, tol, "N=%d C=%d OC=%d", N, C, OC);
+
+    // gelu_backward over all of the buffer, then over its first half only
+    // (not the pending buffer: the zero is done first, the rest stays 0)
+    ref = hbuf(n), g = dnan(n);
+    cpu->gelu_backward(ref, dout, inp, n);
+    gpu->zero(g, nb);
+    gpu->gelu_backward(g, d_dout, d_inp, n);
+    expect("zero, gelu_backward", ref, g, n, TOL, "n=%zu", n);
+    ref = hbuf(n), g = dnan(n);
+    cpu->gelu_backward(ref, dout, inp, n / 2);
+    gpu->zero(g, nb);
+    gpu->gelu_backward(g, d_dout, d_inp, n / 2);
+    expect("zero, gelu_backward half", ref, g, n, TOL, "n=%zu of %zu", n / 2, n);
+
+    // gated_add_backward: dy = gate·dx; dgate still added to
+    const int ldm = 3 * C;
+    float *gate = hrand((size_t)B * ldm, -1, 1), *dg = hrand((size_t)B * ldm, -1, 1);
+    float *d_gate = dup(gate, (size_t)B * ldm), *g_dg = dup(dg, (size_t)B * ldm);
+    ref = hbuf(n), g = dnan(n);
+    cpu->gated_add_backward(ref, dg, dout, inp, gate, ldm, B, T, C);
+    gpu->zero(g, nb);
+    gpu->gated_add_backward(g, g_dg, d_dout, d_inp, d_gate, ldm, B, T, C);
+    expect("zero, gated_add_backward dy", ref, g, n, TOL, "B=%d T=%d C=%d", B, T, C);
+    expect("zero, gated_add_backward dgate", dg, g_dg, (size_t)B * ldm, TOL, "B=%d T=%d C=%d",
+           B, T, C);
+
+    // attention_backward from the GPU's own forward state
+    const size_t nq = 3 * n, na = (size_t)B * NH * T * T;
+    float *qkv = hrand(nq, -1, 1), *att = hbuf(na), *out = hbuf(n);
+    float *d_qkv = dup(qkv, nq), *d_att = dnan(na), *d_out = dnan(n), *scratch = dnan(na);
+    cpu->attention_forward(out, att, qkv, B, T, C, NH);
+    gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+    float *dattn = hrand(n, -1, 1), *d_dattn = dup(dattn, n);
+    ref = hbuf(nq), g = dnan(nq);
+    cpu->attention_backward(ref, hbuf(na), dattn, qkv, att, B, T, C, NH);
+    gpu->zero(g, nq * sizeof(float));
+    gpu->attention_backward(g, scratch, d_dattn, d_qkv, d_att, B, T, C, NH);
+    expect("zero, attention_backward", ref, g, nq, tol, "B=%d T=%d C=%d NH=%d", B, T, C, NH);
+
+    // Other ops see the zeros: a download, an accumulate, a second zero, a
+    // consumer writing another buffer.
+    float *zeros = hbuf(n);
+    g = dnan(n);
+    gpu->zero(g, nb);
+    expect("zero, download", zeros, g, n, 0.0, "n=%zu", n);
+    g = dnan(n);
+    gpu->zero(g, nb);
+    gpu->accumulate(g, d_inp, n);
+    expect("zero, accumulate", inp, g, n, 0.0, "n=%zu", n);
+    float *g2 = dnan(n);
+    g = dnan(n);
+    gpu->zero(g, nb);
+    gpu->zero(g2, nb);
+    expect("zero, zero: the first", zeros, g, n, 0.0, "n=%zu", n);
+    expect("zero, zero: the second", zeros, g2, n, 0.0, "n=%zu", n);
+    g = dnan(n), g2 = dup(inp, n);
+    gpu->zero(g, nb);
+    gpu->linear_backward(g2, NULL, NULL, d_dout, d_inp, d_w, N, C, OC);
+    expect("zero, consumer of another", zeros, g, n, 0.0, "n=%zu", n);
+    release();
+}
+
+/* ------------------------------------------------------------------------
  * Suites
  * ---------------------------------------------------------------------- */
 
@@ -1070,6 +1154,7 @@ int main(void)
     run_gemm_ops(TOL);
     run_attention(TOL);
     run_other_ops();
+    test_zero_consumers(TOL);
     const int cudnn = on_gpu && reed_cuda_set_cudnn(1);
     test_conv_all(TOL, cudnn ? "cudnn" : "im2col");
     if (cudnn) {
@@ -1082,6 +1167,7 @@ int main(void)
         reed_cuda_set_precision(1);
         mode = "bf16";
         run_gemm_ops(TOL_BF16);
+        test_zero_consumers(TOL_BF16);
         test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");

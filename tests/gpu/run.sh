@@ -377,8 +377,8 @@ reed_bench() {
   # cuBLAS linear, a cudaMalloc per buffer); the failure stays in the summary.
   if [[ $(tail -n 1 "$RESULTS" | cut -f2) == FAILED ]]; then
     record "$1 (all paths)" FAILED "$(tail -n 1 "$RESULTS" | cut -f3)"
-    note "$1: again with REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0"
-    REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 \
+    note "$1: again with REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 REED_CUDA_LAZY_ZERO=0"
+    REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 REED_CUDA_LAZY_ZERO=0 \
       bench "$1" "$2" "$3" "$REED_BENCH" "${args[@]}"
   fi
 }

@@ -658,7 +658,7 @@ static void run_path(int path, const tune_bufs *t, int B, int T, int C, int NH,
     } else {
         cuda_attention_forward_gemm(t->out, t->att, t->qkv, B, T, C, NH);
         cuda_attention_backward_gemm(t->dqkv, t->scratch, t->dout, t->qkv, t->att,
-                                     B, T, C, NH);
+                                     B, T, C, NH, 1.0f);
     }
 }
 
@@ -755,13 +755,20 @@ void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
                              const float *qkv, const float *att, int B, int T,
                              int C, int NH)
 {
-    if (!dqkv)
+    if (!dqkv) {
+        cuda_zero_flush();
         return;
+    }
     attn_plan plan;
-    if (attention_path(B, T, C, NH, &plan) == ATT_PATH_FUSED)
+    if (attention_path(B, T, C, NH, &plan) == ATT_PATH_FUSED) {
+        cuda_zero_flush(); // the fused kernels add into dqkv
         fused_backward(dqkv, scratch, dout, qkv, att, B, plan.bwd);
-    else
-        cuda_attention_backward_gemm(dqkv, scratch, dout, qkv, att, B, T, C, NH);
+        return;
+    }
+    // The GEMM path writes every element of a freshly zeroed dqkv (beta = 0).
+    const size_t bytes = (size_t)B * T * 3 * C * sizeof(float);
+    const float beta = cuda_zero_take(dqkv, bytes) ? 0.0f : 1.0f;
+    cuda_attention_backward_gemm(dqkv, scratch, dout, qkv, att, B, T, C, NH, beta);
 }
 
 extern "C" void reed_cuda_set_attention(int mode)

@@ -227,6 +227,52 @@ double cuda_finish_sum(int nparts);
  * (cuda_profile.cu); otherwise leaves it as it is. */
 void cuda_profile_wrap(reed_ops *t);
 
+/* Every slot of ops.h but the four memory-management ones (mem_alloc,
+ * mem_free, synchronize, mem_used), for wrappers of the whole table
+ * (cuda_profile.cu, cuda_zero.cu). */
+#define REED_OP_SLOTS(X)                                                     \
+    X(upload) X(download) X(copy) X(zero)                                     \
+    X(linear_forward) X(linear_backward)                                      \
+    X(layernorm_forward) X(layernorm_backward)                                \
+    X(modulate_forward) X(modulate_backward)                                  \
+    X(ln_modulate_forward) X(ln_modulate_backward)                            \
+    X(gated_add_forward) X(gated_add_backward)                                \
+    X(gelu_forward) X(gelu_backward) X(silu_forward) X(silu_backward)         \
+    X(attention_forward) X(attention_backward)                                \
+    X(add) X(accumulate) X(scale) X(axpby) X(sum_squares)                     \
+    X(mean_tokens_forward) X(mean_tokens_backward) X(resample_tokens)         \
+    X(cosine_forward) X(cosine_backward)                                      \
+    X(patchify) X(unpatchify_forward) X(unpatchify_backward)                  \
+    X(add_rows) X(timestep_embedding)                                         \
+    X(embedding_forward) X(embedding_backward)                                \
+    X(interpolate) X(mse_forward_backward) X(adamw_update)                    \
+    X(conv2d_forward) X(conv2d_backward) X(relu_forward) X(relu_backward)     \
+    X(avgpool_global_forward) X(avgpool_global_backward)                      \
+    X(cross_entropy_forward_backward) X(normal_fill)
+
+#define REED_COUNT_SLOT(slot) +1
+/* A slot added to ops.h but not to the list above fails here. */
+static_assert(sizeof(reed_ops) - offsetof(reed_ops, mem_alloc) ==
+                  (4 REED_OP_SLOTS(REED_COUNT_SLOT)) * sizeof(void (*)(void)),
+              "REED_OP_SLOTS must list every op slot of ops.h");
+
+/* --- lazy zeroing (cuda_zero.cu) ------------------------------------------------ */
+
+/* The zero op defers its memset: the buffer is "pending". The backward ops
+ * that add into a gradient buffer ask cuda_zero_take first: when their
+ * output is exactly the pending buffer they write it (beta = 0, or "="
+ * instead of "+=") and the memset never happens. Every other op, and any
+ * op whose output is not the pending buffer, flushes the memset first, so
+ * no op ever sees the buffer unzeroed. REED_CUDA_LAZY_ZERO=0: plain memsets. */
+void cuda_zero_lazy(void *p, size_t bytes);
+void cuda_zero_flush(void);
+/* 1 when [p, p + bytes) is the pending buffer (which is then no longer
+ * pending: the caller writes all of it); else flushes and returns 0. */
+int cuda_zero_take(const void *p, size_t bytes);
+/* Makes every op of t but the consumers (zero, linear_backward,
+ * gelu_backward, gated_add_backward, attention_backward) flush first. */
+void cuda_zero_wrap(reed_ops *t);
+
 /* --- ops (see ops.h for each contract) ----------------------------------------- */
 
 /* cuda_kernels.cu: transformer ops, elementwise helpers, optimiser */
@@ -338,6 +384,6 @@ void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
 void cuda_attention_backward_gemm(float *dqkv, float *scratch,
                                   const float *dout, const float *qkv,
                                   const float *att, int B, int T, int C,
-                                  int NH);
+                                  int NH, float beta);
 
 #endif

@@ -447,12 +447,14 @@ void cuda_modulate_backward(float *dx, float *dshift, float *dscale,
         colsum(dscale, ldm, dout, x, B, T, C, COLSUM_ADD);
 }
 
-/* x += gate[b]·y */
+/* x += gate[b]·y, or x = gate[b]·y when add is 0 */
 __global__ void gated_add_kernel(float *x, const float *y, const float *gate,
-                                 int ldm, int T, int C, size_t n)
+                                 int ldm, int T, int C, size_t n, int add)
 {
-    GRID_LOOP(i, n)
-        x[i] += gate[adaln_index(i, T, C, ldm)] * y[i];
+    GRID_LOOP(i, n) {
+        const float v = gate[adaln_index(i, T, C, ldm)] * y[i];
+        x[i] = add ? x[i] + v : v;
+    }
 }
 
 void cuda_gated_add_forward(float *x, const float *y, const float *gate,
@@ -462,7 +464,7 @@ void cuda_gated_add_forward(float *x, const float *y, const float *gate,
     if (!n)
         return;
     gated_add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        x, y, gate, ldm, T, C, n);
+        x, y, gate, ldm, T, C, n, 1);
     LAUNCH_CHECK("gated_add_kernel");
 }
 
@@ -471,12 +473,14 @@ void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
                              int B, int T, int C)
 {
     const size_t n = (size_t)B * T * C;
+    // dy freshly zeroed (cuda_zero.cu): written instead of added to.
+    const int add = !cuda_zero_take(dy, n * sizeof(float));
     if (!n)
         return;
     // dy += gate[b]·dx: the forward kernel with (x, y) = (dy, dx)
     if (dy) {
         gated_add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-            dy, dx, gate, ldm, T, C, n);
+            dy, dx, gate, ldm, T, C, n, add);
         LAUNCH_CHECK("gated_add_kernel");
     }
     // dgate[b] += Σ_t dx·y
@@ -501,9 +505,10 @@ __global__ void gelu_forward_kernel(float *out, const float *inp, size_t n)
     }
 }
 
-/* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²) */
+/* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²);
+ * dinp += gelu'·dout, or = when add is 0. */
 __global__ void gelu_backward_kernel(float *dinp, const float *dout,
-                                     const float *inp, size_t n)
+                                     const float *inp, size_t n, int add)
 {
     GRID_LOOP(i, n) {
         const float x = inp[i];
@@ -511,7 +516,7 @@ __global__ void gelu_backward_kernel(float *dinp, const float *dout,
         const float th = tanhf(u);
         const float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         const float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
-        dinp[i] += grad * dout[i];
+        dinp[i] = add ? dinp[i] + grad * dout[i] : grad * dout[i];
     }
 }
 
@@ -546,10 +551,12 @@ void cuda_gelu_forward(float *out, const float *inp, size_t n)
 void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n)
 {
+    // dinp freshly zeroed (cuda_zero.cu): written instead of added to.
+    const int add = !cuda_zero_take(dinp, n * sizeof(float));
     if (!dinp || !n)
         return;
     gelu_backward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        dinp, dout, inp, n);
+        dinp, dout, inp, n, add);
     LAUNCH_CHECK("gelu_backward_kernel");
 }
 

@@ -95,12 +95,6 @@ static void cuda_copy(void *dst, const void *src, size_t bytes)
                                g_cuda.stream));
 }
 
-static void cuda_zero(void *p, size_t bytes)
-{
-    if (bytes)
-        CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, g_cuda.stream));
-}
-
 static void cuda_synchronize(void)
 {
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
@@ -266,6 +260,8 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
                                  const float *dout, const float *inp,
                                  const float *w, int N, int C, int OC)
 {
+    // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead.
+    const float bi = cuda_zero_take(dinp, (size_t)N * C * sizeof(float)) ? 0.0f : 1.0f;
     if (cuda_bf16_gemms() && (dinp || dw)) {
         // As below, with one bf16 copy of dout for both GEMMs. (Making the
         // copy in the bias gradient's pass over dout, which reads it anyway,
@@ -273,14 +269,14 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
         const __nv_bfloat16 *d16 = cuda_bf16_copy(BF16_A, dout, (size_t)N * OC);
         if (dinp)
             gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC,
-                       cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, 1.0f, dinp, C);
+                       cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, bi, dinp, C);
         if (dw)
             gemm_rm_16(1, 0, OC, C, N, 1.0f, d16, OC,
                        cuda_bf16_copy(BF16_B, inp, (size_t)N * C), C, 1.0f, dw, C);
     } else {
         // dinp(N,C) += dout(N,OC) · w(OC,C)
         if (dinp)
-            gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+            gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, bi, dinp, C);
         // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
         if (dw)
             gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
@@ -359,7 +355,7 @@ static void attention_forward_gemm16(float *out, float *att, const float *qkv,
 static void attention_backward_gemm16(float *dqkv, float *scratch,
                                       const float *dout, const float *qkv,
                                       const float *att, int B, int T, int C,
-                                      int NH)
+                                      int NH, float beta)
 {
     const attn_shape a = attn_shape_of(B, T, C, NH);
     const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * a.C3);
@@ -372,7 +368,7 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
         gemm_rm_batched_16(0, 1, T, T, a.hs, 1.0f, g, C, a.so, v, a.C3, a.sq, 0.0f,
                            scratch + (size_t)h * T * T, T, a.sp, B);
         gemm_rm_batched_16(1, 0, T, a.hs, T, 1.0f, P + (size_t)h * T * T, T, a.sp,
-                           g, C, a.so, 1.0f, dqkv + (size_t)h * a.hs + 2 * C, a.C3, a.sq, B);
+                           g, C, a.so, beta, dqkv + (size_t)h * a.hs + 2 * C, a.C3, a.sq, B);
     }
     // dS = P∘(dP − rowsum(dP∘P)), as bf16 (slot C; slot B's dout is done)
     __nv_bfloat16 *dS = cuda_bf16_slot(BF16_C, a.rows * T);
@@ -382,9 +378,9 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
         const __nv_bfloat16 *D = dS + (size_t)h * T * T;
         float *dq = dqkv + (size_t)h * a.hs, *dk = dq + C;
         // dq += dS·k·scale; dk += dSᵀ·q·scale
-        gemm_rm_batched_16(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, 1.0f, dq,
+        gemm_rm_batched_16(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, beta, dq,
                            a.C3, a.sq, B);
-        gemm_rm_batched_16(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, 1.0f, dk,
+        gemm_rm_batched_16(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, beta, dk,
                            a.C3, a.sq, B);
     }
 }
@@ -417,12 +413,12 @@ void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
 void cuda_attention_backward_gemm(float *dqkv, float *scratch,
                                   const float *dout, const float *qkv,
                                   const float *att, int B, int T, int C,
-                                  int NH)
+                                  int NH, float beta)
 {
     if (!dqkv)
         return;
     if (cuda_bf16_gemms()) {
-        attention_backward_gemm16(dqkv, scratch, dout, qkv, att, B, T, C, NH);
+        attention_backward_gemm16(dqkv, scratch, dout, qkv, att, B, T, C, NH, beta);
         return;
     }
     const attn_shape a = attn_shape_of(B, T, C, NH);
@@ -436,7 +432,7 @@ void cuda_attention_backward_gemm(float *dqkv, float *scratch,
         gemm_rm_batched(0, 1, T, T, a.hs, 1.0f, g, C, a.so, v, a.C3, a.sq, 0.0f, D, T,
                         a.sp, B);
         // dv += Pᵀ·dout
-        gemm_rm_batched(1, 0, T, a.hs, T, 1.0f, P, T, a.sp, g, C, a.so, 1.0f, dv, a.C3,
+        gemm_rm_batched(1, 0, T, a.hs, T, 1.0f, P, T, a.sp, g, C, a.so, beta, dv, a.C3,
                         a.sq, B);
     }
     // dS = P∘(dP − rowsum(dP∘P)), in place in scratch
@@ -446,9 +442,9 @@ void cuda_attention_backward_gemm(float *dqkv, float *scratch,
         float *dq = dqkv + (size_t)h * a.hs, *dk = dq + C;
         const float *D = scratch + (size_t)h * T * T;
         // dq += dS·k·scale; dk += dSᵀ·q·scale
-        gemm_rm_batched(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, 1.0f, dq, a.C3,
+        gemm_rm_batched(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, beta, dq, a.C3,
                         a.sq, B);
-        gemm_rm_batched(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, 1.0f, dk, a.C3,
+        gemm_rm_batched(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, beta, dk, a.C3,
                         a.sq, B);
     }
 }
@@ -483,7 +479,7 @@ static void cuda_table_fill(reed_ops *t)
     t->upload = cuda_upload;                       // waits
     t->download = cuda_download;                   // waits
     t->copy = cuda_copy;                           // async on the stream
-    t->zero = cuda_zero;                           // async on the stream
+    t->zero = cuda_zero_lazy;                      // deferred: cuda_zero.cu
     t->synchronize = cuda_synchronize;
     t->mem_used = cuda_mem_used;                   // bytes requested, not slab bytes
     t->linear_forward = cuda_linear_forward;       // bias seed + cuBLAS GEMM
@@ -654,6 +650,7 @@ extern "C" const reed_ops *reed_ops_cuda(char *why, size_t cap)
         init_state = cuda_init(init_why, sizeof init_why) == 0 ? 1 : -1;
         if (init_state > 0) {
             cuda_table_fill(&cuda_ops_table);
+            cuda_zero_wrap(&cuda_ops_table);
             cuda_profile_wrap(&cuda_ops_table); // only with REED_CUDA_PROFILE=1
         }
     }

@@ -112,34 +112,6 @@ int timed<R (*)(A...), M>::op;
         }                                                                     \
     } while (0)
 
-/* Every slot of ops.h but the four unwrapped memory-management ones
- * (mem_alloc, mem_free, synchronize, mem_used). */
-#define PROFILED_SLOTS(X)                                                     \
-    X(upload) X(download) X(copy) X(zero)                                     \
-    X(linear_forward) X(linear_backward)                                      \
-    X(layernorm_forward) X(layernorm_backward)                                \
-    X(modulate_forward) X(modulate_backward)                                  \
-    X(ln_modulate_forward) X(ln_modulate_backward)                            \
-    X(gated_add_forward) X(gated_add_backward)                                \
-    X(gelu_forward) X(gelu_backward) X(silu_forward) X(silu_backward)         \
-    X(attention_forward) X(attention_backward)                                \
-    X(add) X(accumulate) X(scale) X(axpby) X(sum_squares)                     \
-    X(mean_tokens_forward) X(mean_tokens_backward) X(resample_tokens)         \
-    X(cosine_forward) X(cosine_backward)                                      \
-    X(patchify) X(unpatchify_forward) X(unpatchify_backward)                  \
-    X(add_rows) X(timestep_embedding)                                         \
-    X(embedding_forward) X(embedding_backward)                                \
-    X(interpolate) X(mse_forward_backward) X(adamw_update)                    \
-    X(conv2d_forward) X(conv2d_backward) X(relu_forward) X(relu_backward)     \
-    X(avgpool_global_forward) X(avgpool_global_backward)                      \
-    X(cross_entropy_forward_backward) X(normal_fill)
-
-#define COUNT_SLOT(slot) +1
-/* A slot added to ops.h but not to the list above fails here. */
-static_assert(sizeof(reed_ops) - offsetof(reed_ops, mem_alloc) ==
-                  (4 PROFILED_SLOTS(COUNT_SLOT)) * sizeof(void (*)(void)),
-              "PROFILED_SLOTS must list every op slot of ops.h");
-
 #define WRAP_SLOT(slot) WRAP(slot);
 
 void cuda_profile_wrap(reed_ops *t)
@@ -153,7 +125,7 @@ void cuda_profile_wrap(reed_ops *t)
     }
     prof.inner = *t;
     prof.on = 1;
-    PROFILED_SLOTS(WRAP_SLOT)
+    REED_OP_SLOTS(WRAP_SLOT)
 }
 
 extern "C" void reed_cuda_profile_reset(void)
