@@ -26,7 +26,7 @@
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
-# B2 steps (REED_CUDA_PROFILE=1); sitS bf16, sitS fp32; ctest
+# B2 steps (REED_CUDA_PROFILE=1) and B2 with REED_CUDA_LAZY_ZERO=0; sitS bf16, sitS fp32; ctest
 # test_parity (CPU); PyTorch B2 bf16 under torch.compile (given up after 60 s
 # of compiling + first step, then reported as "—").
 set -u
@@ -395,6 +395,8 @@ REED_CUDA_VERBOSE=1 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 # Where the step's time goes: GPU and host time per op over 3 steps.
 REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
+# The lazy zero op (cuda_zero.cu) against plain memsets, on the same card.
+REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
 # The cuBLAS ceiling at B2's linear shapes: fp32 operands (FAST_16BF, as
 # the engine) against bf16 operands.
 show "gemm ceiling" 20 60 build-gpu/bench_gemm_cuda 65536 10
@@ -451,6 +453,13 @@ for cfg, prec in (("B2", "bf16"), ("sitS", "bf16"), ("sitS", "fp32")):
     else:
         tfs = pct = "n/a"
     table.append([cfg, prec, cell(reed), cell(eager), cell(comp), ratio, tfs, pct])
+
+table_keys = {f"{side} {cfg} {prec}" for side in ("reed", "torch")
+              for cfg, prec in (("B2", "bf16"), ("sitS", "bf16"), ("sitS", "fp32"))}
+for key, (status, rest) in rows.items():
+    if status == "ok" and key.startswith(("reed ", "torch ")) and key not in table_keys:
+        r = json.loads(rest)
+        print(f"{key:24s} {r['imgs_per_s']:.1f} img/s")
 
 print()
 print(f"img/s: images per second over the timed steps (batch B2 256, sitS 32);"
