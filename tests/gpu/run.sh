@@ -26,9 +26,10 @@
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
-# B2 steps (REED_CUDA_PROFILE=1) and B2 with REED_CUDA_LAZY_ZERO=0; sitS bf16, sitS fp32; ctest
-# test_parity (CPU); PyTorch B2 bf16 under torch.compile (given up after 60 s
-# of compiling + first step, then reported as "—").
+# B2 steps (REED_CUDA_PROFILE=1) and B2 with REED_CUDA_LAZY_ZERO=0; sitS
+# bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
+# torch.compile (given up after 60 s of compiling + first step, then
+# reported as "—").
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
