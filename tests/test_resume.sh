@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Resume continues exactly: 20 steps straight and 10 + resume + 10 give the
 # same metrics (losses, similarities, grad norms) at every step; a Ctrl-C
-# (SIGINT) mid-run saves a checkpoint and the resumed run matches too. The
-# straight run also matches one whose source rows are gathered on the host
-# (REED_SOURCE_CAP_MB=0) instead of on the backend.
+# (SIGINT) or a hang-up (SIGHUP) mid-run saves a checkpoint and the resumed
+# run matches too. The straight run also matches one whose source rows are
+# gathered on the host (REED_SOURCE_CAP_MB=0) instead of on the backend.
 # Uses a small REED config with two .npy sources and a live curriculum.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -50,22 +50,29 @@ echo "split: 10 steps, then resume to 20"
 grep -q "resumed from" "$tmp/resume.log" || fail "resume did not say where it resumed from"
 compare_metrics "$tmp/straight/metrics.jsonl" "$tmp/split/metrics.jsonl"
 
-echo "interrupt: SIGINT during the run, then resume"
-"$REED_BIN" run "$tmp/cfg.lua" --run-dir "$tmp/int" --set train.steps=20 >"$tmp/int.log" &
-pid=$!
-for _ in $(seq 1 600); do
-  [ -f "$tmp/int/metrics.jsonl" ] && [ "$(wc -l <"$tmp/int/metrics.jsonl")" -ge 5 ] && break
-  sleep 0.05
-done
-kill -INT "$pid" 2>/dev/null || true
-rc=0; wait "$pid" || rc=$?
-if [ "$rc" -eq 130 ]; then
-  grep -q "checkpoint:" "$tmp/int.log" || fail "Ctrl-C did not save a checkpoint"
-  "$REED_BIN" run --resume "$tmp/int" >/dev/null
-  compare_metrics "$tmp/straight/metrics.jsonl" "$tmp/int/metrics.jsonl"
-elif [ "$rc" -eq 0 ]; then
-  echo "  (the run finished before the signal arrived; interrupt path not exercised)"
-else
-  fail "interrupted run exited with $rc"
-fi
+# interrupt SIG: SIG after 5 steps saves a checkpoint (exit 130), and the
+# resumed run matches the straight one.
+interrupt() {
+  local sig=$1 dir="$tmp/int-$1"
+  echo "interrupt: SIG$sig during the run, then resume"
+  "$REED_BIN" run "$tmp/cfg.lua" --run-dir "$dir" --set train.steps=20 >"$dir.log" &
+  pid=$!
+  for _ in $(seq 1 600); do
+    [ -f "$dir/metrics.jsonl" ] && [ "$(wc -l <"$dir/metrics.jsonl")" -ge 5 ] && break
+    sleep 0.05
+  done
+  kill -"$sig" "$pid" 2>/dev/null || true
+  rc=0; wait "$pid" || rc=$?
+  if [ "$rc" -eq 130 ]; then
+    grep -q "checkpoint:" "$dir.log" || fail "SIG$sig did not save a checkpoint"
+    "$REED_BIN" run --resume "$dir" >/dev/null
+    compare_metrics "$tmp/straight/metrics.jsonl" "$dir/metrics.jsonl"
+  elif [ "$rc" -eq 0 ]; then
+    echo "  (the run finished before the signal arrived; interrupt path not exercised)"
+  else
+    fail "the run interrupted by SIG$sig exited with $rc"
+  fi
+}
+interrupt INT
+interrupt HUP   # a dropped SSH connection
 echo "resume: ok"

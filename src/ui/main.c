@@ -270,6 +270,10 @@ static int cmd_run(int argc, char **argv, int use_default) {
     }
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
+    /* A hang-up (the SSH connection dropped) saves a checkpoint too, unless
+     * the run was started to outlive it (nohup: SIGHUP already ignored). */
+    struct sigaction hup;
+    if (sigaction(SIGHUP, NULL, &hup) == 0 && hup.sa_handler != SIG_IGN) signal(SIGHUP, on_sigint);
     rc = train_loop(run);
     reed_run_close(run);
     return rc;
