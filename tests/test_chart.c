@@ -316,13 +316,13 @@ static void test_ema(void) {
         ema_debiased(y, N, smooth[k], out);
         ema_ref(y, N, smooth[k], ref);
         for (int i = 0; i < N; i++)
-            if (isfinite(ref[i])) worst = fmax(worst, fabs(out[i] - ref[i]) / fabs(ref[i]));
+            if (isfinite(ref[i])) worst = max_err(worst, fabs(out[i] - ref[i]) / fabs(ref[i]));
     }
     check(worst < 1e-5, "ema: vs double reference, worst rel err %.2e", worst);
     for (int i = 0; i < N; i++) y[i] = 0.7f;
     ema_debiased(y, N, 0.99f, out);
     double dev = 0;
-    for (int i = 0; i < N; i++) dev = fmax(dev, fabs(out[i] - 0.7));
+    for (int i = 0; i < N; i++) dev = max_err(dev, fabs(out[i] - 0.7));
     check(dev < 1e-6, "ema: constant in, constant out (max dev %.2e)", dev);
     ema_debiased(y, N, 0.9f, y);   /* in place */
     check(fabsf(y[N - 1] - 0.7f) < 1e-6f, "ema: in place");

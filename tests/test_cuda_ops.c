@@ -1139,6 +1139,10 @@ int main(void)
     gpu = reed_ops_cuda(why, sizeof why);
     on_gpu = gpu != NULL;
     if (!gpu) {
+        if (!reed_cuda_absent()) { // a GPU is there: the backend must start
+            printf("FAIL test_cuda_ops: the CUDA backend did not start: %s\n", why);
+            return 1;
+        }
         if (!(self && self[0] == '1')) {
             printf("test_cuda_ops: skipped: %s\n", why);
             return 77;

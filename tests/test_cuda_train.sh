@@ -48,7 +48,9 @@ run() {
 
 echo "probe: 1 step with --device cuda"
 if ! run probe --steps 1 --device cuda; then
-  if grep -q 'train.device = "cuda"' "$tmp/probe.log"; then
+  # No usable GPU skips; a GPU on which the backend fails to start fails.
+  if grep -Eq 'train.device = "cuda": (no CUDA device|this build has no CUDA backend|.*needs 8\.0 or newer)' \
+    "$tmp/probe.log"; then
     echo "SKIP: no usable GPU: $(grep -m1 'train.device' "$tmp/probe.log")"
     exit 77
   fi

@@ -44,8 +44,8 @@ static void eigh_errors(const double *A, const double *V, const double *w, int n
                 o += V[k * n + i] * V[k * n + j];
             }
             double e = fabs(s - A[i * n + j]), f = fabs(o - (i == j));
-            if (e > *rec) *rec = e;
-            if (f > *orth) *orth = f;
+            *rec = max_err(*rec, e);
+            *orth = max_err(*orth, f);
         }
 }
 
@@ -111,7 +111,7 @@ static void test_sqrtm(void) {
         for (int j = 0; j < N; j++) {
             double v = 0;
             for (int k = 0; k < N; k++) v += S[i * N + k] * S[k * N + j];
-            if (fabs(v - A[i * N + j]) > e) e = fabs(v - A[i * N + j]);
+            e = max_err(e, fabs(v - A[i * N + j]));
         }
     check(rc == 0 && e < 1e-9, "sqrtm of a 12x12 SPD matrix: |S S - A| %.2e", e);
 }

@@ -228,7 +228,7 @@ static void test_repl_basics(reed_session *s, reed_live *lv) {
 }
 
 static void test_pause_step(reed_session *s) {
-    ok_chunk(s, "status().step", "0");
+    ok_chunk(s, "status().step", "0\n");
     ok_chunk(s, "status().paused", "false");
     ok_chunk(s, "pause()", "paused at step 0");
     check(reed_session_paused(s), "pause() pauses");
@@ -237,8 +237,8 @@ static void test_pause_step(reed_session *s) {
     ok_chunk(s, "step(3)", "pauses at step 3");
     int n = steps_until_paused(s, 100);
     check(n == 3, "step(3) stepped exactly %d", n);
-    ok_chunk(s, "status().step", "3");
-    ok_chunk(s, "status().total", "40");
+    ok_chunk(s, "status().step", "3\n");
+    ok_chunk(s, "status().total", "40\n");
     err_chunk(s, "step(0)", "positive integer");
     err_chunk(s, "step('x')", "number expected");
     err_chunk(s, "step(1.5)", "number has no integer representation");
@@ -435,7 +435,7 @@ static void test_on_step(reed_session *s, reed_live *lv, reed_run *run) {
     ok_chunk(s, "on_step(id)", "false");
     ok_chunk(s, "step(2)", NULL);
     steps_until_paused(s, 10);
-    ok_chunk(s, "#hits", "3");
+    ok_chunk(s, "#hits", "3\n");
     /* an error inside a hook is reported, removes the hook, and the run goes on */
     ok_chunk(s, "on_step(1, function() error('hook boom') end)", NULL);
     ok_chunk(s, "step(2)", NULL);

@@ -306,7 +306,7 @@ static void test_paths(void) {
             double err = 0.0;
             for (int i = 0; i < 3; i++) {
                 double xt = (double)c.a * x[i] + (double)c.s * eps[i];
-                err = fmax(err, fabs(xt - (end ? eps[i] : x[i])));
+                err = max_err(err, fabs(xt - (end ? eps[i] : x[i])));
             }
             check(err < 1e-6, "%s: x_t at t=%d is the %s: a=%.9g s=%.9g max|x_t - %s| %.2e", name,
                   end, end ? "noise" : "data", c.a, c.s, end ? "eps" : "x", err);
@@ -322,10 +322,10 @@ static void test_paths(void) {
             path_coeffs cp = path_at((reed_path_kind)p, tp), cm = path_at((reed_path_kind)p, tm);
             double h2 = (double)tp - (double)tm;
             double fd_a = ((double)cp.a - cm.a) / h2, fd_s = ((double)cp.s - cm.s) / h2;
-            double err = fmax(fabs(c.a - a_ref), fabs(c.s - s_ref));
+            double err = max_err(fabs(c.a - a_ref), fabs(c.s - s_ref));
             check(err < 1e-6, "%s: at t=%g a=%.9g (want %.9g) s=%.9g (want %.9g)", name, t, c.a,
                   a_ref, c.s, s_ref);
-            double dv = fmax(fabs(c.da - fd_a), fabs(c.ds - fd_s));
+            double dv = max_err(fabs(c.da - fd_a), fabs(c.ds - fd_s));
             check(dv < 2e-4, "%s: at t=%g da=%.7g fd %.7g, ds=%.7g fd %.7g, max|diff| %.2e (tol 2e-4)",
                   name, t, c.da, fd_a, c.ds, fd_s, dv);
         }
@@ -437,7 +437,7 @@ static void test_point_mass(void) {
             memcpy(x, eps, sizeof x);
             run_sampler(kinds[k], REED_PATH_LINEAR, steps[s], 3, point_mass_velocity, &pm, x, n);
             double err = 0.0;
-            for (int i = 0; i < n; i++) err = fmax(err, fabs((double)x[i] - x0[i]));
+            for (int i = 0; i < n; i++) err = max_err(err, fabs((double)x[i] - x0[i]));
             check(err < 1e-5, "point mass, %s N=%d: max|x(0) - x0| = %.2e (tol 1e-5)",
                   reed_sampler_names[kinds[k]], steps[s], err);
         }
@@ -451,7 +451,7 @@ static double nonlinear_error(reed_sampler kind, int N) {
     nonlinear_calls = 0;
     run_sampler(kind, REED_PATH_LINEAR, N, 0, nonlinear_velocity, &n, x, n);
     double err = 0.0;
-    for (size_t i = 0; i < n; i++) err = fmax(err, fabs(x[i] - x1[i] * exp(-sin(1.0))));
+    for (size_t i = 0; i < n; i++) err = max_err(err, fabs(x[i] - x1[i] * exp(-sin(1.0))));
     return err;
 }
 
@@ -544,7 +544,7 @@ static double cfg_error(float w, float lo, float hi, float t, int inside) {
     double err = 0.0;
     for (int i = 0; i < n; i++) {
         double want = inside ? (double)vu[i] + (double)w * ((double)vc[i] - vu[i]) : vc[i];
-        err = fmax(err, fabs(v[i] - want));
+        err = max_err(err, fabs(v[i] - want));
     }
     return err;
 }
@@ -727,19 +727,19 @@ static void check_resample(int gs, int g, reed_resample mode) {
         memset(e, 0, sizeof(double) * ns);
         e[j] = 1.0;
         (mode == REED_RESAMPLE_AREA ? ref_area : ref_bilinear)(col, e, gs, g);
-        for (int i = 0; i < nd; i++) err = fmax(err, fabs(R[(size_t)i * ns + j] - col[i]));
+        for (int i = 0; i < nd; i++) err = max_err(err, fabs(R[(size_t)i * ns + j] - col[i]));
     }
     for (int i = 0; i < nd; i++) {
         double s = 0.0;
         for (int j = 0; j < ns; j++) s += R[(size_t)i * ns + j];
-        row_err = fmax(row_err, fabs(s - 1.0));
+        row_err = max_err(row_err, fabs(s - 1.0));
     }
     check(err < 1e-7, "resample %s %d->%d: max|R - ref| %.2e (tol 1e-7)", name, gs, g, err);
     check(row_err < 1e-6, "resample %s %d->%d: max|row sum - 1| %.2e", name, gs, g, row_err);
     if (gs == g) {
         double id = 0.0;
         for (int i = 0; i < nd; i++)
-            for (int j = 0; j < ns; j++) id = fmax(id, fabs(R[(size_t)i * ns + j] - (i == j)));
+            for (int j = 0; j < ns; j++) id = max_err(id, fabs(R[(size_t)i * ns + j] - (i == j)));
         check(id == 0.0, "resample %s %d->%d is the identity: max|R - I| %.2e", name, gs, g, id);
     }
     free(e);
@@ -792,7 +792,7 @@ static void test_resample(void) {
         }
         apply_matrix(out, R, in, 6, 4);
         double err = 0.0;
-        for (int i = 0; i < 36; i++) err = fmax(err, fabs(out[i] - want[i]));
+        for (int i = 0; i < 36; i++) err = max_err(err, fabs(out[i] - want[i]));
         check(err < 1e-6, "resample %s 4->6 vs torch F.interpolate output: max|diff| %.2e (tol 1e-6)",
               reed_resample_names[mode], err);
         free(R);
@@ -873,7 +873,7 @@ static void check_align(const char *label, reed_source_kind kind, reed_weighting
         zd[i] = keep;
         double fd = coef * (lp - lm) / (2 * h);
         nan_left += isnan(dz[i]);
-        err = fmax(err, fabs(dz[i] - fd));
+        err = max_err(err, fabs(dz[i] - fd));
         scale = fmax(scale, fabs(fd));
     }
     check(!nan_left && err <= 1e-4 * scale,

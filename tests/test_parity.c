@@ -17,6 +17,7 @@
 #include "formats.h"
 #include "method.h"
 #include "sit.h"
+#include "reed_cuda.h"
 
 static const double TOL = 1e-4;
 static int failures;
@@ -366,6 +367,10 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "cuda") == 0) {
         char why[256];
         if (!(OPS = reed_ops_cuda(why, sizeof why))) {
+            if (!reed_cuda_absent()) { // a GPU is there: the backend must start
+                printf("FAIL test_parity cuda: the CUDA backend did not start: %s\n", why);
+                return 1;
+            }
             printf("test_parity cuda: skipped: %s\n", why);
             return 77;
         }

@@ -17,6 +17,7 @@ const reed_ops *reed_ops_cuda(char *why, size_t cap)
     return NULL;
 }
 
+int reed_cuda_absent(void) { return 1; }
 void reed_cuda_set_precision(int bf16) { (void)bf16; }
 int reed_cuda_precision(void) { return 0; }
 int reed_cuda_set_cudnn(int on) { (void)on; return 0; }

@@ -308,7 +308,10 @@ run_ctest() {
   local skipped
   skipped=$(grep -cE "\*\*\*Skipped|Not Run" "$out")
   ((skipped > 0)) && summary+=", $skipped skipped"
-  if ((rc == 0)); then
+  if ((rc == 0 && skipped > 0)); then
+    # This script runs on a GPU machine: a GPU test that skips did not run.
+    record "$key" FAILED "${summary}: a GPU test skipped on a GPU machine"
+  elif ((rc == 0)); then
     record "$key" ok "${summary:-ok}"
   elif ((rc == 124 || rc == 137)); then
     record "$key" FAILED "timeout after $(cap "$cp") s"

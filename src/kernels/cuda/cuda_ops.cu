@@ -576,6 +576,9 @@ static cublasComputeType_t probe_compute_type(cublasComputeType_t want,
     return s == CUBLAS_STATUS_SUCCESS ? want : fallback;
 }
 
+/* Set when cuda_init fails for want of a usable device (reed_cuda_absent). */
+static int init_absent;
+
 /* The device, the stream, the library handles and the reduction buffers.
  * Returns 0, or -1 with the reason in why. */
 static int cuda_init(char *why, size_t cap)
@@ -586,6 +589,7 @@ static int cuda_init(char *why, size_t cap)
         snprintf(why, cap, "no CUDA device: %s",
                  e != cudaSuccess ? cudaGetErrorString(e) : "none found");
         (void)cudaGetLastError();
+        init_absent = 1;
         return -1;
     }
     cudaDeviceProp prop;
@@ -597,6 +601,7 @@ static int cuda_init(char *why, size_t cap)
     if (prop.major < 8) {
         snprintf(why, cap, "CUDA device 0 (%s) has compute capability %d.%d; "
                  "this build needs 8.0 or newer", prop.name, prop.major, prop.minor);
+        init_absent = 1;
         return -1;
     }
     if ((e = cudaStreamCreateWithFlags(&g_cuda.stream, cudaStreamNonBlocking)) ||
@@ -671,6 +676,8 @@ extern "C" const reed_ops *reed_ops_cuda(char *why, size_t cap)
 extern "C" void reed_cuda_set_precision(int bf16) { g_cuda.bf16 = bf16 != 0; }
 
 extern "C" int reed_cuda_precision(void) { return g_cuda.bf16; }
+
+extern "C" int reed_cuda_absent(void) { return init_absent; }
 
 extern "C" int reed_cuda_set_cudnn(int on)
 {

@@ -14,12 +14,19 @@ extern "C" {
  *   0 (the default): fp32 parity — cuBLAS in fp32 (CUBLAS_COMPUTE_32F, no
  *     TF32) and cuDNN restricted to FMA math;
  *   1: bf16 — cuBLAS GEMMs (linear, attention) on tensor cores with bf16
- *     inputs and fp32 accumulation (CUBLAS_COMPUTE_32F_FAST_16BF), cuDNN
- *     convolutions with tensor-core math (TF32).
+ *     inputs (copies of the fp32 operands; CUBLAS_COMPUTE_32F_FAST_16BF on
+ *     the fp32 ones with REED_CUDA_BF16_OPERANDS=0) and fp32 accumulation,
+ *     cuDNN convolutions with tensor-core math (TF32).
  * Storage, master weights, optimiser state and every non-GEMM op stay fp32
  * in both modes. */
 void reed_cuda_set_precision(int bf16);
 int reed_cuda_precision(void); /* the current mode: 0 or 1 */
+
+/* After reed_ops_cuda returned NULL: 1 when the machine has no usable GPU
+ * (none found, compute capability below 8.0, or a build without CUDA), 0
+ * when a usable GPU is there and the backend failed to start on it. Tests
+ * skip on the first and fail on the second. */
+int reed_cuda_absent(void);
 
 /* Convolutions through cuDNN (1, the default when the build has cuDNN) or
  * through our own im2col + cuBLAS path (0). Returns the path now in use
