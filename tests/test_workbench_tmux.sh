@@ -3,7 +3,7 @@
 # small config in a 100×30 pane; the status line and charts show; pause()
 # stops the step counter; set{proj_coeff=0} reaches metrics.jsonl from the
 # step it was applied at; sample{n=4} writes a PNG and fills the preview;
-# resizing keeps the layout sane; `while true do end` + Ctrl-C leaves the
+# resizing lays the screen out again; `while true do end` + Ctrl-C leaves the
 # run alive; q quits after a checkpoint and the terminal is restored.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -67,15 +67,16 @@ wait_for 60 bash -c "ls '$run'/samples/*.png >/dev/null 2>&1" || { screen; fail 
 wait_for 20 screen_has "euler" || { screen; fail "the preview caption did not appear"; }
 check "sample{n=4} wrote $(ls "$run"/samples/ | head -n 1) and filled the preview"
 
+# The workbench must lay itself out again: the REPL prompt moves to the new
+# bottom row (tmux alone would leave the old screen where it was).
+prompt_on_row() { screen | sed -n "$1p" | grep -q '^>'; }
 t resize-window -t wb -x 120 -y 40
-sleep 1
-rows=$(screen | wc -l)
-[ "$rows" -eq 40 ] || fail "after resize the pane has $rows rows"
+wait_for 10 prompt_on_row 40 || { screen; fail "after resize to 120x40 the prompt is not on row 40"; }
 screen | head -n 1 | grep -q "step" || { screen; fail "status line lost after resize"; }
 t resize-window -t wb -x 80 -y 24
-sleep 1
+wait_for 10 prompt_on_row 24 || { screen; fail "after resize to 80x24 the prompt is not on row 24"; }
 screen | head -n 1 | grep -q "step" || { screen; fail "status line lost at 80x24"; }
-check "resize to 120x40 and 80x24 keeps the status line on top"
+check "resize to 120x40 and 80x24: laid out again, status line on top, prompt at the bottom"
 
 type_line "while true do end"
 sleep 1

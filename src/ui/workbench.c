@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
@@ -66,7 +67,7 @@ typedef struct workbench {
 } workbench;
 
 static workbench *wb_active; /* readline's callbacks take no user data */
-static volatile sig_atomic_t got_sigint, got_sigterm;
+static volatile sig_atomic_t got_sigint, got_sigterm, got_sigwinch;
 
 /* --- the log pane ---------------------------------------------------------------- */
 
@@ -402,6 +403,7 @@ static void relayout(workbench *wb) {
 
 static void on_sigint(int sig) { (void)sig; got_sigint = 1; }
 static void on_sigterm(int sig) { (void)sig; got_sigterm = 1; }
+static void on_sigwinch(int sig) { (void)sig; got_sigwinch = 1; }
 
 /* A crash must not leave the terminal in raw mode. */
 static void on_crash(int sig) {
@@ -446,6 +448,12 @@ static void terminal_init(workbench *wb) {
     wb->screen = ui_screen_new();
     wb->view.glyphs = ui_default_glyphs();
     relayout(wb);
+    /* Our own resize handling: with keypad off (readline reads the raw
+     * keys) ncurses did not hand the loop a KEY_RESIZE, and the old layout
+     * went on being drawn into the resized terminal. */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigwinch;
+    sigaction(SIGWINCH, &sa, NULL);
 }
 
 /* --- the loop ---------------------------------------------------------------------------- */
@@ -465,6 +473,13 @@ static void handle_signals(workbench *wb) {
     if (got_sigterm) {
         got_sigterm = 0;
         request_quit(wb, "terminated: saving a checkpoint and quitting…");
+    }
+    if (got_sigwinch) {
+        got_sigwinch = 0;
+        struct winsize ws;
+        if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0)
+            resizeterm(ws.ws_row, ws.ws_col);
+        relayout(wb);
     }
 }
 
