@@ -69,13 +69,15 @@ check "sample{n=4} wrote $(ls "$run"/samples/ | head -n 1) and filled the previe
 
 # The workbench must lay itself out again: the REPL prompt moves to the new
 # bottom row (tmux alone would leave the old screen where it was).
+# (The prompt can show a frame before the rest: wait for each.)
 prompt_on_row() { screen | sed -n "$1p" | grep -q '^>'; }
+status_on_top() { screen | head -n 1 | grep -q "step"; }
 t resize-window -t wb -x 120 -y 40
 wait_for 10 prompt_on_row 40 || { screen; fail "after resize to 120x40 the prompt is not on row 40"; }
-screen | head -n 1 | grep -q "step" || { screen; fail "status line lost after resize"; }
+wait_for 10 status_on_top || { screen; fail "status line lost after resize"; }
 t resize-window -t wb -x 80 -y 24
 wait_for 10 prompt_on_row 24 || { screen; fail "after resize to 80x24 the prompt is not on row 24"; }
-screen | head -n 1 | grep -q "step" || { screen; fail "status line lost at 80x24"; }
+wait_for 10 status_on_top || { screen; fail "status line lost at 80x24"; }
 check "resize to 120x40 and 80x24: laid out again, status line on top, prompt at the bottom"
 
 type_line "while true do end"
