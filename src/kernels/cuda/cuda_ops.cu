@@ -121,12 +121,12 @@ static cublasOperation_t op_of(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 /* ------------------------------------------------------------------------
  * bf16 operands. In the bf16 mode a GEMM reads bf16 copies of its fp32
  * operands (rounded to nearest even, as FAST_16BF rounds them), made on the
- * stream just before it into one of two scratch slots; it accumulates in
- * fp32 and writes fp32. cuBLAS's FAST_16BF on the fp32 operands themselves
- * ran 2.8 times slower on an H200 at SiT-B/2's linear shapes, 1.5 times
- * with the copies counted (bench_gemm_cuda). REED_CUDA_BF16_OPERANDS=0
- * goes back to FAST_16BF. The strided-batched GEMMs (attention's GEMM
- * path) keep FAST_16BF: their operands interleave q, k and v.
+ * stream just before it into a scratch slot; it accumulates in fp32 and
+ * writes fp32. cuBLAS's FAST_16BF on the fp32 operands themselves ran 2.8
+ * times slower on an H200 at SiT-B/2's linear shapes, 1.5 times with the
+ * copies counted (bench_gemm_cuda). REED_CUDA_BF16_OPERANDS=0 goes back to
+ * FAST_16BF. gemm_rm copies both operands per call; the linear backward
+ * and attention's GEMM path copy each tensor once for all their GEMMs.
  * ---------------------------------------------------------------------- */
 
 int cuda_bf16_gemms(void) { return g_cuda.bf16 && g_cuda.bf16_operands; }
@@ -483,7 +483,7 @@ static void cuda_table_fill(reed_ops *t)
     t->synchronize = cuda_synchronize;
     t->mem_used = cuda_mem_used;                   // bytes requested, not slab bytes
     t->linear_forward = cuda_linear_forward;       // bias seed + cuBLAS GEMM
-    t->linear_backward = cuda_linear_backward;     // 2 GEMM (beta 1) + column sum
+    t->linear_backward = cuda_linear_backward;     // 2 GEMM + column sum
     t->layernorm_forward = cuda_layernorm_forward; // warp per row, double moments
     t->layernorm_backward = cuda_layernorm_backward;
     t->modulate_forward = cuda_modulate_forward;   // x·(1+scale)+shift
