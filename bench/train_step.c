@@ -33,8 +33,10 @@
  *   {"impl":"reed","config":..,"threads":..,"batch":..,"imgs_per_s":..,
  *    "ms_per_step":..,"peak_rss_mb":..,"flops_per_step":..,
  *    "rss_before_open_mb":..,"data":..,"steps":..,"warmup":..,
- *    "device":"cpu"|"cuda","precision":"fp32"|"bf16"}
- * peak_rss_mb is ru_maxrss of the whole process. Exits 77 for --device cuda
+ *    "device":"cpu"|"cuda","precision":"fp32"|"bf16","backend_mb":..}
+ * peak_rss_mb is ru_maxrss of the whole process; backend_mb the memory the
+ * backend holds after the timed steps (its mem_used: device memory on
+ * CUDA; -1 where the backend does not count). Exits 77 for --device cuda
  * without a usable GPU, 2 on bad arguments, 1 on engine errors. */
 #include <errno.h>
 #include <ftw.h>
@@ -419,10 +421,18 @@ static void sync_device(const char *device) {
     if (ops && ops->synchronize) ops->synchronize();
 }
 
-/* Opens the run in dir, warms up and times; fills *elapsed and device (the
- * backend's name). *open_failed tells a failed reed_run_open from a failed
- * step. */
-static int bench_in_dir(const bench_args *a, const char *dir, double *elapsed,
+/* MiB the backend holds through mem_alloc, or -1 where it does not count. */
+static double backend_mb(const char *device) {
+    char why[256];
+    const reed_ops *ops = strcmp(device, "cuda") == 0 ? reed_ops_cuda(why, sizeof why)
+                                                      : &reed_ops_cpu;
+    return ops && ops->mem_used ? ops->mem_used() / 1048576.0 : -1.0;
+}
+
+/* Opens the run in dir, warms up and times; fills *elapsed, *mb (backend_mb
+ * after the steps) and device (the backend's name). *open_failed tells a
+ * failed reed_run_open from a failed step. */
+static int bench_in_dir(const bench_args *a, const char *dir, double *elapsed, double *mb,
                         const char **data_name, char *device, size_t device_cap,
                         int *open_failed, reed_error *err) {
     static reed_config cfg; /* ~20 KB of paths: keep it off the stack */
@@ -444,6 +454,7 @@ static int bench_in_dir(const bench_args *a, const char *dir, double *elapsed,
     if (rc == 0) rc = run_steps(run, a->steps, err);
     sync_device(device);
     *elapsed = now_seconds() - t0;
+    *mb = backend_mb(device);
     if (rc == 0 && reed_cuda_profile_report(stderr) == 0)
         fprintf(stderr, "(the profile covers the %d timed steps; its events and reads "
                 "slow them down)\n", a->steps);
@@ -451,17 +462,18 @@ static int bench_in_dir(const bench_args *a, const char *dir, double *elapsed,
     return rc;
 }
 
-static void print_result(const bench_args *a, double elapsed, double rss_before,
+static void print_result(const bench_args *a, double elapsed, double mb, double rss_before,
                          const char *data_name, const char *device) {
     const bench_config *c = a->cfg;
     printf("{\"impl\":\"reed\",\"config\":\"%s\",\"threads\":%d,\"batch\":%d,"
            "\"imgs_per_s\":%.3f,\"ms_per_step\":%.3f,\"peak_rss_mb\":%.1f,"
            "\"flops_per_step\":%lld,\"rss_before_open_mb\":%.1f,\"data\":\"%s\","
-           "\"steps\":%d,\"warmup\":%d,\"device\":\"%s\",\"precision\":\"%s\"}\n",
+           "\"steps\":%d,\"warmup\":%d,\"device\":\"%s\",\"precision\":\"%s\","
+           "\"backend_mb\":%.1f}\n",
            c->name, a->threads, a->batch, (double)a->batch * a->steps / elapsed,
            1000.0 * elapsed / a->steps, peak_rss_mb(),
            (long long)analytic_flops(c, a->batch), rss_before, data_name, a->steps,
-           a->warmup, device, a->bf16 ? "bf16" : "fp32");
+           a->warmup, device, a->bf16 ? "bf16" : "fp32", mb);
 }
 
 int main(int argc, char **argv) {
@@ -475,11 +487,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     reed_error err = {{0}};
-    double elapsed = 0.0;
+    double elapsed = 0.0, mb = -1.0;
     const char *data_name = "";
     char device[32] = "";
     int open_failed = 0;
-    rc = bench_in_dir(&a, dir, &elapsed, &data_name, device, sizeof device, &open_failed, &err);
+    rc = bench_in_dir(&a, dir, &elapsed, &mb, &data_name, device, sizeof device, &open_failed,
+                      &err);
     remove_tree(dir);
     if (rc) {
         fprintf(stderr, "bench_train_step: %s\n", err.msg);
@@ -491,6 +504,6 @@ int main(int argc, char **argv) {
         }
         return 1;
     }
-    print_result(&a, elapsed, rss_before, data_name, device);
+    print_result(&a, elapsed, mb, rss_before, data_name, device);
     return 0;
 }

@@ -1058,6 +1058,194 @@ static void test_zero_consumers(double tol)
 }
 
 /* ------------------------------------------------------------------------
+ * bf16 views (bf16 mode on bf16 operands, cuda_view.cu): the ops that
+ * write a linear layer's input (ln_modulate, gelu, silu, their backward,
+ * gated_add_backward) write its bf16 copy too, and the linear backward
+ * reads the copy its forward used. A view must give exactly what a fresh
+ * copy gives: the block's chain of ops runs with views on and off, every
+ * output must match bitwise, and the view counter must show that views
+ * were read. A buffer written after its view was made (by an upload, a
+ * copy, a zero, an op, a write into its middle, a free and a new
+ * allocation) must not be read through the stale view: checked against
+ * the CPU.
+ * ---------------------------------------------------------------------- */
+
+/* The host inputs of one chain. */
+typedef struct chain_in {
+    int B, T, C, F, N;
+    float *x, *ada, *w1, *b1, *w2, *b2, *gate, *dx, *dh2;
+} chain_in;
+
+#define CHAIN_OUTS 17
+
+/* A SiT block's pattern on the GPU: each linear layer reads the output of
+ * the op just before it, forward and backward (9 operands with a view).
+ * out[k] gets the k-th result, downloaded; len[k] its size. */
+static void run_chain(const chain_in *in, float **out, size_t *len)
+{
+    const int B = in->B, T = in->T, C = in->C, F = in->F, N = in->N;
+    const size_t nc = (size_t)N * C, nf = (size_t)N * F, nw = (size_t)F * C;
+    float *x = dup(in->x, nc), *ada = dup(in->ada, (size_t)B * 2 * C);
+    float *w1 = dup(in->w1, nw), *b1 = dup(in->b1, F), *w2 = dup(in->w2, nw);
+    float *b2 = dup(in->b2, C), *gate = dup(in->gate, (size_t)B * C), *dx = dup(in->dx, nc);
+    float *dh2 = dup(in->dh2, nf);
+    float *mod = dnan(nc), *mean = dnan(N), *rstd = dnan(N), *h = dnan(nf), *g = dnan(nf);
+    float *o = dnan(nc), *sl = dnan(nf), *o2 = dnan(nc), *dy = dnan(nc), *dg = dnan(nf);
+    float *dh = dnan(nf), *dmod = dnan(nc), *dgate = dup(in->gate, (size_t)B * C);
+    float *dw2 = dup(in->w2, nw), *db2 = dup(in->b2, C), *dw1 = dup(in->w1, nw);
+    float *db1 = dup(in->b1, F), *dw1b = dup(in->w1, nw);
+
+    gpu->ln_modulate_forward(mod, mean, rstd, x, ada, ada + C, 2 * C, B, T, C, 1e-6f);
+    gpu->linear_forward(h, mod, w1, b1, N, C, F); // bias: cuBLASLt's epilogue
+    gpu->gelu_forward(g, h, nf);
+    gpu->linear_forward(o, g, w2, NULL, N, F, C); // no bias: cuBLAS
+    gpu->silu_forward(sl, h, nf);
+    gpu->linear_forward(o2, sl, w2, b2, N, F, C);
+    gpu->zero(dy, nc * sizeof(float));
+    gpu->gated_add_backward(dy, dgate, dx, o, gate, C, B, T, C);
+    gpu->zero(dg, nf * sizeof(float));
+    gpu->linear_backward(dg, dw2, db2, dy, g, w2, N, F, C); // g: the forward's view
+    gpu->zero(dh, nf * sizeof(float));
+    gpu->gelu_backward(dh, dg, h, nf);
+    gpu->zero(dmod, nc * sizeof(float));
+    gpu->linear_backward(dmod, dw1, db1, dh, mod, w1, N, C, F);
+    gpu->silu_backward(dh2, dg, h, nf); // adds: dh2 is not freshly zeroed
+    gpu->linear_backward(NULL, dw1b, NULL, dh2, mod, w1, N, C, F);
+
+    const float *res[CHAIN_OUTS] = {mod, h, g, o, sl, o2, dy, dgate, dg, dw2, db2, dh, dmod,
+                                    dw1, db1, dh2, dw1b};
+    const size_t n[CHAIN_OUTS] = {nc, nf, nf, nc, nf, nc, nc, (size_t)B * C, nf, nw, C, nf, nc,
+                                  nw, F, nf, nw};
+    for (int k = 0; k < CHAIN_OUTS; k++) {
+        out[k] = download(res[k], n[k]);
+        len[k] = n[k];
+    }
+}
+
+static void test_views_chain(int B, int T, int C, int F)
+{
+    chain_in in = {B, T, C, F, B * T, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    const size_t nc = (size_t)in.N * C, nf = (size_t)in.N * F, nw = (size_t)F * C;
+    in.x = hrand(nc, -2, 2), in.ada = hrand((size_t)B * 2 * C, -1, 1);
+    in.w1 = hrand(nw, -1, 1), in.b1 = hrand(F, -1, 1), in.w2 = hrand(nw, -1, 1);
+    in.b2 = hrand(C, -1, 1), in.gate = hrand((size_t)B * C, -1, 1);
+    in.dx = hrand(nc, -1, 1), in.dh2 = hrand(nf, -1, 1);
+    float *with[CHAIN_OUTS], *without[CHAIN_OUTS];
+    size_t len[CHAIN_OUTS];
+
+    const long hits0 = reed_cuda_view_hits();
+    run_chain(&in, with, len);
+    const long hits = reed_cuda_view_hits() - hits0;
+    check(hits >= 9, "%-31s %-4s %-48s %ld views read (9 expected)", "views: operands read", mode,
+          "", hits);
+    reed_cuda_set_views(0);
+    run_chain(&in, without, len);
+    check(reed_cuda_view_hits() - hits0 == hits, "%-31s %-4s views off: no view read",
+          "views: off", mode);
+    reed_cuda_set_views(1);
+    static const char *const names[CHAIN_OUTS] = {
+        "mod", "h", "gelu", "o", "silu", "o2", "dy", "dgate", "dgelu", "dw2", "db2",
+        "dh", "dmod", "dw1", "db1", "dh2 (+=)", "dw1 (2nd)"};
+    for (int k = 0; k < CHAIN_OUTS; k++) {
+        const int same = memcmp(with[k], without[k], len[k] * sizeof(float)) == 0;
+        check(same, "%-31s %-4s %-10s B=%d T=%d C=%d F=%d: views on = off, bitwise",
+              "views: chain", mode, names[k], B, T, C, F);
+        record("views: chain, on = off", same ? 0.0 : INFINITY, 0.0);
+    }
+    release();
+}
+
+/* CPU reference of linear_forward on x(N,C) against the GPU's on d_x. */
+static void expect_linear_forward(const char *what, const float *x, const float *d_x,
+                                  const float *w, const float *d_w, const float *bias,
+                                  const float *d_bias, int N, int C, int OC)
+{
+    float *ref = hbuf((size_t)N * OC), *got = dnan((size_t)N * OC);
+    cpu->linear_forward(ref, x, w, bias, N, C, OC);
+    gpu->linear_forward(got, d_x, d_w, d_bias, N, C, OC);
+    expect("views: stale view not read", ref, got, (size_t)N * OC, TOL_BF16, "%s", what);
+}
+
+static void test_views_stale(void)
+{
+    const int B = 2, T = 8, C = 32, OC = 24, N = B * T;
+    const size_t n = (size_t)N * C, nw = (size_t)OC * C;
+    float *x = hrand(n, -2, 2), *ada = hrand((size_t)B * 2 * C, -1, 1);
+    float *w = hrand(nw, -1, 1), *bias = hrand(OC, -1, 1), *other = hrand(n, -1, 1);
+    float *d_x = dup(x, n), *d_ada = dup(ada, (size_t)B * 2 * C), *d_w = dup(w, nw);
+    float *d_bias = dup(bias, OC), *d_other = dup(other, n);
+    float *mod = dnan(n), *mean = dnan(N), *rstd = dnan(N);
+    float *h = hbuf(n); // host copy of what mod holds now
+
+    // Each case: ln_modulate_forward makes mod's view, a write changes mod,
+    // and the linear layer must read the new contents.
+#define FRESH_VIEW()                                                          \
+    gpu->ln_modulate_forward(mod, mean, rstd, d_x, d_ada, d_ada + C, 2 * C, B, T, C, 1e-6f)
+    FRESH_VIEW();
+    gpu->upload(mod, other, n * sizeof(float));
+    expect_linear_forward("upload after the view", other, mod, w, d_w, bias, d_bias, N, C, OC);
+
+    FRESH_VIEW();
+    gpu->copy(mod, d_other, n * sizeof(float));
+    expect_linear_forward("copy after the view", other, mod, w, d_w, bias, d_bias, N, C, OC);
+
+    FRESH_VIEW();
+    gpu->zero(mod, n * sizeof(float));
+    expect_linear_forward("zero after the view", hbuf(n), mod, w, d_w, bias, d_bias, N, C, OC);
+
+    FRESH_VIEW();
+    gpu->download(h, mod, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        h[i] *= 3.0f;
+    gpu->scale(mod, 3.0f, n); // an op writing mod in place
+    expect_linear_forward("scale after the view", h, mod, w, d_w, bias, d_bias, N, C, OC);
+
+    FRESH_VIEW();
+    gpu->download(h, mod, n * sizeof(float));
+    memcpy(h + 5 * C + 3, other, 7 * sizeof(float));
+    gpu->upload(mod + 5 * C + 3, other, 7 * sizeof(float)); // into its middle
+    expect_linear_forward("upload into its middle", h, mod, w, d_w, bias, d_bias, N, C, OC);
+
+    // The view the forward kept, then a write before the backward.
+    float *gw = hrand(nw, -1, 1), *g_gw = dup(gw, nw), *dout = hrand((size_t)N * OC, -1, 1);
+    float *d_dout = dup(dout, (size_t)N * OC);
+    float *d_in = dup(x, n), *out = dnan((size_t)N * OC);
+    gpu->linear_forward(out, d_in, d_w, d_bias, N, C, OC); // keeps d_in's view
+    gpu->accumulate(d_in, d_other, n);
+    float *sum = hbuf(n);
+    for (size_t i = 0; i < n; i++)
+        sum[i] = x[i] + other[i];
+    cpu->linear_backward(NULL, gw, NULL, dout, sum, w, N, C, OC);
+    gpu->linear_backward(NULL, g_gw, NULL, d_dout, d_in, d_w, N, C, OC);
+    expect("views: stale view not read", gw, g_gw, nw, TOL_BF16, "accumulate between forward "
+           "and backward");
+
+    // A freed buffer's view: the next block from the arena (zeroed by
+    // mem_alloc, written by no op) must not be read through it.
+    float *block = gpu->mem_alloc(n * sizeof(float));
+    gpu->upload(block, x, n * sizeof(float));
+    gpu->linear_forward(out, block, d_w, d_bias, N, C, OC); // block's view, kept
+    gpu->mem_free(block);
+    float *again = dmem(n * sizeof(float));
+    printf("        (the new block %s the freed one)\n", again == block ? "is" : "is not");
+    expect_linear_forward("a new block where a freed one was", hbuf(n), again, w, d_w, bias,
+                          d_bias, N, C, OC);
+#undef FRESH_VIEW
+    release();
+}
+
+static void test_views(void)
+{
+    if (!reed_cuda_set_views(1)) {
+        printf("bf16 views: off (REED_CUDA_VIEWS=0); not checked\n");
+        return;
+    }
+    test_views_chain(2, 16, 32, 64);
+    test_views_chain(1, 5, 7, 9); // odd sizes: the one-value paths
+    test_views_stale();
+}
+
+/* ------------------------------------------------------------------------
  * Suites
  * ---------------------------------------------------------------------- */
 
@@ -1172,6 +1360,7 @@ int main(void)
         mode = "bf16";
         run_gemm_ops(TOL_BF16);
         test_zero_consumers(TOL_BF16);
+        test_views();
         test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");

@@ -11,7 +11,12 @@
 #   bf16: loss and loss_denoise stay within REED_BF16_BAND (default 5%) of the
 #         CPU's at every step, measured against max(|cpu|, 0.1) (so 0.005
 #         absolute where the loss is near zero); the sims are printed, not
-#         checked.
+#         checked. The run checks every bf16 view it reads
+#         (REED_CUDA_VIEW_CHECK=1: a stale view aborts it);
+#   bf16 views on and off (REED_CUDA_VIEWS=0), both on the GEMM attention
+#         path: the GEMMs read the same bf16 values either way, so every
+#         metric must agree to 1e-5 relative at every step (identical is
+#         expected; a stale view would be far off).
 # Prints the worst step of each comparison. Exits 77 (skipped) when
 # `reed run --device cuda` reports no usable GPU (or a build without the CUDA
 # backend), 1 on a failure.
@@ -64,8 +69,13 @@ echo "cpu fp32, cuda fp32, cuda bf16: $STEPS steps each"
 run cpu --device cpu || { cat "$tmp/cpu.log" >&2; fail "the CPU run failed"; }
 run cuda --device cuda --set train.precision=fp32 ||
   { cat "$tmp/cuda.log" >&2; fail "the CUDA fp32 run failed"; }
-run bf16 --device cuda --set train.precision=bf16 ||
+REED_CUDA_VIEW_CHECK=1 run bf16 --device cuda --set train.precision=bf16 ||
   { cat "$tmp/bf16.log" >&2; fail "the CUDA bf16 run failed"; }
+echo "cuda bf16 with the GEMM attention path, views on and off: $STEPS steps each"
+for views in 1 0; do
+  REED_CUDA_ATTENTION=gemm REED_CUDA_VIEWS=$views run "views$views" --device cuda \
+    --set train.precision=bf16 || { cat "$tmp/views$views.log" >&2; fail "the CUDA bf16 run with REED_CUDA_VIEWS=$views failed"; }
+done
 
 python3 - "$tmp" "$STEPS" "$RTOL" "$BAND" <<'EOF'
 import json, sys
@@ -82,18 +92,19 @@ def load(name):
     return rows
 
 cpu, cuda, bf16 = load("cpu"), load("cuda"), load("bf16")
+views_on, views_off = load("views1"), load("views0")
 keys = ["loss", "loss_denoise"] + sorted(k for k in cpu[0] if k.startswith("sim_"))
 if len(keys) < 4:
     sys.exit(f"FAIL: expected two sim_* metrics, the CPU's metrics have {sorted(cpu[0])}")
 ok = True
 
-def compare(other, name, keys, floor, tol, check):
-    """Worst |a - b| / max(|a|, |b|, floor) per key over all steps."""
+def compare(other, name, keys, floor, tol, check, base=cpu):
+    """Worst |a - b| / max(|a|, |b|, floor) per key over all steps (a from base)."""
     global ok
     for k in keys:
         worst = (-1.0, 0, 0.0, 0.0)
         for s in range(steps):
-            a, b = cpu[s].get(k), other[s].get(k)
+            a, b = base[s].get(k), other[s].get(k)
             if a is None or b is None:
                 print(f"  {name} {k}: missing at step {s}")
                 ok = False
@@ -105,7 +116,8 @@ def compare(other, name, keys, floor, tol, check):
         r, s, a, b = worst
         bad = check and r > tol
         ok &= not bad
-        print(f"  {name:10s} {k:14s} worst {r:.2e} at step {s:2d} (cpu {a:.7g}, {name.split()[0]} {b:.7g})"
+        first = "cpu" if base is cpu else "views on"
+        print(f"  {name:10s} {k:14s} worst {r:.2e} at step {s:2d} ({first} {a:.7g}, {name.split()[0]} {b:.7g})"
               f"{'  FAIL > %g' % tol if bad else ''}{'' if check else '  (not checked)'}")
 
 print(f"fp32: relative to max(|cpu|, |cuda|, 1e-2), tolerance {rtol:g}")
@@ -113,6 +125,8 @@ compare(cuda, "cuda fp32", keys, 1e-2, rtol, True)
 print(f"bf16: relative to max(|cpu|, 0.1), band {band:g}")
 compare(bf16, "bf16", keys[:2], 0, band, True)
 compare(bf16, "bf16", keys[2:], 0, band, False)
+print("bf16 views off against on: relative to max(|on|, |off|, 1e-2), tolerance 1e-5")
+compare(views_off, "views-off", keys, 1e-2, 1e-5, True, base=views_on)
 sys.exit(0 if ok else 1)
 EOF
 echo "cuda train: ok"

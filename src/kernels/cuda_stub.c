@@ -28,6 +28,8 @@ int reed_cuda_attention_path(int B, int T, int C, int NH)
     (void)B, (void)T, (void)C, (void)NH;
     return 0;
 }
+int reed_cuda_set_views(int on) { (void)on; return 0; }
+long reed_cuda_view_hits(void) { return 0; }
 void reed_cuda_set_fatal_handler(void (*handler)(const char *msg)) { (void)handler; }
 void reed_cuda_profile_reset(void) {}
 int reed_cuda_profile_report(FILE *f) { (void)f; return -1; }

@@ -26,7 +26,8 @@
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
-# B2 steps (REED_CUDA_PROFILE=1) and B2 with REED_CUDA_LAZY_ZERO=0; sitS
+# B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY_ZERO=0 and with
+# REED_CUDA_VIEWS=0; sitS
 # bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
 # torch.compile (given up after 60 s of compiling + first step, then
 # reported as "—").
@@ -381,8 +382,8 @@ reed_bench() {
   # cuBLAS linear, a cudaMalloc per buffer); the failure stays in the summary.
   if [[ $(tail -n 1 "$RESULTS" | cut -f2) == FAILED ]]; then
     record "$1 (all paths)" FAILED "$(tail -n 1 "$RESULTS" | cut -f3)"
-    note "$1: again with REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 REED_CUDA_LAZY_ZERO=0"
-    REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 REED_CUDA_LAZY_ZERO=0 \
+    note "$1: again with REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 REED_CUDA_LAZY_ZERO=0 REED_CUDA_VIEWS=0"
+    REED_CUDA_ATTENTION=gemm REED_CUDA_LT=0 REED_CUDA_ARENA=0 REED_CUDA_BF16_OPERANDS=0 REED_CUDA_LAZY_ZERO=0 REED_CUDA_VIEWS=0 \
       bench "$1" "$2" "$3" "$REED_BENCH" "${args[@]}"
   fi
 }
@@ -401,6 +402,8 @@ torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
 # The lazy zero op (cuda_zero.cu) against plain memsets, on the same card.
 REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
+# The bf16 views (cuda_view.cu) against a copy per GEMM operand.
+REED_CUDA_VIEWS=0 reed_bench "reed B2 bf16 no views" 15 60 B2 bf16 2 10
 # The cuBLAS ceiling at B2's linear shapes: fp32 operands (FAST_16BF, as
 # the engine) against bf16 operands.
 show "gemm ceiling" 20 60 build-gpu/bench_gemm_cuda 65536 10
@@ -464,6 +467,12 @@ for key, (status, rest) in rows.items():
     if status == "ok" and key.startswith(("reed ", "torch ")) and key not in table_keys:
         r = json.loads(rest)
         print(f"{key:24s} {r['imgs_per_s']:.1f} img/s")
+
+for cfg, prec in (("B2", "bf16"), ("sitS", "bf16"), ("sitS", "fp32")):
+    reed, eager = result(f"reed {cfg} {prec}"), result(f"torch {cfg} {prec}")
+    if isinstance(reed, dict) and reed.get("backend_mb", -1) >= 0 and isinstance(eager, dict):
+        print(f"memory {cfg} {prec}: reed {reed['backend_mb'] / 1024:.1f} GiB held after the steps,"
+              f" torch eager {eager.get('peak_gpu_mb', float('nan')) / 1024:.1f} GiB peak")
 
 print()
 print(f"img/s: images per second over the timed steps (batch B2 256, sitS 32);"

@@ -625,6 +625,7 @@ __global__ void attn_fill_kernel(float *x, size_t n, uint32_t seed)
 /* The timing's device buffers, one allocation (owned by base). */
 typedef struct tune_bufs {
     float *base, *qkv, *dqkv, *out, *dout, *att, *scratch;
+    size_t bytes; /* of base */
 } tune_bufs;
 
 /* 0, or -1 when the device memory is short. */
@@ -634,7 +635,8 @@ static int tune_alloc(tune_bufs *t, int B, int T, int C, int NH)
     const size_t no = ((size_t)B * T * C + 63) & ~(size_t)63;
     const size_t na = ((size_t)B * NH * T * T + 63) & ~(size_t)63;
     const size_t n = 2 * (nq + no + na);
-    if (cudaMalloc((void **)&t->base, n * sizeof(float)) != cudaSuccess) {
+    t->bytes = n * sizeof(float);
+    if (cudaMalloc((void **)&t->base, t->bytes) != cudaSuccess) {
         (void)cudaGetLastError(); // out of memory is not sticky
         return -1;
     }
@@ -692,6 +694,7 @@ static int autotune(int B, int T, int C, int NH, const attn_plan *plan)
     const float gemm = time_path(ATT_PATH_GEMM, &t, Bt, T, C, NH, plan);
     const float fused = time_path(ATT_PATH_FUSED, &t, Bt, T, C, NH, plan);
     CUDA_CHECK(cudaFree(t.base)); // waits for the device
+    cuda_view_freed(t.base, t.bytes); // the GEMM path kept qkv's view
     const int path = fused <= gemm ? ATT_PATH_FUSED : ATT_PATH_GEMM;
     const char *v = getenv("REED_CUDA_VERBOSE");
     if (v && v[0] && strcmp(v, "0"))

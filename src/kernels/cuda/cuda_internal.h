@@ -159,6 +159,21 @@ __device__ __forceinline__ size_t warp_row(void)
 }
 __device__ __forceinline__ int lane_id(void) { return threadIdx.x % 32; }
 
+/* y[4j .. 4j+3] = bf16 of v (rounded to nearest even), one 8-byte store:
+ * y must be 8-byte aligned. */
+__device__ __forceinline__ unsigned bf16_pair(float lo, float hi)
+{
+    return __bfloat16_as_ushort(__float2bfloat16(lo)) |
+           (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
+}
+__device__ __forceinline__ void store_bf16x4(__nv_bfloat16 *y, size_t j, float4 v)
+{
+    uint2 o;
+    o.x = bf16_pair(v.x, v.y);
+    o.y = bf16_pair(v.z, v.w);
+    ((uint2 *)y)[j] = o;
+}
+
 /* Grid-stride loop over [0, n). */
 #define GRID_LOOP(i, n)                                                       \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);   \
@@ -208,6 +223,34 @@ int cuda_bf16_gemms(void);
 enum { BF16_A, BF16_B, BF16_C, BF16_SLOTS };
 __nv_bfloat16 *cuda_bf16_slot(int slot, size_t n);
 const __nv_bfloat16 *cuda_bf16_copy(int slot, const float *x, size_t n);
+/* y(n) = bf16 of x(n), on the stream. */
+void cuda_bf16_convert(__nv_bfloat16 *y, const float *x, size_t n);
+
+/* --- bf16 views (cuda_view.cu) ------------------------------------------------ */
+
+/* The bf16 "view" of an fp32 buffer: its bf16 copy, written by the op that
+ * wrote the buffer, valid until an op writes the buffer again (cuda_view.cu
+ * says how that is tracked). Only while the GEMMs run on bf16 operands
+ * (cuda_bf16_gemms) and views are on.
+ * cuda_view_out: for an op writing x(n): where to write x's view in the same
+ * pass, or NULL (views off, or no device memory for it).
+ * cuda_view_get: x's view when it covers at least n values, else NULL.
+ * cuda_view_or_copy: the view, else a copy of x: kept as x's view when keep
+ * is set (for a later op reading x again: the linear backward), else in
+ * scratch slot `slot` as cuda_bf16_copy. */
+__nv_bfloat16 *cuda_view_out(const float *x, size_t n);
+const __nv_bfloat16 *cuda_view_get(const float *x, size_t n);
+const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int keep);
+/* Drops the views of the buffer holding address p (an op writes it). */
+void cuda_view_written(const void *p);
+/* Drops the views of buffers starting in [p, p + bytes) (a freed block). */
+void cuda_view_freed(const void *p, size_t bytes);
+/* Gives back the device memory of every view the running op does not use;
+ * returns how many (cuda_mem_alloc, when the device is out of memory). */
+int cuda_view_release(void);
+/* Wraps every op of t so that it drops the views of what it writes first;
+ * with REED_CUDA_VIEWS=0 leaves t alone and views stay off. */
+void cuda_view_wrap(reed_ops *t);
 
 /* Host value of a device reduction result; waits for the stream. */
 double cuda_read_double(const double *dev);
@@ -229,7 +272,7 @@ void cuda_profile_wrap(reed_ops *t);
 
 /* Every slot of ops.h but the four memory-management ones (mem_alloc,
  * mem_free, synchronize, mem_used), for wrappers of the whole table
- * (cuda_profile.cu, cuda_zero.cu). */
+ * (cuda_profile.cu, cuda_zero.cu, cuda_view.cu). */
 #define REED_OP_SLOTS(X)                                                     \
     X(upload) X(download) X(copy) X(zero)                                     \
     X(linear_forward) X(linear_backward)                                      \
@@ -270,7 +313,8 @@ void cuda_zero_flush(void);
  * pending: the caller writes all of it); else flushes and returns 0. */
 int cuda_zero_take(const void *p, size_t bytes);
 /* Makes every op of t but the consumers (zero, linear_backward,
- * gelu_backward, gated_add_backward, attention_backward) flush first. */
+ * gelu_backward, silu_backward, gated_add_backward, attention_backward)
+ * flush first. */
 void cuda_zero_wrap(reed_ops *t);
 
 /* --- ops (see ops.h for each contract) ----------------------------------------- */

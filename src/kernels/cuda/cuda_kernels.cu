@@ -236,9 +236,11 @@ __device__ __forceinline__ void ln_row_moments(float *v, const float *x,
     *rstd = (float)(1.0 / sqrt(m2 / C + eps));
 }
 
-/* shift and scale NULL: plain LayerNorm. */
-__global__ void ln_modulate_forward_kernel(float *out, float *mean,
-                                           float *rstd, const float *inp,
+/* shift and scale NULL: plain LayerNorm. o16 (unless NULL): out's bf16
+ * view. */
+__global__ void ln_modulate_forward_kernel(float *out, __nv_bfloat16 *o16,
+                                           float *mean, float *rstd,
+                                           const float *inp,
                                            const float *shift,
                                            const float *scale, int ldm, int T,
                                            int N, int C, float eps)
@@ -260,7 +262,10 @@ __global__ void ln_modulate_forward_kernel(float *out, float *mean,
             if (i >= C)
                 break;
             const float xhat = (v[k] - m) * s;
-            o[i] = scale ? xhat * (1.0f + scale[ada + i]) + shift[ada + i] : xhat;
+            const float y = scale ? xhat * (1.0f + scale[ada + i]) + shift[ada + i] : xhat;
+            o[i] = y;
+            if (o16)
+                o16[row * C + i] = __float2bfloat16(y);
         }
     }
     if (lane_id() == 0) {
@@ -276,8 +281,9 @@ static void ln_modulate_forward(float *out, float *mean, float *rstd,
 {
     if (N <= 0)
         return;
+    __nv_bfloat16 *o16 = cuda_view_out(out, (size_t)N * C);
     ln_modulate_forward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
-        out, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
+        out, o16, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
     LAUNCH_CHECK("ln_modulate_forward_kernel");
 }
 
@@ -447,25 +453,68 @@ void cuda_modulate_backward(float *dx, float *dshift, float *dscale,
         colsum(dscale, ldm, dout, x, B, T, C, COLSUM_ADD);
 }
 
-/* x += gate[b]·y, or x = gate[b]·y when add is 0 */
-__global__ void gated_add_kernel(float *x, const float *y, const float *gate,
-                                 int ldm, int T, int C, size_t n, int add)
+/* Four floats per thread (16-byte loads and stores, 8-byte bf16 stores)
+ * where every array is aligned for it: the elementwise kernels below then
+ * take n/4 vectors and the last n % 4 one at a time; else n4 is 0. */
+static size_t vec4_count(size_t n, const float *a, const float *b,
+                         const float *c, const __nv_bfloat16 *o16)
 {
-    GRID_LOOP(i, n) {
+    const int ok = (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 &&
+                   (uintptr_t)c % 16 == 0 && (uintptr_t)o16 % 8 == 0;
+    return ok ? n / 4 : 0;
+}
+
+/* Threads for a kernel doing n4 vectors and then n − 4·n4 single values. */
+static unsigned grid_vec4(size_t n, size_t n4)
+{
+    const size_t rest = n - 4 * n4;
+    return grid_for(n4 > rest ? n4 : rest, THREADS);
+}
+
+/* x += gate[b]·y, or x = gate[b]·y when add is 0; x16 (unless NULL) gets
+ * the bf16 of the new x. Vectors need C % 4 == 0 (a vector's four channels
+ * then share a sample). */
+__global__ void gated_add_kernel(float *x, __nv_bfloat16 *x16, const float *y,
+                                 const float *gate, int ldm, int T, int C,
+                                 size_t n, size_t n4, int add)
+{
+    GRID_LOOP(j, n4) {
+        const float *g = gate + adaln_index(4 * j, T, C, ldm);
+        const float4 yv = ((const float4 *)y)[j];
+        float4 v;
+        v.x = g[0] * yv.x, v.y = g[1] * yv.y, v.z = g[2] * yv.z, v.w = g[3] * yv.w;
+        if (add) {
+            const float4 xv = ((const float4 *)x)[j];
+            v.x += xv.x, v.y += xv.y, v.z += xv.z, v.w += xv.w;
+        }
+        ((float4 *)x)[j] = v;
+        if (x16)
+            store_bf16x4(x16, j, v);
+    }
+    GRID_LOOP(k, n - 4 * n4) {
+        const size_t i = 4 * n4 + k;
         const float v = gate[adaln_index(i, T, C, ldm)] * y[i];
         x[i] = add ? x[i] + v : v;
+        if (x16)
+            x16[i] = __float2bfloat16(x[i]);
     }
+}
+
+static void gated_add(float *x, __nv_bfloat16 *x16, const float *y,
+                      const float *gate, int ldm, int T, int C, size_t n, int add)
+{
+    const size_t n4 = C % 4 == 0 ? vec4_count(n, x, y, NULL, x16) : 0;
+    gated_add_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(x, x16, y, gate, ldm, T,
+                                                                      C, n, n4, add);
+    LAUNCH_CHECK("gated_add_kernel");
 }
 
 void cuda_gated_add_forward(float *x, const float *y, const float *gate,
                             int ldm, int B, int T, int C)
 {
     const size_t n = (size_t)B * T * C;
-    if (!n)
-        return;
-    gated_add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        x, y, gate, ldm, T, C, n, 1);
-    LAUNCH_CHECK("gated_add_kernel");
+    if (n)
+        gated_add(x, NULL, y, gate, ldm, T, C, n, 1);
 }
 
 void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
@@ -477,105 +526,140 @@ void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
     const int add = !cuda_zero_take(dy, n * sizeof(float));
     if (!n)
         return;
-    // dy += gate[b]·dx: the forward kernel with (x, y) = (dy, dx)
-    if (dy) {
-        gated_add_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-            dy, dx, gate, ldm, T, C, n, add);
-        LAUNCH_CHECK("gated_add_kernel");
-    }
+    // dy += gate[b]·dx: the forward kernel with (x, y) = (dy, dx); dy's
+    // view for the linear backward that reads it next
+    if (dy)
+        gated_add(dy, cuda_view_out(dy, n), dx, gate, ldm, T, C, n, add);
     // dgate[b] += Σ_t dx·y
     if (dgate)
         colsum(dgate, ldm, dx, y, B, T, C, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
- * GELU (tanh approximation, PyTorch approximate="tanh") and SiLU
+ * GELU (tanh approximation, PyTorch approximate="tanh") and SiLU, with the
+ * bf16 view of the output for the linear layer that reads it next
  * ---------------------------------------------------------------------- */
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/π) */
 #define GELU_A 0.044715f
+enum { ACT_GELU, ACT_SILU };
 
-/* gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³) */
-__global__ void gelu_forward_kernel(float *out, const float *inp, size_t n)
+/* gelu(x) = 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³);
+ * silu(x) = x·σ(x) = x / (1 + e^{−x}) */
+__device__ __forceinline__ float act_value(float x, int act)
 {
-    GRID_LOOP(i, n) {
-        const float x = inp[i];
-        const float u = GELU_K * (x + GELU_A * x * x * x);
-        out[i] = 0.5f * x * (1.0f + tanhf(u));
-    }
+    if (act == ACT_SILU)
+        return x / (1.0f + expf(-x));
+    const float u = GELU_K * (x + GELU_A * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
 }
 
 /* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 − tanh² u)·√(2/π)·(1 + 3·0.044715·x²);
- * dinp += gelu'·dout, or = when add is 0. */
-__global__ void gelu_backward_kernel(float *dinp, const float *dout,
-                                     const float *inp, size_t n, int add)
+ * silu'(x) = σ(x)·(1 + x·(1 − σ(x))) */
+__device__ __forceinline__ float act_slope(float x, int act)
 {
-    GRID_LOOP(i, n) {
-        const float x = inp[i];
-        const float u = GELU_K * (x + GELU_A * x * x * x);
-        const float th = tanhf(u);
-        const float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-        const float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
-        dinp[i] = add ? dinp[i] + grad * dout[i] : grad * dout[i];
-    }
-}
-
-/* silu(x) = x·σ(x) = x / (1 + e^{−x}) */
-__global__ void silu_forward_kernel(float *out, const float *inp, size_t n)
-{
-    GRID_LOOP(i, n) {
-        const float x = inp[i];
-        out[i] = x / (1.0f + expf(-x));
-    }
-}
-
-/* silu'(x) = σ(x)·(1 + x·(1 − σ(x))) */
-__global__ void silu_backward_kernel(float *dinp, const float *dout,
-                                     const float *inp, size_t n)
-{
-    GRID_LOOP(i, n) {
-        const float x = inp[i];
+    if (act == ACT_SILU) {
         const float s = 1.0f / (1.0f + expf(-x));
-        dinp[i] += dout[i] * s * (1.0f + x * (1.0f - s));
+        return s * (1.0f + x * (1.0f - s));
+    }
+    const float u = GELU_K * (x + GELU_A * x * x * x);
+    const float th = tanhf(u);
+    const float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+}
+
+/* out = act(inp) (out may alias inp); o16 (unless NULL) = its bf16. */
+__global__ void act_forward_kernel(float *out, __nv_bfloat16 *o16,
+                                   const float *inp, size_t n, size_t n4, int act)
+{
+    GRID_LOOP(j, n4) {
+        float4 v = ((const float4 *)inp)[j];
+        v.x = act_value(v.x, act), v.y = act_value(v.y, act);
+        v.z = act_value(v.z, act), v.w = act_value(v.w, act);
+        ((float4 *)out)[j] = v;
+        if (o16)
+            store_bf16x4(o16, j, v);
+    }
+    GRID_LOOP(k, n - 4 * n4) {
+        const size_t i = 4 * n4 + k;
+        out[i] = act_value(inp[i], act);
+        if (o16)
+            o16[i] = __float2bfloat16(out[i]);
     }
 }
 
-void cuda_gelu_forward(float *out, const float *inp, size_t n)
+/* dinp += act'(inp)·dout, or = when add is 0; o16 as above, of dinp. */
+__global__ void act_backward_kernel(float *dinp, __nv_bfloat16 *o16,
+                                    const float *dout, const float *inp,
+                                    size_t n, size_t n4, int act, int add)
+{
+    GRID_LOOP(j, n4) {
+        const float4 x = ((const float4 *)inp)[j], g = ((const float4 *)dout)[j];
+        float4 v;
+        v.x = act_slope(x.x, act) * g.x, v.y = act_slope(x.y, act) * g.y;
+        v.z = act_slope(x.z, act) * g.z, v.w = act_slope(x.w, act) * g.w;
+        if (add) {
+            const float4 d = ((const float4 *)dinp)[j];
+            v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
+        }
+        ((float4 *)dinp)[j] = v;
+        if (o16)
+            store_bf16x4(o16, j, v);
+    }
+    GRID_LOOP(k, n - 4 * n4) {
+        const size_t i = 4 * n4 + k;
+        const float v = act_slope(inp[i], act) * dout[i];
+        dinp[i] = add ? dinp[i] + v : v;
+        if (o16)
+            o16[i] = __float2bfloat16(dinp[i]);
+    }
+}
+
+static void act_forward(float *out, const float *inp, size_t n, int act)
 {
     if (!n)
         return;
-    gelu_forward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, inp, n);
-    LAUNCH_CHECK("gelu_forward_kernel");
+    __nv_bfloat16 *o16 = cuda_view_out(out, n);
+    const size_t n4 = vec4_count(n, out, inp, NULL, o16);
+    act_forward_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(out, o16, inp, n, n4,
+                                                                        act);
+    LAUNCH_CHECK("act_forward_kernel");
 }
 
-void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
-                        size_t n)
+static void act_backward(float *dinp, const float *dout, const float *inp,
+                         size_t n, int act)
 {
     // dinp freshly zeroed (cuda_zero.cu): written instead of added to.
     const int add = !cuda_zero_take(dinp, n * sizeof(float));
     if (!dinp || !n)
         return;
-    gelu_backward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        dinp, dout, inp, n, add);
-    LAUNCH_CHECK("gelu_backward_kernel");
+    __nv_bfloat16 *o16 = cuda_view_out(dinp, n);
+    const size_t n4 = vec4_count(n, dinp, dout, inp, o16);
+    act_backward_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(dinp, o16, dout, inp,
+                                                                         n, n4, act, add);
+    LAUNCH_CHECK("act_backward_kernel");
+}
+
+void cuda_gelu_forward(float *out, const float *inp, size_t n)
+{
+    act_forward(out, inp, n, ACT_GELU);
+}
+
+void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
+                        size_t n)
+{
+    act_backward(dinp, dout, inp, n, ACT_GELU);
 }
 
 void cuda_silu_forward(float *out, const float *inp, size_t n)
 {
-    if (!n)
-        return;
-    silu_forward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(out, inp, n);
-    LAUNCH_CHECK("silu_forward_kernel");
+    act_forward(out, inp, n, ACT_SILU);
 }
 
 void cuda_silu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n)
 {
-    if (!dinp || !n)
-        return;
-    silu_backward_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
-        dinp, dout, inp, n);
-    LAUNCH_CHECK("silu_backward_kernel");
+    act_backward(dinp, dout, inp, n, ACT_SILU);
 }
 
 /* ------------------------------------------------------------------------

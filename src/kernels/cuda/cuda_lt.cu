@@ -149,7 +149,7 @@ int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
     const void *a = w, *b = inp;
     if (p->mode == LT_BF16_OPERANDS) {
         a = cuda_bf16_copy(BF16_B, w, (size_t)OC * C);
-        b = cuda_bf16_copy(BF16_A, inp, (size_t)N * C);
+        b = cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1); // kept for the backward
     }
     cublasStatus_t s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                       &bias, sizeof bias);

@@ -7,7 +7,10 @@
  * a freed block may be handed out again at once: its next user (the zeroing
  * memset first) is queued on the stream after every op that used it before.
  * Slabs go back to the device only when a cudaMalloc fails: then every
- * wholly free slab is released and the cudaMalloc tried once more.
+ * wholly free slab is released and the cudaMalloc tried once more. When
+ * that fails too, the bf16 views (a cache, cuda_view.cu) are given back and
+ * the whole allocation tried again. Freeing a block drops the views of the
+ * buffers in it.
  *
  * REED_CUDA_ARENA=0 gives every block a cudaMalloc of its own, freed at
  * mem_free (for memory checkers, which see a slab as one allocation).
@@ -155,11 +158,10 @@ static int arena_on(void)
     return mem.use_arena;
 }
 
-void *cuda_mem_alloc(size_t bytes)
+/* A zeroed block of `bytes` (size rounded up), or NULL when the device is out
+ * of memory. */
+static char *alloc_block(size_t size, size_t bytes)
 {
-    if (bytes > SIZE_MAX - BLOCK_ALIGN)
-        return NULL;
-    const size_t size = (bytes + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN + BLOCK_ALIGN * !bytes;
     char *p = NULL;
     {
         std::lock_guard<std::mutex> hold(mem.lock);
@@ -172,22 +174,45 @@ void *cuda_mem_alloc(size_t bytes)
                 p = take_block(size, bytes);
         }
     }
+    if (p)
+        CUDA_CHECK(cudaMemsetAsync(p, 0, size, g_cuda.stream));
+    return p;
+}
+
+void *cuda_mem_alloc(size_t bytes)
+{
+    if (bytes > SIZE_MAX - BLOCK_ALIGN)
+        return NULL;
+    const size_t size = (bytes + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN + BLOCK_ALIGN * !bytes;
+    char *p = alloc_block(size, bytes);
+    // The bf16 views (cuda_view.cu) are a cache: out of memory, give them
+    // back and try once more.
+    if (!p && cuda_view_release() > 0)
+        p = alloc_block(size, bytes);
     if (!p)
         return NULL;
-    CUDA_CHECK(cudaMemsetAsync(p, 0, size, g_cuda.stream));
     mem.used += bytes;
     return p;
+}
+
+/* Bytes asked for the block at p (locked). */
+static size_t block_bytes(const char *p)
+{
+    std::lock_guard<std::mutex> hold(mem.lock);
+    auto it = mem.blocks.find((char *)p);
+    if (it == mem.blocks.end() || it->second.free)
+        cuda_fatal("mem_free", "not a block of mem_alloc, or freed twice", __FILE__, __LINE__);
+    return it->second.requested;
 }
 
 void cuda_mem_free(void *ptr)
 {
     if (!ptr)
         return;
-    std::lock_guard<std::mutex> hold(mem.lock);
     char *p = (char *)ptr;
+    cuda_view_freed(p, block_bytes(p));
+    std::lock_guard<std::mutex> hold(mem.lock);
     auto it = mem.blocks.find(p);
-    if (it == mem.blocks.end() || it->second.free)
-        cuda_fatal("mem_free", "not a block of mem_alloc, or freed twice", __FILE__, __LINE__);
     mem.used -= it->second.requested;
     if (arena_on()) {
         give_block(it);

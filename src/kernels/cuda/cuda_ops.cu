@@ -126,16 +126,13 @@ static cublasOperation_t op_of(int t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
  * times slower on an H200 at SiT-B/2's linear shapes, 1.5 times with the
  * copies counted (bench_gemm_cuda). REED_CUDA_BF16_OPERANDS=0 goes back to
  * FAST_16BF. gemm_rm copies both operands per call; the linear backward
- * and attention's GEMM path copy each tensor once for all their GEMMs.
+ * and attention's GEMM path copy each tensor once for all their GEMMs. The
+ * linear layers and attention read an activation's bf16 view instead where
+ * it has one (cuda_view.cu): written by the op that produced it, or kept
+ * from the forward for the backward.
  * ---------------------------------------------------------------------- */
 
 int cuda_bf16_gemms(void) { return g_cuda.bf16 && g_cuda.bf16_operands; }
-
-__device__ __forceinline__ unsigned bf16_pair(float lo, float hi)
-{
-    return __bfloat16_as_ushort(__float2bfloat16(lo)) |
-           (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
-}
 
 /* Four elements per thread (one 16-byte load, one 8-byte store) where x is
  * 16-byte aligned; the last n % 4, or all n when x is not, one at a time. */
@@ -144,11 +141,7 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *y, const float *x, size_t n,
 {
     GRID_LOOP(i, n4)
     {
-        const float4 v = ((const float4 *)x)[i];
-        uint2 o;
-        o.x = bf16_pair(v.x, v.y);
-        o.y = bf16_pair(v.z, v.w);
-        ((uint2 *)y)[i] = o;
+        store_bf16x4(y, i, ((const float4 *)x)[i]);
     }
     GRID_LOOP(i, n - 4 * n4)
         y[4 * n4 + i] = __float2bfloat16(x[4 * n4 + i]);
@@ -161,15 +154,20 @@ __nv_bfloat16 *cuda_bf16_slot(int slot, size_t n)
     return (__nv_bfloat16 *)cuda_scratch(&buf[slot], &cap[slot], n * sizeof(__nv_bfloat16));
 }
 
+void cuda_bf16_convert(__nv_bfloat16 *y, const float *x, size_t n)
+{
+    if (!n)
+        return;
+    const size_t n4 = (uintptr_t)x % 16 == 0 && (uintptr_t)y % 8 == 0 ? n / 4 : 0;
+    const size_t work = n4 > n - 4 * n4 ? n4 : n - 4 * n4;
+    to_bf16_kernel<<<grid_for(work, THREADS), THREADS, 0, g_cuda.stream>>>(y, x, n, n4);
+    LAUNCH_CHECK("to_bf16_kernel");
+}
+
 const __nv_bfloat16 *cuda_bf16_copy(int slot, const float *x, size_t n)
 {
     __nv_bfloat16 *y = cuda_bf16_slot(slot, n);
-    if (n) {
-        const size_t n4 = (uintptr_t)x % 16 == 0 ? n / 4 : 0;
-        const size_t work = n4 > n - 4 * n4 ? n4 : n - 4 * n4;
-        to_bf16_kernel<<<grid_for(work, THREADS), THREADS, 0, g_cuda.stream>>>(y, x, n, n4);
-        LAUNCH_CHECK("to_bf16_kernel");
-    }
+    cuda_bf16_convert(y, x, n);
     return y;
 }
 
@@ -253,6 +251,12 @@ static void cuda_linear_forward(float *out, const float *inp, const float *w,
         cuda_linear_bias_seed(out, bias, N, OC);
         beta = 1.0f;
     }
+    if (cuda_bf16_gemms() && N > 0 && OC > 0) {
+        // inp's view, or a copy kept as its view for the backward
+        gemm_rm_16(0, 1, N, OC, C, 1.0f, cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1), C,
+                   cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, beta, out, OC);
+        return;
+    }
     gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
 }
 
@@ -263,16 +267,17 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
     // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead.
     const float bi = cuda_zero_take(dinp, (size_t)N * C * sizeof(float)) ? 0.0f : 1.0f;
     if (cuda_bf16_gemms() && (dinp || dw)) {
-        // As below, with one bf16 copy of dout for both GEMMs. (Making the
+        // As below, with one bf16 copy of dout for both GEMMs, or its view;
+        // inp's view is usually the one its forward kept. (Making dout's
         // copy in the bias gradient's pass over dout, which reads it anyway,
         // was slower on an H200: 997 against 856 µs per call at SiT-B/2.)
-        const __nv_bfloat16 *d16 = cuda_bf16_copy(BF16_A, dout, (size_t)N * OC);
+        const __nv_bfloat16 *d16 = cuda_view_or_copy(BF16_A, dout, (size_t)N * OC, 0);
         if (dinp)
             gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC,
                        cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, bi, dinp, C);
         if (dw)
             gemm_rm_16(1, 0, OC, C, N, 1.0f, d16, OC,
-                       cuda_bf16_copy(BF16_B, inp, (size_t)N * C), C, 1.0f, dw, C);
+                       cuda_view_or_copy(BF16_B, inp, (size_t)N * C, 0), C, 1.0f, dw, C);
     } else {
         // dinp(N,C) += dout(N,OC) · w(OC,C)
         if (dinp)
@@ -336,7 +341,8 @@ static void attention_forward_gemm16(float *out, float *att, const float *qkv,
                                      int B, int T, int C, int NH)
 {
     const attn_shape a = attn_shape_of(B, T, C, NH);
-    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * a.C3);
+    // kept as qkv's view for the backward
+    const __nv_bfloat16 *qkv16 = cuda_view_or_copy(BF16_A, qkv, (size_t)B * T * a.C3, 1);
     float *S = attention_scores_scratch(a.rows * T);
     __nv_bfloat16 *P = (__nv_bfloat16 *)att;
     for (int h = 0; h < NH; h++) {
@@ -358,8 +364,8 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
                                       int NH, float beta)
 {
     const attn_shape a = attn_shape_of(B, T, C, NH);
-    const __nv_bfloat16 *qkv16 = cuda_bf16_copy(BF16_A, qkv, (size_t)B * T * a.C3);
-    const __nv_bfloat16 *g16 = cuda_bf16_copy(BF16_B, dout, (size_t)B * T * C);
+    const __nv_bfloat16 *qkv16 = cuda_view_or_copy(BF16_A, qkv, (size_t)B * T * a.C3, 0);
+    const __nv_bfloat16 *g16 = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
     const __nv_bfloat16 *P = (const __nv_bfloat16 *)att;
     for (int h = 0; h < NH; h++) {
         const __nv_bfloat16 *v = qkv16 + (size_t)h * a.hs + 2 * C;
@@ -656,6 +662,7 @@ extern "C" const reed_ops *reed_ops_cuda(char *why, size_t cap)
         if (init_state > 0) {
             cuda_table_fill(&cuda_ops_table);
             cuda_zero_wrap(&cuda_ops_table);
+            cuda_view_wrap(&cuda_ops_table);
             cuda_profile_wrap(&cuda_ops_table); // only with REED_CUDA_PROFILE=1
         }
     }

@@ -78,7 +78,8 @@ R (*flushed<R (*)(A...), M>::inner)(A...);
 /* The consumers take the pending buffer themselves. */
 static int is_consumer(const char *slot)
 {
-    static const char *const names[] = {"zero", "linear_backward", "gelu_backward",
+    static const char *const names[] = {"zero",          "linear_backward",
+                                        "gelu_backward", "silu_backward",
                                         "gated_add_backward", "attention_backward"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(slot, names[i]) == 0)

@@ -56,6 +56,18 @@ void reed_cuda_set_attention(int mode);
  * and benchmarks. */
 int reed_cuda_attention_path(int B, int T, int C, int NH);
 
+/* bf16 views (bf16 mode on bf16 operands): the ops that write a linear
+ * layer's input also write its bf16 copy, and a linear layer's backward
+ * reuses the copy its forward read, instead of each GEMM copying its
+ * operands (cuda_view.cu). On by default; REED_CUDA_VIEWS=0 in the
+ * environment at start-up turns them off for good, and
+ * REED_CUDA_VIEW_CHECK=1 compares every view with a fresh copy before use.
+ * set_views(0|1) turns them off or on again and returns the state (0 when
+ * the environment turned them off); view_hits counts the GEMM operands
+ * read from a view so far. For tests and benchmarks. */
+int reed_cuda_set_views(int on);
+long reed_cuda_view_hits(void);
+
 /* A CUDA, cuBLAS or cuDNN call failed (a bug or a sticky device error):
  * the backend calls this handler with a one-line message naming the call
  * and its file:line, then abort()s. The default prints to stderr; a UI that
