@@ -597,15 +597,21 @@ static void test_attention(int B, int T, int C, int NH, float amp, double tol)
 {
     const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     const size_t na = (size_t)B * NH * T * T;
-    const int fused = on_gpu && reed_cuda_attention_path(B, T, C, NH) == 2;
+    static const char *const paths[] = {"gemm", "gemm", "fused", "flash"};
+    const int p = on_gpu ? reed_cuda_attention_path(B, T, C, NH) : 1;
     const int private_att = on_gpu && reed_cuda_precision() == 1;
-    const char *path = fused ? "fused" : "gemm";
+    const char *path = paths[p >= 1 && p <= 3 ? p : 0];
+    char fwd_name[40], bwd_name[40];
+    snprintf(fwd_name, sizeof fwd_name, "attention_forward out%s%s", p > 1 ? ", " : "",
+             p > 1 ? path : "");
+    snprintf(bwd_name, sizeof bwd_name, "attention_backward%s%s", p > 1 ? ", " : "",
+             p > 1 ? path : "");
     float *qkv = hrand(nq, -amp, amp), *out = hbuf(no), *att = hbuf(na);
     float *d_qkv = dup(qkv, nq), *d_out = dnan(no), *d_att = dnan(na);
     cpu->attention_forward(out, att, qkv, B, T, C, NH);
     gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
-    expect(fused ? "attention_forward out, fused" : "attention_forward out", out, d_out, no,
-           tol, "B=%d T=%d C=%d NH=%d amp %g %s", B, T, C, NH, amp, path);
+    expect(fwd_name, out, d_out, no, tol, "B=%d T=%d C=%d NH=%d amp %g %s", B, T, C, NH, amp,
+           path);
     if (!private_att)
         expect("attention_forward att", att, d_att, na, tol, "B=%d T=%d C=%d NH=%d amp %g %s",
                B, T, C, NH, amp, path);
@@ -615,14 +621,15 @@ static void test_attention(int B, int T, int C, int NH, float amp, double tol)
     float *g_att = private_att ? d_att : dup(att, na);
     cpu->attention_backward(dqkv, hrand(na, -1, 1), dout, qkv, att, B, T, C, NH);
     gpu->attention_backward(g_dqkv, dnan(na), dup(dout, no), d_qkv, g_att, B, T, C, NH);
-    expect(fused ? "attention_backward, fused" : "attention_backward", dqkv, g_dqkv, nq, tol,
-           "B=%d T=%d C=%d NH=%d amp %g %s", B, T, C, NH, amp, path);
+    expect(bwd_name, dqkv, g_dqkv, nq, tol, "B=%d T=%d C=%d NH=%d amp %g %s", B, T, C, NH, amp,
+           path);
     gpu->attention_backward(NULL, dnan(na), dup(dout, no), d_qkv, g_att, B, T, C, NH);
     release();
 }
 
-/* The attention shapes: T = 16 .. 256 (196 = 14², 49 = 7²), head sizes 32
- * to 96, and one the fused kernels do not cover (head size 4).
+/* The attention shapes: T = 16 .. 300 (196 = 14², 49 = 7²), head sizes 4
+ * to 128, among them some the fused kernels or the flash path do not
+ * cover.
  * REED_CUDA_TEST_LARGE=1 adds SiT-B/2's (12 heads of 64, T = 256): for a
  * real GPU, slow in the emulator. */
 static void run_attention(double tol)
@@ -639,17 +646,20 @@ static void run_attention(double tol)
     // tolerance there.
     test_attention(4, 64, 128, 4, 3.0f, tol > TOL ? 3 * tol : tol);
     test_attention(3, 5, 12, 3, 1.0f, tol);    // odd, T < 32, hs 4
-    test_attention(1, 300, 32, 2, 1.0f, tol);  // T > 256: the GEMM path only
+    test_attention(1, 300, 32, 2, 1.0f, tol);  // T > 256, hs 16: the GEMM path only
+    test_attention(2, 40, 256, 2, 1.0f, tol);  // hs 128: the flash path's largest
+    test_attention(1, 300, 128, 2, 1.0f, tol); // T > 256, hs 64: GEMM or flash
     if (large && large[0] == '1')
         test_attention(8, 256, 768, 12, 1.0f, tol);
 }
 
-/* bf16 mode: attention on the GEMM path and on the fused kernels
- * (reed_cuda_set_attention), then in auto mode on a few shapes: the timed
- * choice is 1 or 2, the same at every ask, and correct. */
+/* bf16 mode: attention on the GEMM path, the fused kernels and the flash
+ * path (reed_cuda_set_attention; shapes a path does not cover take the
+ * GEMM path), then in auto mode on a few shapes: the timed choice is 1, 2
+ * or 3, the same at every ask, and correct. */
 static void test_attention_paths(double tol)
 {
-    for (int m = 1; m <= 2; m++) {
+    for (int m = 1; m <= 3; m++) {
         reed_cuda_set_attention(m);
         run_attention(tol);
     }
@@ -659,7 +669,7 @@ static void test_attention_paths(double tol)
         const int *s = shapes[i];
         const int p1 = reed_cuda_attention_path(s[0], s[1], s[2], s[3]);
         const int p2 = reed_cuda_attention_path(s[0], s[1], s[2], s[3]);
-        check((p1 == 1 || p1 == 2) && p1 == p2,
+        check(p1 >= 1 && p1 <= 3 && p1 == p2,
               "attention auto path B=%d T=%d C=%d NH=%d: %d, then %d", s[0], s[1], s[2], s[3],
               p1, p2);
         test_attention(s[0], s[1], s[2], s[3], 1.0f, tol);

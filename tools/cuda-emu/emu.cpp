@@ -44,6 +44,45 @@ double emu_shfl_xor(double v, int o)
     return r;
 }
 
+/* mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as c: every
+ * lane posts its fragments, then computes its four elements of d from all
+ * of them (the layouts of the PTX ISA, "Matrix Fragments for mma.m16n8k16
+ * with floating point type"; a register's low half holds the element with
+ * the lower index). */
+static unsigned mma_a[1024][4], mma_b[1024][2];
+
+static float bf16_half(unsigned reg, int high)
+{
+    unsigned u = (high ? reg >> 16 : reg & 0xffffu) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+void emu_mma_16816(float d[4], const unsigned a[4], const unsigned b[2])
+{
+    const unsigned lin = cur->lin, w0 = lin - lin % 32;
+    memcpy(mma_a[lin], a, sizeof mma_a[lin]);
+    memcpy(mma_b[lin], b, sizeof mma_b[lin]);
+    __syncwarp();
+    const unsigned lane = lin % 32, g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        const unsigned row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+        double acc = d[i];
+        for (unsigned k = 0; k < 16; k++) {
+            // A(row, k): lane (row % 8)·4 + (k % 8)/2, register (row ≥ 8) + 2·(k ≥ 8)
+            const unsigned al = w0 + (row % 8) * 4 + (k % 8) / 2;
+            const float av = bf16_half(mma_a[al][(row >= 8) + 2 * (k >= 8)], k & 1);
+            // B(k, col): lane col·4 + (k % 8)/2, register (k ≥ 8)
+            const unsigned bl = w0 + col * 4 + (k % 8) / 2;
+            const float bv = bf16_half(mma_b[bl][k >= 8], k & 1);
+            acc += (double)av * bv;
+        }
+        d[i] = (float)acc;
+    }
+    __syncwarp();
+}
+
 static void set_tid(unsigned lin)
 {
     threadIdx.x = lin % blockDim.x;

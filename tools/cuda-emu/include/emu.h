@@ -33,6 +33,9 @@ double emu_shfl_xor(double v, int o);
 template <class T> T __shfl_xor_sync(unsigned, T v, int o) { return (T)emu_shfl_xor((double)v, o); }
 /* This thread's lane in its warp (threads numbered x fastest). */
 unsigned emu_lane(void);
+/* The warp's mma.sync m16n8k16 (bf16 operands, fp32 accumulation), d += a·b
+ * with fragments laid out as on the GPU: see emu.cpp. */
+void emu_mma_16816(float d[4], const unsigned a[4], const unsigned b[2]);
 
 /* A launch of `fn` (the kernel `kernel`) with `smem` bytes of dynamic shared
  * memory: launch.py rewrites kernel<<<grid, block[, smem[, stream]]>>>(...)
@@ -52,6 +55,7 @@ enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cu
 struct cudaDeviceProp { char name[256]; int major, minor; };
 struct float4 { float x, y, z, w; };
 struct uint2 { unsigned x, y; };
+struct uint4 { unsigned x, y, z, w; };
 typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
 typedef enum { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
                cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 } cudaDeviceAttr;
