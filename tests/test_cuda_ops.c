@@ -597,10 +597,10 @@ static void test_attention(int B, int T, int C, int NH, float amp, double tol)
 {
     const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
     const size_t na = (size_t)B * NH * T * T;
-    static const char *const paths[] = {"gemm", "gemm", "fused", "flash"};
+    static const char *const paths[] = {"gemm", "gemm", "fused", "flash", "flash+gemm"};
     const int p = on_gpu ? reed_cuda_attention_path(B, T, C, NH) : 1;
     const int private_att = on_gpu && reed_cuda_precision() == 1;
-    const char *path = paths[p >= 1 && p <= 3 ? p : 0];
+    const char *path = paths[p >= 1 && p <= 4 ? p : 0];
     char fwd_name[40], bwd_name[40];
     snprintf(fwd_name, sizeof fwd_name, "attention_forward out%s%s", p > 1 ? ", " : "",
              p > 1 ? path : "");
@@ -646,20 +646,20 @@ static void run_attention(double tol)
     // tolerance there.
     test_attention(4, 64, 128, 4, 3.0f, tol > TOL ? 3 * tol : tol);
     test_attention(3, 5, 12, 3, 1.0f, tol);    // odd, T < 32, hs 4
-    test_attention(1, 300, 32, 2, 1.0f, tol);  // T > 256, hs 16: the GEMM path only
+    test_attention(1, 300, 32, 2, 1.0f, tol);  // T > 256, hs 16: not the fused path
     test_attention(2, 40, 256, 2, 1.0f, tol);  // hs 128: the flash path's largest
-    test_attention(1, 300, 128, 2, 1.0f, tol); // T > 256, hs 64: GEMM or flash
+    test_attention(1, 300, 128, 2, 1.0f, tol); // T > 256, hs 64
     if (large && large[0] == '1')
         test_attention(8, 256, 768, 12, 1.0f, tol);
 }
 
-/* bf16 mode: attention on the GEMM path, the fused kernels and the flash
- * path (reed_cuda_set_attention; shapes a path does not cover take the
- * GEMM path), then in auto mode on a few shapes: the timed choice is 1, 2
- * or 3, the same at every ask, and correct. */
+/* bf16 mode: attention on each path (reed_cuda_set_attention: GEMM, fused,
+ * flash, flash + GEMM; shapes a path does not cover take the GEMM path),
+ * then in auto mode on a few shapes: the timed choice is a path, the same
+ * at every ask, and correct. */
 static void test_attention_paths(double tol)
 {
-    for (int m = 1; m <= 3; m++) {
+    for (int m = 1; m <= 4; m++) {
         reed_cuda_set_attention(m);
         run_attention(tol);
     }
@@ -669,7 +669,7 @@ static void test_attention_paths(double tol)
         const int *s = shapes[i];
         const int p1 = reed_cuda_attention_path(s[0], s[1], s[2], s[3]);
         const int p2 = reed_cuda_attention_path(s[0], s[1], s[2], s[3]);
-        check(p1 >= 1 && p1 <= 3 && p1 == p2,
+        check(p1 >= 1 && p1 <= 4 && p1 == p2,
               "attention auto path B=%d T=%d C=%d NH=%d: %d, then %d", s[0], s[1], s[2], s[3],
               p1, p2);
         test_attention(s[0], s[1], s[2], s[3], 1.0f, tol);

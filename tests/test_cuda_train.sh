@@ -13,6 +13,8 @@
 #         absolute where the loss is near zero); the sims are printed, not
 #         checked. The run checks every bf16 view it reads
 #         (REED_CUDA_VIEW_CHECK=1: a stale view aborts it);
+#   bf16 on the flash attention path (REED_CUDA_ATTENTION=flash): loss and
+#         loss_denoise within the same band of the CPU's;
 #   bf16 views on and off (REED_CUDA_VIEWS=0), both on the GEMM attention
 #         path: the GEMMs read the same bf16 values either way, so every
 #         metric must agree to 1e-5 relative at every step (identical is
@@ -71,6 +73,8 @@ run cuda --device cuda --set train.precision=fp32 ||
   { cat "$tmp/cuda.log" >&2; fail "the CUDA fp32 run failed"; }
 REED_CUDA_VIEW_CHECK=1 run bf16 --device cuda --set train.precision=bf16 ||
   { cat "$tmp/bf16.log" >&2; fail "the CUDA bf16 run failed"; }
+REED_CUDA_ATTENTION=flash REED_CUDA_VIEW_CHECK=1 run flash --device cuda \
+  --set train.precision=bf16 || { cat "$tmp/flash.log" >&2; fail "the CUDA bf16 run on the flash path failed"; }
 echo "cuda bf16 with the GEMM attention path, views on and off: $STEPS steps each"
 for views in 1 0; do
   REED_CUDA_ATTENTION=gemm REED_CUDA_VIEWS=$views run "views$views" --device cuda \
@@ -93,6 +97,7 @@ def load(name):
 
 cpu, cuda, bf16 = load("cpu"), load("cuda"), load("bf16")
 views_on, views_off = load("views1"), load("views0")
+flash = load("flash")
 keys = ["loss", "loss_denoise"] + sorted(k for k in cpu[0] if k.startswith("sim_"))
 if len(keys) < 4:
     sys.exit(f"FAIL: expected two sim_* metrics, the CPU's metrics have {sorted(cpu[0])}")
@@ -125,6 +130,7 @@ compare(cuda, "cuda fp32", keys, 1e-2, rtol, True)
 print(f"bf16: relative to max(|cpu|, 0.1), band {band:g}")
 compare(bf16, "bf16", keys[:2], 0, band, True)
 compare(bf16, "bf16", keys[2:], 0, band, False)
+compare(flash, "bf16 flash", keys[:2], 0, band, True)
 print("bf16 views off against on: relative to max(|on|, |off|, 1e-2), tolerance 1e-5")
 compare(views_off, "views-off", keys, 1e-2, 1e-5, True, base=views_on)
 sys.exit(0 if ok else 1)

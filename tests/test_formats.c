@@ -512,8 +512,8 @@ static void test_idx_fashion_file(const char *dir, const char *name,
 static void test_idx_fashion(void) {
     const char *dir = "/usr/share/datasets/fashion-mnist";
     struct stat st;
-    if (stat(dir, &st) != 0) {
-        printf("skip fashion-mnist checks: %s not found\n", dir);
+    if (stat(dir, &st) != 0) { /* a dependency of the project, not optional */
+        check(0, "fashion-mnist: %s not found (scripts/install-deps.sh installs it)", dir);
         return;
     }
     test_idx_fashion_file(dir, "train-images-idx3-ubyte.gz", 60000, true);

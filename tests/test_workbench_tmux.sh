@@ -33,13 +33,17 @@ wait_for() { # wait_for SECONDS CONDITION...: polls every 0.2 s
   done
 }
 screen_has() { screen | grep -Eq -- "$1"; }
+screen_has_plot() { screen | LC_ALL=C.UTF-8 grep -qP '[\x{2801}-\x{28FF}]'; }
 steps_at_least() { [ "$(steps)" -ge "$1" ]; }
 type_line() { t send-keys -t wb -l -- "$1"; t send-keys -t wb Enter; }
 check() { echo "  ok  $*"; }
 
 wait_for 60 screen_has "step" || { screen; fail "no status line"; }
 wait_for 60 steps_at_least 3 || { screen; fail "training did not start"; }
+# The loss chart's title, and points plotted (braille dots: the test runs
+# in a UTF-8 locale on a terminal other than the Linux console).
 screen_has "loss" || { screen; fail "no loss chart"; }
+wait_for 30 screen_has_plot || { screen; fail "the charts plotted no points"; }
 check "status line and charts: $(screen | head -n 1 | cut -c1-90)"
 
 type_line "pause()"

@@ -26,8 +26,8 @@
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
-# B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY_ZERO=0 and with
-# REED_CUDA_VIEWS=0; sitS
+# B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY_ZERO=0, with
+# REED_CUDA_VIEWS=0 and with REED_CUDA_ATTENTION=gemm; sitS
 # bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
 # torch.compile (given up after 60 s of compiling + first step, then
 # reported as "—").
@@ -404,6 +404,9 @@ REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B
 REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
 # The bf16 views (cuda_view.cu) against a copy per GEMM operand.
 REED_CUDA_VIEWS=0 reed_bench "reed B2 bf16 no views" 15 60 B2 bf16 2 10
+# The whole step with attention forced onto the GEMM path (the auto choice
+# above weighs the paths on attention alone, at batch 32).
+REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 gemm attention" 15 60 B2 bf16 2 10
 # The cuBLAS ceiling at B2's linear shapes: fp32 operands (FAST_16BF, as
 # the engine) against bf16 operands.
 show "gemm ceiling" 20 60 build-gpu/bench_gemm_cuda 65536 10

@@ -16,7 +16,7 @@ OUT=${OUT:-/tmp/reed-cuda-emu}
 SAN=${SAN:--fsanitize=address,undefined}
 mkdir -p "$OUT"
 cd "$OUT"
-for f in cuda_ops cuda_memory cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view; do
+for f in cuda_ops cuda_memory cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view cuda_flash; do
   python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/$f.cu" > $f.cpp
   g++ -std=c++17 -g -O1 $SAN -Wall -Wextra -Wno-unused-parameter -DREED_CUDNN=1 -DREED_CUDA_EMU=1 -D__CUDACC__ -I"$EMU/include" -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c $f.cpp -o $f.o &
 done

@@ -1,7 +1,8 @@
 /* Fused attention for the bf16 mode: a forward and a backward pass on
  * tensor cores (wmma bf16 16×16×16 products, fp32 accumulation) that never
- * write the (T,T) score matrix to global memory; the choice between them
- * and the GEMM path of cuda_ops.cu; and the timing that makes the choice.
+ * write the (T,T) score matrix to global memory; the choice among them,
+ * the GEMM path of cuda_ops.cu and the flash paths of cuda_flash.cu; and
+ * the timing that makes the choice.
  *
  * Gradient contract (ops.h): the forward overwrites out (and its part of
  * att); the backward ADDS into dqkv, each element read, added to and written
@@ -55,7 +56,8 @@
 using namespace nvcuda;
 typedef __nv_bfloat16 bf16;
 
-enum { ATT_AUTO = 0, ATT_PATH_GEMM = 1, ATT_PATH_FUSED = 2, ATT_PATH_FLASH = 3 };
+enum { ATT_AUTO, ATT_PATH_GEMM, ATT_PATH_FUSED, ATT_PATH_FLASH, ATT_PATH_FLASH_GEMM,
+       ATT_PATHS };
 
 /* ------------------------------------------------------------------------
  * Tiling and shared memory
@@ -469,268 +471,6 @@ attn_backward_key_kernel(float *dqkv, const float *dout, const float *qkv,
 }
 
 /* ------------------------------------------------------------------------
- * The flash forward (mma.sync), the forward of the flash path.
- *
- * One block of FL_WARPS warps per (tile of FL_ROWS query rows, head,
- * batch); warp w owns rows 16w .. 16w + 15 of the tile. A warp's scores
- * s = q·kᵀ for a tile of FL_KEYS keys and its output rows stay in
- * registers as mma.sync m16n8k16 fragments (bf16 operands, fp32
- * accumulation): the accumulator fragments of s, packed to bf16, are
- * exactly the A fragments of p·v (FlashAttention-2's arrangement), so
- * neither s nor p passes through shared memory. Keys go FL_KEYS at a time
- * under the online softmax (running row maximum m and sum l, in log2
- * units); then out = (Σ p·v) / l. A second pass over the key tiles writes
- * P = exp(s − lse) as bf16 into att: the GEMM path's saved state, which
- * its backward (cuda_ops.cu) reads.
- * Shared memory: the q tile and the k tile (rows of hs), and the v tile
- * transposed (hs rows of FL_KEYS keys, so that p·v's B fragments are
- * pairs of adjacent keys), bf16, rows padded by FL_PAD: fragment loads
- * from 8 rows × 4 pairs then hit 32 different banks.
- * ---------------------------------------------------------------------- */
-
-#define FL_WARPS 4
-#define FL_ROWS (16 * FL_WARPS)
-#define FL_KEYS 64
-#define FL_PAD 8
-#define LOG2E 1.4426950408889634f
-
-/* d(16×8) += a(16×16)·b(16×8), one warp-wide mma.sync with the fragment
- * layouts of the PTX ISA (a: rows g, g+8 and columns 2t, 2t+1, +8; b:
- * rows 2t, 2t+1, +8 of column g; d: rows g, g+8, columns 2t, 2t+1, where
- * g = lane/4, t = lane%4). The emulator (tools/cuda-emu) runs no PTX and
- * supplies the same product. */
-__device__ __forceinline__ void mma_16816(float d[4], const unsigned a[4], const unsigned b[2])
-{
-#ifdef REED_CUDA_EMU
-    emu_mma_16816(d, a, b);
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-
-/* Two adjacent bf16 as one register (the lower index in the low half). */
-__device__ __forceinline__ unsigned ld_pair(const bf16 *p) { return *(const unsigned *)p; }
-
-typedef struct flash_args {
-    const bf16 *qkv; /* (B, T, 3C): qkv's bf16 view */
-    float *out;      /* (B, T, C) */
-    bf16 *P;         /* (B, NH, T, T) */
-    int T, C, NH;
-    float sc2;       /* log2(e)/sqrt(hs): scores in log2 units */
-} flash_args;
-
-/* dst(FL_KEYS rows, ld) = rows r0 .. r0 + FL_KEYS − 1 of src (hs bf16
- * each, row stride lds), zero past T; 16 bytes per thread and step. */
-template <int HS>
-__device__ void flash_load_rows(bf16 *dst, int ld, const bf16 *src, size_t lds, int r0, int T)
-{
-    constexpr int CH = HS / 8; // 16-byte chunks per row
-    for (int i = threadIdx.x; i < FL_KEYS * CH; i += blockDim.x) {
-        const int r = i / CH, c = i % CH;
-        uint4 v = {0u, 0u, 0u, 0u};
-        if (r0 + r < T)
-            v = *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c);
-        *(uint4 *)(dst + r * ld + 8 * c) = v;
-    }
-}
-
-/* The transposed tile: dst(hs rows, ld)[e][r] = src row r0 + r, element e.
- * Adjacent threads take adjacent rows, so a warp's 2-byte stores go to
- * adjacent addresses. */
-template <int HS>
-__device__ void flash_load_cols(bf16 *dst, int ld, const bf16 *src, size_t lds, int r0, int T)
-{
-    constexpr int CH = HS / 8;
-    for (int i = threadIdx.x; i < FL_KEYS * CH; i += blockDim.x) {
-        const int r = i % FL_KEYS, c = i / FL_KEYS;
-        uint4 v = {0u, 0u, 0u, 0u};
-        if (r0 + r < T)
-            v = *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c);
-        const unsigned w[4] = {v.x, v.y, v.z, v.w};
-        unsigned short *d = (unsigned short *)dst; // bf16 bits
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-            d[(8 * c + e) * ld + r] = (unsigned short)(w[e / 2] >> (16 * (e & 1)));
-    }
-}
-
-/* s = the warp's 16 rows of q·kᵀ against the k tile at k0, in log2 units,
- * −inf past T. s[n] is the accumulator fragment of keys 8n .. 8n + 7. */
-template <int HS>
-__device__ __forceinline__ void flash_scores(float s[FL_KEYS / 8][4], const unsigned (&qa)[HS / 16][4],
-                             const bf16 *ks, int k0, int T, float sc2)
-{
-    constexpr int LD = HS + FL_PAD;
-    const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-#pragma unroll
-    for (int n = 0; n < FL_KEYS / 8; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < HS / 16; kk++) {
-            const bf16 *kr = ks + (8 * n + g) * LD + 16 * kk + 2 * t;
-            const unsigned kb[2] = {ld_pair(kr), ld_pair(kr + 8)};
-            mma_16816(s[n], qa[kk], kb);
-        }
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-            s[n][e] = k0 + 8 * n + 2 * t + (e & 1) < T ? s[n][e] * sc2 : -INFINITY;
-    }
-}
-
-/* P rows of the warp for the tile at k0: exp2(s − lse2) as bf16, rows and
- * keys past T left out. */
-__device__ __forceinline__ void flash_store_p(bf16 *P, const float s[FL_KEYS / 8][4],
-                                              const float lse2[2], int row0, int k0, int T)
-{
-    const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int i = row0 + g + 8 * r;
-        if (i >= T)
-            continue;
-        bf16 *p = P + (size_t)i * T;
-#pragma unroll
-        for (int n = 0; n < FL_KEYS / 8; n++) {
-            const int j = k0 + 8 * n + 2 * t;
-            const float p0 = exp2f(s[n][2 * r] - lse2[r]), p1 = exp2f(s[n][2 * r + 1] - lse2[r]);
-            if (j + 1 < T && !(T & 1)) { // the pair is 4-byte aligned
-                *(unsigned *)(p + j) = bf16_pair(p0, p1);
-            } else {
-                if (j < T)
-                    p[j] = __float2bfloat16(p0);
-                if (j + 1 < T)
-                    p[j + 1] = __float2bfloat16(p1);
-            }
-        }
-    }
-}
-
-template <int HS>
-__device__ void flash_forward_body(const flash_args &a)
-{
-    constexpr int LD = HS + FL_PAD, LDV = FL_KEYS + FL_PAD, DT = HS / 8;
-    bf16 *qs = (bf16 *)smem_raw, *ks = qs + FL_ROWS * LD, *vt = ks + FL_KEYS * LD;
-    const int T = a.T, C = a.C, h = blockIdx.y, b = blockIdx.z;
-    const int q0 = blockIdx.x * FL_ROWS, warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-    const size_t ld3 = 3 * (size_t)C;
-    const bf16 *q = a.qkv + (size_t)b * T * ld3 + (size_t)h * HS, *k = q + C, *v = q + 2 * C;
-
-    // The warp's q rows as A fragments, for every key tile.
-    flash_load_rows<HS>(qs, LD, q, ld3, q0, T);
-    __syncthreads();
-    unsigned qa[HS / 16][4];
-    const bf16 *qr = qs + (16 * warp + g) * LD + 2 * t;
-#pragma unroll
-    for (int kk = 0; kk < HS / 16; kk++) {
-        qa[kk][0] = ld_pair(qr + 16 * kk);
-        qa[kk][1] = ld_pair(qr + 8 * LD + 16 * kk);
-        qa[kk][2] = ld_pair(qr + 16 * kk + 8);
-        qa[kk][3] = ld_pair(qr + 8 * LD + 16 * kk + 8);
-    }
-
-    float o[DT][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float s[FL_KEYS / 8][4];
-#pragma unroll
-    for (int n = 0; n < DT; n++)
-        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    for (int k0 = 0; k0 < T; k0 += FL_KEYS) {
-        __syncthreads(); // every warp is done with the previous k and v
-        flash_load_rows<HS>(ks, LD, k, ld3, k0, T);
-        flash_load_cols<HS>(vt, LDV, v, ld3, k0, T);
-        __syncthreads();
-        flash_scores<HS>(s, qa, ks, k0, T, a.sc2);
-        // Online softmax, rows g (r = 0) and g + 8 (r = 1); a row's values
-        // are spread over the 4 lanes of its group.
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float mx = m[r];
-#pragma unroll
-            for (int n = 0; n < FL_KEYS / 8; n++)
-                mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float corr = exp2f(m[r] - mx); // 0 at the first tile
-            m[r] = mx;
-            l[r] *= corr;
-#pragma unroll
-            for (int n = 0; n < DT; n++)
-                o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
-#pragma unroll
-            for (int n = 0; n < FL_KEYS / 8; n++) {
-                s[n][2 * r] = exp2f(s[n][2 * r] - mx);
-                s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - mx);
-                l[r] += s[n][2 * r] + s[n][2 * r + 1];
-            }
-        }
-        // o += p·v, 16 keys at a time: p's A fragment is two of s's.
-#pragma unroll
-        for (int kt = 0; kt < FL_KEYS / 16; kt++) {
-            const unsigned pa[4] = {bf16_pair(s[2 * kt][0], s[2 * kt][1]),
-                                    bf16_pair(s[2 * kt][2], s[2 * kt][3]),
-                                    bf16_pair(s[2 * kt + 1][0], s[2 * kt + 1][1]),
-                                    bf16_pair(s[2 * kt + 1][2], s[2 * kt + 1][3])};
-#pragma unroll
-            for (int n = 0; n < DT; n++) {
-                const bf16 *vr = vt + (8 * n + g) * LDV + 16 * kt + 2 * t;
-                const unsigned vb[2] = {ld_pair(vr), ld_pair(vr + 8)};
-                mma_16816(o[n], pa, vb);
-            }
-        }
-    }
-    float lse2[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        lse2[r] = m[r] + log2f(l[r]);
-        const int i = q0 + 16 * warp + g + 8 * r;
-        if (i >= T)
-            continue;
-        float *orow = a.out + ((size_t)b * T + i) * C + (size_t)h * HS + 2 * t;
-#pragma unroll
-        for (int n = 0; n < DT; n++) {
-            orow[8 * n] = o[n][2 * r] / l[r];
-            orow[8 * n + 1] = o[n][2 * r + 1] / l[r];
-        }
-    }
-
-    // Pass 2: the normalised P for the GEMM path's backward.
-    bf16 *P = a.P + (size_t)(b * a.NH + h) * T * T;
-    for (int k0 = 0; k0 < T; k0 += FL_KEYS) {
-        __syncthreads();
-        flash_load_rows<HS>(ks, LD, k, ld3, k0, T);
-        __syncthreads();
-        flash_scores<HS>(s, qa, ks, k0, T, a.sc2);
-        flash_store_p(P, s, lse2, q0 + 16 * warp, k0, T);
-    }
-}
-
-/* One kernel per head size (the fragments' counts are compile-time). */
-#define FLASH_KERNEL(HS)                                                      \
-    __global__ void __launch_bounds__(32 * FL_WARPS)                          \
-        flash_forward_##HS(flash_args a)                                      \
-    {                                                                         \
-        flash_forward_body<HS>(a);                                            \
-    }
-FLASH_KERNEL(32)
-FLASH_KERNEL(64)
-FLASH_KERNEL(96)
-FLASH_KERNEL(128)
-#undef FLASH_KERNEL
-
-static int flash_covers(int hs) { return hs == 32 || hs == 64 || hs == 96 || hs == 128; }
-
-static size_t flash_smem_bytes(int hs)
-{
-    return ((size_t)(FL_ROWS + FL_KEYS) * (hs + FL_PAD) + (size_t)hs * (FL_KEYS + FL_PAD)) *
-           sizeof(bf16);
-}
-
-/* ------------------------------------------------------------------------
  * Launchers and the shapes the fused kernels cover
  * ---------------------------------------------------------------------- */
 
@@ -752,10 +492,6 @@ static void dev_smem_init(void)
     CUDA_CHECK(cudaFuncSetAttribute(attn_forward_kernel, a, max));
     CUDA_CHECK(cudaFuncSetAttribute(attn_backward_query_kernel, a, max));
     CUDA_CHECK(cudaFuncSetAttribute(attn_backward_key_kernel, a, max));
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_32, a, max));
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_64, a, max));
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_96, a, max));
-    CUDA_CHECK(cudaFuncSetAttribute(flash_forward_128, a, max));
     const char *rows = getenv("REED_CUDA_ATTENTION_ROWS");
     dev_smem.want_rows = rows ? atoi(rows) : 0;
 }
@@ -845,38 +581,16 @@ static void fused_backward(float *dqkv, float *scratch, const float *dout,
     LAUNCH_CHECK("attn_backward_key_kernel");
 }
 
-/* The flash path's forward: out, and P (bf16) in att for the GEMM path's
- * backward. qkv's bf16 view is kept for that backward too. */
-static void flash_forward(float *out, float *att, const float *qkv, int B, int T, int C,
-                          int NH)
-{
-    const int hs = C / NH;
-    flash_args a;
-    a.qkv = cuda_view_or_copy(BF16_A, qkv, (size_t)B * T * 3 * C, 1);
-    a.out = out;
-    a.P = (bf16 *)att;
-    a.T = T, a.C = C, a.NH = NH;
-    a.sc2 = LOG2E / sqrtf((float)hs);
-    const dim3 grid((unsigned)((T + FL_ROWS - 1) / FL_ROWS), (unsigned)NH, (unsigned)B);
-    const size_t smem = flash_smem_bytes(hs);
-    const unsigned threads = 32 * FL_WARPS;
-    switch (hs) {
-    case 32: flash_forward_32<<<grid, threads, smem, g_cuda.stream>>>(a); break;
-    case 64: flash_forward_64<<<grid, threads, smem, g_cuda.stream>>>(a); break;
-    case 96: flash_forward_96<<<grid, threads, smem, g_cuda.stream>>>(a); break;
-    default: flash_forward_128<<<grid, threads, smem, g_cuda.stream>>>(a); break;
-    }
-    LAUNCH_CHECK("flash_forward");
-}
-
 /* ------------------------------------------------------------------------
- * The choice of path: GEMM (cuda_ops.cu), fused (the wmma kernels above,
- * att = row log-sum-exps) or flash (the flash forward, then the GEMM
- * path's backward, att = P as bf16; only on bf16 operands). In auto mode
+ * The choice of path: GEMM (cuda_ops.cu, att = P), fused (the wmma kernels
+ * above, att = row log-sum-exps), flash (cuda_flash.cu's forward and
+ * backward, att = row log2-sum-exp2s) or flash+GEMM (cuda_flash.cu's
+ * forward writing P, then the GEMM path's backward); the flash paths only
+ * on bf16 operands. In auto mode
  * the first call for a shape (T, C, NH) times forward + backward of each
  * path that covers it on min(B, TUNE_BATCH) samples of random data and
  * caches the fastest; the cache never evicts (a full cache gives the first
- * covering path of fused, flash, GEMM without timing), so a shape keeps
+ * covering path of flash, fused, GEMM without timing), so a shape keeps
  * its path.
  * ---------------------------------------------------------------------- */
 
@@ -886,7 +600,7 @@ static void flash_forward(float *out, float *att, const float *qkv, int B, int T
 
 static int mode_set = -1; /* reed_cuda_set_attention; -1: REED_CUDA_ATTENTION */
 
-/* REED_CUDA_ATTENTION=auto|gemm|fused|flash (read once), unless
+/* REED_CUDA_ATTENTION=auto|gemm|fused|flash|flashgemm (read once), unless
  * reed_cuda_set_attention was called. */
 static int attention_mode(void)
 {
@@ -895,10 +609,11 @@ static int attention_mode(void)
         return mode_set;
     if (from_env < 0) {
         const char *s = getenv("REED_CUDA_ATTENTION");
-        from_env = s && !strcmp(s, "gemm")    ? ATT_PATH_GEMM
-                   : s && !strcmp(s, "fused") ? ATT_PATH_FUSED
-                   : s && !strcmp(s, "flash") ? ATT_PATH_FLASH
-                                              : ATT_AUTO;
+        from_env = s && !strcmp(s, "gemm")        ? ATT_PATH_GEMM
+                   : s && !strcmp(s, "fused")     ? ATT_PATH_FUSED
+                   : s && !strcmp(s, "flash")     ? ATT_PATH_FLASH
+                   : s && !strcmp(s, "flashgemm") ? ATT_PATH_FLASH_GEMM
+                                                  : ATT_AUTO;
     }
     return from_env;
 }
@@ -954,8 +669,13 @@ static void run_path(int path, const tune_bufs *t, int B, int T, int C, int NH,
         fused_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, plan->bwd);
         return;
     }
-    if (path == ATT_PATH_FLASH)
-        flash_forward(t->out, t->att, t->qkv, B, T, C, NH);
+    if (path == ATT_PATH_FLASH) {
+        cuda_flash_forward(t->out, t->att, NULL, t->qkv, B, T, C, NH);
+        cuda_flash_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH, 1);
+        return;
+    }
+    if (path == ATT_PATH_FLASH_GEMM)
+        cuda_flash_forward(t->out, NULL, (bf16 *)t->att, t->qkv, B, T, C, NH);
     else
         cuda_attention_forward_gemm(t->out, t->att, t->qkv, B, T, C, NH);
     cuda_attention_backward_gemm(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH,
@@ -982,13 +702,13 @@ static float time_path(int path, const tune_bufs *t, int B, int T, int C, int NH
     return ms / TUNE_REPS;
 }
 
-/* The paths that cover a shape (a bit per path), cuda_attention_path's
- * default when nothing is timed: fused, else flash, else GEMM. */
+/* The paths that cover a shape (a bit per path), and the default when
+ * nothing is timed: flash, else fused, else GEMM. */
 #define PATH_BIT(p) (1 << (p))
 static int first_path(int covered)
 {
-    return covered & PATH_BIT(ATT_PATH_FUSED)   ? ATT_PATH_FUSED
-           : covered & PATH_BIT(ATT_PATH_FLASH) ? ATT_PATH_FLASH
+    return covered & PATH_BIT(ATT_PATH_FLASH)   ? ATT_PATH_FLASH
+           : covered & PATH_BIT(ATT_PATH_FUSED) ? ATT_PATH_FUSED
                                                 : ATT_PATH_GEMM;
 }
 
@@ -996,14 +716,14 @@ static int first_path(int covered)
  * buffers do not fit. */
 static int autotune(int B, int T, int C, int NH, const attn_plan *plan, int covered)
 {
-    static const char *const names[] = {"", "GEMM", "fused", "flash"};
+    static const char *const names[ATT_PATHS] = {"", "GEMM", "fused", "flash", "flash+GEMM"};
     const int Bt = B < TUNE_BATCH ? B : TUNE_BATCH;
     tune_bufs t;
     if (tune_alloc(&t, Bt, T, C, NH))
         return first_path(covered);
-    float ms[ATT_PATH_FLASH + 1] = {0};
+    float ms[ATT_PATHS] = {0};
     int best = ATT_PATH_GEMM;
-    for (int p = ATT_PATH_GEMM; p <= ATT_PATH_FLASH; p++) {
+    for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++) {
         if (!(covered & PATH_BIT(p)))
             continue;
         ms[p] = time_path(p, &t, Bt, T, C, NH, plan);
@@ -1011,12 +731,12 @@ static int autotune(int B, int T, int C, int NH, const attn_plan *plan, int cove
             best = p;
     }
     CUDA_CHECK(cudaFree(t.base)); // waits for the device
-    cuda_view_freed(t.base, t.bytes); // the GEMM and flash paths kept qkv's view
+    cuda_view_freed(t.base, t.bytes); // the paths on bf16 operands kept qkv's view
     const char *v = getenv("REED_CUDA_VERBOSE");
     if (v && v[0] && strcmp(v, "0")) {
         fprintf(stderr, "CUDA attention T=%d C=%d NH=%d (batch %d, forward + backward):", T, C,
                 NH, Bt);
-        for (int p = ATT_PATH_GEMM; p <= ATT_PATH_FLASH; p++)
+        for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++)
             if (covered & PATH_BIT(p))
                 fprintf(stderr, " %s %.3f ms,", names[p], ms[p]);
         fprintf(stderr, " keeps %s\n", names[best]);
@@ -1060,10 +780,8 @@ static int attention_path(int B, int T, int C, int NH, attn_plan *plan)
     int covered = PATH_BIT(ATT_PATH_GEMM);
     if (fused_plan(T, C, NH, plan))
         covered |= PATH_BIT(ATT_PATH_FUSED);
-    if (cuda_bf16_gemms() && flash_covers(C / NH)) {
-        pthread_once(&dev_smem_once, dev_smem_init); // the flash kernels' shared memory
-        covered |= PATH_BIT(ATT_PATH_FLASH);
-    }
+    if (cuda_bf16_gemms() && cuda_flash_covers(C / NH))
+        covered |= PATH_BIT(ATT_PATH_FLASH) | PATH_BIT(ATT_PATH_FLASH_GEMM);
     const int mode = attention_mode();
     if (mode != ATT_AUTO)
         return covered & PATH_BIT(mode) ? mode : ATT_PATH_GEMM;
@@ -1083,7 +801,9 @@ void cuda_attention_forward(float *out, float *att, const float *qkv, int B,
     if (path == ATT_PATH_FUSED)
         fused_forward(out, att, qkv, B, plan.fwd);
     else if (path == ATT_PATH_FLASH)
-        flash_forward(out, att, qkv, B, T, C, NH);
+        cuda_flash_forward(out, att, NULL, qkv, B, T, C, NH);
+    else if (path == ATT_PATH_FLASH_GEMM)
+        cuda_flash_forward(out, NULL, (bf16 *)att, qkv, B, T, C, NH);
     else
         cuda_attention_forward_gemm(out, att, qkv, B, T, C, NH);
 }
@@ -1097,21 +817,26 @@ void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
         return;
     }
     attn_plan plan;
-    if (attention_path(B, T, C, NH, &plan) == ATT_PATH_FUSED) {
+    const int path = attention_path(B, T, C, NH, &plan);
+    if (path == ATT_PATH_FUSED) {
         cuda_zero_flush(); // the fused kernels add into dqkv
         fused_backward(dqkv, scratch, dout, qkv, att, B, plan.bwd);
         return;
     }
-    // The GEMM path's backward (the flash path's too) writes every element
-    // of a freshly zeroed dqkv (beta = 0).
+    // The flash and GEMM backwards write every element of a freshly zeroed
+    // dqkv instead of adding to it.
     const size_t bytes = (size_t)B * T * 3 * C * sizeof(float);
-    const float beta = cuda_zero_take(dqkv, bytes) ? 0.0f : 1.0f;
-    cuda_attention_backward_gemm(dqkv, scratch, dout, qkv, att, B, T, C, NH, beta);
+    const int add = !cuda_zero_take(dqkv, bytes);
+    if (path == ATT_PATH_FLASH)
+        cuda_flash_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH, add);
+    else
+        cuda_attention_backward_gemm(dqkv, scratch, dout, qkv, att, B, T, C, NH,
+                                     add ? 1.0f : 0.0f);
 }
 
 extern "C" void reed_cuda_set_attention(int mode)
 {
-    mode_set = mode >= ATT_AUTO && mode <= ATT_PATH_FLASH ? mode : ATT_AUTO;
+    mode_set = mode > ATT_AUTO && mode < ATT_PATHS ? mode : ATT_AUTO;
 }
 
 extern "C" int reed_cuda_attention_path(int B, int T, int C, int NH)

@@ -422,6 +422,17 @@ void cuda_attention_forward(float *out, float *att, const float *qkv, int B,
 void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
                              const float *qkv, const float *att, int B, int T,
                              int C, int NH);
+/* cuda_flash.cu: flash attention on mma.sync (bf16 operands), head sizes 16,
+ * 32, 64, 96 and 128 (covers). The forward writes out, and lse (B·NH·T floats:
+ * each row's log2 Σ exp2 of its scores in log2 units) unless NULL, and P
+ * (B·NH·T·T bf16: the probabilities, as the GEMM path keeps them) unless
+ * NULL. The backward adds the gradient into dqkv, or writes it when add is
+ * 0, from the forward's lse; D (B·NH·T floats) is scratch. */
+int cuda_flash_covers(int hs);
+void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *qkv, int B,
+                        int T, int C, int NH);
+void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *qkv,
+                         const float *lse, int B, int T, int C, int NH, int add);
 /* cuda_ops.cu: the GEMM path, att holding the probabilities */
 void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
                                  int B, int T, int C, int NH);

@@ -37,27 +37,28 @@ int reed_cuda_set_cudnn(int on);
  * cuDNN algorithm fitted the scratch buffer or supported the shape). */
 long reed_cuda_conv_fallbacks(void);
 
-/* Attention in bf16 mode takes one of three paths:
- *   GEMM: cuBLAS GEMMs around a stored probability matrix; always taken in
- *     fp32 mode and for shapes the others do not cover;
- *   fused: our wmma tensor-core kernels (cuda_attention.cu, no (T,T)
+/* Attention in bf16 mode takes one of four paths:
+ *   1, GEMM: cuBLAS GEMMs around a stored probability matrix; always taken
+ *     in fp32 mode and for shapes the others do not cover;
+ *   2, fused: our wmma tensor-core kernels (cuda_attention.cu, no (T,T)
  *     matrix in device memory; T ≤ 256, head size a multiple of 16 up to
  *     128);
- *   flash: our mma.sync forward (scores and probabilities in registers,
- *     FlashAttention-2's online softmax) writing out and the probability
- *     matrix, then the GEMM path's backward (bf16 operands only; head size
- *     32, 64, 96 or 128).
- *   0 (the default): auto — the first time a shape (T, C, NH) is seen, time
- *     forward + backward of every covering path on min(B, 32) samples and
- *     keep the fastest (REED_CUDA_VERBOSE=1 prints the times to stderr);
- *   1: GEMM;  2: fused;  3: flash.
- * The environment variable REED_CUDA_ATTENTION=auto|gemm|fused|flash sets
- * the mode until this is called. The backward of a batch must run under the
+ *   3, flash: our mma.sync kernels (cuda_flash.cu: scores and
+ *     probabilities in registers, FlashAttention-2's online softmax),
+ *     forward and backward (bf16 operands only; head size 16, 32, 64, 96
+ *     or 128);
+ *   4, flash + GEMM: the flash forward, also writing the probability
+ *     matrix, then the GEMM path's backward (as 3 covers).
+ * Mode 0 (the default) is auto: the first time a shape (T, C, NH) is
+ * seen, time forward + backward of every covering path on min(B, 32)
+ * samples and keep the fastest (REED_CUDA_VERBOSE=1 prints the times to
+ * stderr); 1 to 4 force a path where it covers the shape. The environment
+ * variable REED_CUDA_ATTENTION=auto|gemm|fused|flash|flashgemm sets the
+ * mode until this is called. The backward of a batch must run under the
  * mode and precision of its forward (att means different things on the
  * paths). */
 void reed_cuda_set_attention(int mode);
-/* The path attention takes for this shape now: 1 (GEMM), 2 (fused) or 3
- * (flash); in
+/* The path attention takes for this shape now (1 to 4, as above); in
  * auto mode this may run the timing. 0 in a build without CUDA. For tests
  * and benchmarks. */
 int reed_cuda_attention_path(int B, int T, int C, int NH);

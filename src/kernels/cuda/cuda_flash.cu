@@ -1,0 +1,605 @@
+/* Flash attention on mma.sync, for the bf16 mode on bf16 operands: the
+ * forward and backward of the "flash" attention paths (cuda_attention.cu
+ * chooses among the paths).
+ *
+ * A warp multiplies 16 rows at a time with mma.sync m16n8k16 (bf16
+ * operands, fp32 accumulation), its operands and results in registers as
+ * the PTX ISA lays them out ("Matrix Fragments for mma.m16n8k16"; g =
+ * lane/4, t = lane%4):
+ *   A (16×16): rows g, g+8; columns 2t, 2t+1 and 2t+8, 2t+9;
+ *   B (16×8):  rows 2t, 2t+1 and 2t+8, 2t+9 of column g;
+ *   C (16×8):  rows g, g+8; columns 2t, 2t+1.
+ * Two C fragments side by side, packed to bf16, are one A fragment
+ * (FlashAttention-2's arrangement): scores s and probabilities p never
+ * leave registers. Shared memory holds bf16 tiles of 64 rows of q, k, v or
+ * dout, and tiles transposed (hs rows of 64 tokens) where a product wants
+ * pairs of adjacent tokens as its B operand; rows padded by FL_PAD, so that
+ * a fragment load from 8 rows × 4 pairs hits 32 different banks.
+ *
+ * Units: s = q·k·log2(e)/sqrt(hs) (log2 units), p = exp2(s − lse2) with
+ * lse2 = log2 Σ_j exp2(s_j) per query row; the natural-log gradient is
+ * dS = p∘(dP − D), D_i = Σ_j p_ij·dP_ij, dP = dout·vᵀ.
+ *
+ * Forward, per (64 query rows, head, batch), 4 warps of 16 rows: key tiles
+ * of 64 under the online softmax (running maximum m and sum l), out =
+ * Σ p̃·v / l; then lse2 to `lse` and/or, in a second pass over the key
+ * tiles, P (bf16) to `P` (the GEMM path's saved state, for its backward).
+ * Backward, two kernels (deterministic, no atomics; each element of dqkv
+ * read, added to and written by one thread):
+ *  - per 64 query rows: pass 1 over the key tiles gives D; pass 2
+ *    recomputes p and dP, dS = p∘(dP − D), dq += dS·k/sqrt(hs); D goes to
+ *    scratch;
+ *  - per 64 keys, 4 warps of 16 keys: over the query tiles, sᵀ = k·qᵀ,
+ *    pᵀ, dPᵀ = v·doutᵀ, dSᵀ; dv += pᵀ·dout, dk += dSᵀ·q/sqrt(hs).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "cuda_internal.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define FL_WARPS 4
+#define FL_THREADS (32 * FL_WARPS)
+#define FL_TILE 64 /* rows of a tile: 16 per warp, and keys per step */
+#define FL_PAD 8
+#define LOG2E 1.4426950408889634f
+
+extern __shared__ __align__(16) unsigned char flash_smem[];
+
+/* ------------------------------------------------------------------------
+ * Fragments and tiles
+ * ---------------------------------------------------------------------- */
+
+/* d(16×8) += a(16×16)·b(16×8): one warp-wide mma.sync. The emulator
+ * (tools/cuda-emu) runs no PTX and supplies the same product. */
+__device__ __forceinline__ void mma_16816(float d[4], const unsigned a[4], const unsigned b[2])
+{
+#ifdef REED_CUDA_EMU
+    emu_mma_16816(d, a, b);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+/* Two adjacent bf16 as one register (the lower index in the low half). */
+__device__ __forceinline__ unsigned ld_pair(const bf16 *p) { return *(const unsigned *)p; }
+
+__device__ __forceinline__ int lane_g(void) { return (threadIdx.x % 32) >> 2; }
+__device__ __forceinline__ int lane_t(void) { return threadIdx.x & 3; }
+
+/* Row stride (bf16) of a tile of hs-wide rows, and of a transposed tile. */
+#define LD_ROWS(HS) ((HS) + FL_PAD)
+#define LD_COLS (FL_TILE + FL_PAD)
+
+/* dst(FL_TILE rows) = rows r0 .. r0 + FL_TILE − 1 of src (hs bf16 each,
+ * row stride lds), zero past T; 16 bytes per thread and step. */
+template <int HS>
+__device__ void load_rows(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
+{
+    constexpr int CH = HS / 8; // 16-byte chunks per row
+    for (int i = threadIdx.x; i < FL_TILE * CH; i += blockDim.x) {
+        const int r = i / CH, c = i % CH;
+        uint4 v = {0u, 0u, 0u, 0u};
+        if (r0 + r < T)
+            v = *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c);
+        *(uint4 *)(dst + r * LD_ROWS(HS) + 8 * c) = v;
+    }
+}
+
+/* The transposed tile: dst(hs rows)[e][r] = element e of src row r0 + r,
+ * zero past T. Adjacent threads take adjacent rows, so a warp's 2-byte
+ * stores go to adjacent addresses. */
+template <int HS>
+__device__ void load_cols(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
+{
+    constexpr int CH = HS / 8;
+    unsigned short *d = (unsigned short *)dst; // bf16 bits
+    for (int i = threadIdx.x; i < FL_TILE * CH; i += blockDim.x) {
+        const int r = i % FL_TILE, c = i / FL_TILE;
+        uint4 v = {0u, 0u, 0u, 0u};
+        if (r0 + r < T)
+            v = *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c);
+        const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            d[(8 * c + e) * LD_COLS + r] = (unsigned short)(w[e / 2] >> (16 * (e & 1)));
+    }
+}
+
+/* The A fragments of the warp's 16 rows (from row0) of a row tile. */
+template <int HS>
+__device__ __forceinline__ void load_a(unsigned (&fa)[HS / 16][4], const bf16 *tile, int row0)
+{
+    const bf16 *r = tile + (row0 + lane_g()) * LD_ROWS(HS) + 2 * lane_t();
+#pragma unroll
+    for (int kk = 0; kk < HS / 16; kk++) {
+        fa[kk][0] = ld_pair(r + 16 * kk);
+        fa[kk][1] = ld_pair(r + 8 * LD_ROWS(HS) + 16 * kk);
+        fa[kk][2] = ld_pair(r + 16 * kk + 8);
+        fa[kk][3] = ld_pair(r + 8 * LD_ROWS(HS) + 16 * kk + 8);
+    }
+}
+
+/* c(16 × FL_TILE) = a(16 × hs) · tileᵀ, tile a row tile (FL_TILE rows of
+ * hs): c[n] holds columns 8n .. 8n + 7. */
+template <int HS>
+__device__ __forceinline__ void product_rows(float c[FL_TILE / 8][4],
+                                             const unsigned (&fa)[HS / 16][4], const bf16 *tile)
+{
+    const bf16 *r = tile + lane_g() * LD_ROWS(HS) + 2 * lane_t();
+#pragma unroll
+    for (int n = 0; n < FL_TILE / 8; n++) {
+        c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < HS / 16; kk++) {
+            const bf16 *p = r + 8 * n * LD_ROWS(HS) + 16 * kk;
+            const unsigned b[2] = {ld_pair(p), ld_pair(p + 8)};
+            mma_16816(c[n], fa[kk], b);
+        }
+    }
+}
+
+/* acc(16 × hs) += p(16 × FL_TILE) · x, x given transposed (hs rows of
+ * FL_TILE): p's C fragments, packed to bf16, are the A fragments. */
+template <int HS>
+__device__ __forceinline__ void accumulate_cols(float (&acc)[HS / 8][4],
+                                                const float p[FL_TILE / 8][4], const bf16 *xt)
+{
+    const bf16 *r = xt + lane_g() * LD_COLS + 2 * lane_t();
+#pragma unroll
+    for (int kt = 0; kt < FL_TILE / 16; kt++) {
+        const unsigned pa[4] = {bf16_pair(p[2 * kt][0], p[2 * kt][1]),
+                                bf16_pair(p[2 * kt][2], p[2 * kt][3]),
+                                bf16_pair(p[2 * kt + 1][0], p[2 * kt + 1][1]),
+                                bf16_pair(p[2 * kt + 1][2], p[2 * kt + 1][3])};
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++) {
+            const bf16 *x = r + 8 * n * LD_COLS + 16 * kt;
+            const unsigned b[2] = {ld_pair(x), ld_pair(x + 8)};
+            mma_16816(acc[n], pa, b);
+        }
+    }
+}
+
+/* Column j of fragment element e of c[n]: 8n + 2t + (e & 1); row: g + 8·(e ≥ 2). */
+__device__ __forceinline__ int frag_col(int n, int e) { return 8 * n + 2 * lane_t() + (e & 1); }
+
+/* rows(row0 + g + 8r, cols 2t, 2t+1 of each 8) of a (·, ld) fp32 matrix
+ * (+)= scale·acc, rows past T left out. */
+template <int HS>
+__device__ void store_rows(float *m, size_t ld, const float (&acc)[HS / 8][4], int row0, int T,
+                           float scale, int add)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = row0 + lane_g() + 8 * r;
+        if (i >= T)
+            continue;
+        float *row = m + (size_t)i * ld + 2 * lane_t();
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float v = scale * acc[n][2 * r + e];
+                row[8 * n + e] = add ? row[8 * n + e] + v : v;
+            }
+    }
+}
+
+/* Sum over the 4 lanes of a fragment row (lanes 4g .. 4g + 3). */
+__device__ __forceinline__ float row_sum(float v)
+{
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float row_max(float v)
+{
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+typedef struct flash_args {
+    const bf16 *qkv;    /* (B, T, 3C): qkv's bf16 view */
+    const bf16 *dout;   /* (B, T, C), the backward's */
+    float *out;         /* (B, T, C): forward; dqkv (B, T, 3C): backward */
+    float *lse;         /* (B, NH, T) lse2, or NULL (forward) */
+    bf16 *P;            /* (B, NH, T, T), or NULL (forward) */
+    float *D;           /* (B, NH, T): backward */
+    int T, C, NH, add;  /* add: the backward adds into dqkv (else writes) */
+    float sc, sc2;      /* 1/sqrt(hs), log2(e)/sqrt(hs) */
+} flash_args;
+
+/* This block's place: its tile (blockIdx.x: 64 query rows, or 64 keys),
+ * head (blockIdx.y) and batch (blockIdx.z). */
+typedef struct flash_place {
+    const bf16 *q, *k, *v; /* the head's first row of q, k and v in qkv */
+    size_t ld3;            /* qkv's row stride, 3C */
+    size_t row;            /* b·T: the batch's first row of (B, T, ·) */
+    size_t bh;             /* (b·NH + h)·T: the head's offset into (B, NH, T) */
+    size_t col;            /* h·hs: the head's first column in (·, C) */
+    int r0;                /* the tile's first row */
+    int w16;               /* the warp's first row in the tile */
+} flash_place;
+
+template <int HS>
+__device__ flash_place flash_where(const flash_args &a)
+{
+    const int h = blockIdx.y, b = blockIdx.z;
+    flash_place p;
+    p.ld3 = 3 * (size_t)a.C;
+    p.row = (size_t)b * a.T;
+    p.col = (size_t)h * HS;
+    p.q = a.qkv + p.row * p.ld3 + p.col;
+    p.k = p.q + a.C;
+    p.v = p.q + 2 * a.C;
+    p.bh = ((size_t)b * a.NH + h) * a.T;
+    p.r0 = blockIdx.x * FL_TILE;
+    p.w16 = 16 * (threadIdx.x / 32);
+    return p;
+}
+
+/* s = c·sc2, −inf at columns (from col0) past T. */
+__device__ __forceinline__ void scale_mask(float s[FL_TILE / 8][4], float sc2, int col0, int T)
+{
+#pragma unroll
+    for (int n = 0; n < FL_TILE / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            s[n][e] = col0 + frag_col(n, e) < T ? s[n][e] * sc2 : -INFINITY;
+}
+
+/* ------------------------------------------------------------------------
+ * Forward
+ * ---------------------------------------------------------------------- */
+
+/* P's rows of the warp for the key tile at k0: exp2(s − lse2) as bf16,
+ * rows and keys past T left out. */
+__device__ __forceinline__ void store_p(bf16 *P, const float s[FL_TILE / 8][4],
+                                        const float lse2[2], int row0, int k0, int T)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = row0 + lane_g() + 8 * r;
+        if (i >= T)
+            continue;
+        bf16 *p = P + (size_t)i * T;
+#pragma unroll
+        for (int n = 0; n < FL_TILE / 8; n++) {
+            const int j = k0 + frag_col(n, 0);
+            const float p0 = exp2f(s[n][2 * r] - lse2[r]), p1 = exp2f(s[n][2 * r + 1] - lse2[r]);
+            if (j + 1 < T && !(T & 1)) { // the pair is 4-byte aligned
+                *(unsigned *)(p + j) = bf16_pair(p0, p1);
+            } else {
+                if (j < T)
+                    p[j] = __float2bfloat16(p0);
+                if (j + 1 < T)
+                    p[j + 1] = __float2bfloat16(p1);
+            }
+        }
+    }
+}
+
+template <int HS>
+__device__ void forward_body(const flash_args &a)
+{
+    bf16 *qs = (bf16 *)flash_smem, *ks = qs + FL_TILE * LD_ROWS(HS);
+    bf16 *vt = ks + FL_TILE * LD_ROWS(HS);
+    const flash_place pl = flash_where<HS>(a);
+    const int T = a.T, q0 = pl.r0, w16 = pl.w16;
+    const size_t ld3 = pl.ld3;
+
+    load_rows<HS>(qs, pl.q, ld3, q0, T);
+    __syncthreads();
+    unsigned qa[HS / 16][4];
+    load_a<HS>(qa, qs, w16);
+
+    float o[HS / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float s[FL_TILE / 8][4];
+#pragma unroll
+    for (int n = 0; n < HS / 8; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int k0 = 0; k0 < T; k0 += FL_TILE) {
+        __syncthreads(); // every warp is done with the previous k and v
+        load_rows<HS>(ks, pl.k, ld3, k0, T);
+        load_cols<HS>(vt, pl.v, ld3, k0, T);
+        __syncthreads();
+        product_rows<HS>(s, qa, ks);
+        scale_mask(s, a.sc2, k0, T);
+        // The online softmax, rows g (r = 0) and g + 8 (r = 1).
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = m[r];
+#pragma unroll
+            for (int n = 0; n < FL_TILE / 8; n++)
+                mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            mx = row_max(mx);
+            const float corr = exp2f(m[r] - mx); // 0 at the first tile
+            m[r] = mx;
+            l[r] *= corr;
+#pragma unroll
+            for (int n = 0; n < HS / 8; n++)
+                o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
+#pragma unroll
+            for (int n = 0; n < FL_TILE / 8; n++) {
+                s[n][2 * r] = exp2f(s[n][2 * r] - mx);
+                s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - mx);
+                l[r] += s[n][2 * r] + s[n][2 * r + 1];
+            }
+        }
+        accumulate_cols<HS>(o, s, vt);
+    }
+    float lse2[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] = row_sum(l[r]);
+        lse2[r] = m[r] + log2f(l[r]);
+        const int i = q0 + w16 + lane_g() + 8 * r;
+        if (a.lse && lane_t() == 0 && i < T)
+            a.lse[pl.bh + i] = lse2[r];
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+            o[n][2 * r] /= l[r], o[n][2 * r + 1] /= l[r];
+    }
+    store_rows<HS>(a.out + pl.row * a.C + pl.col, a.C, o, q0 + w16, T, 1.0f, 0);
+    if (!a.P)
+        return;
+    // Pass 2: the normalised P for the GEMM path's backward.
+    bf16 *P = a.P + pl.bh * T;
+    for (int k0 = 0; k0 < T; k0 += FL_TILE) {
+        __syncthreads();
+        load_rows<HS>(ks, pl.k, ld3, k0, T);
+        __syncthreads();
+        product_rows<HS>(s, qa, ks);
+        scale_mask(s, a.sc2, k0, T);
+        store_p(P, s, lse2, q0 + w16, k0, T);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Backward
+ * ---------------------------------------------------------------------- */
+
+/* The query kernel: D, then dq. Shared memory: two row tiles (q and dout,
+ * then k and v) and kᵀ. */
+template <int HS>
+__device__ void backward_query_body(const flash_args &a)
+{
+    bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
+    bf16 *kt = t1 + FL_TILE * LD_ROWS(HS);
+    const flash_place pl = flash_where<HS>(a);
+    const int T = a.T, q0 = pl.r0, w16 = pl.w16;
+    const size_t ld3 = pl.ld3;
+
+    load_rows<HS>(t0, pl.q, ld3, q0, T);
+    load_rows<HS>(t1, a.dout + pl.row * a.C + pl.col, a.C, q0, T);
+    __syncthreads();
+    unsigned qa[HS / 16][4], da[HS / 16][4];
+    load_a<HS>(qa, t0, w16);
+    load_a<HS>(da, t1, w16);
+    float lse2[2], D[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = q0 + w16 + lane_g() + 8 * r;
+        lse2[r] = i < T ? a.lse[pl.bh + i] : 0.0f; // rows past T: zero inputs, dropped
+    }
+
+    float s[FL_TILE / 8][4], dp[FL_TILE / 8][4];
+    // Pass 1: D_i = Σ_j p_ij·dP_ij (this lane's columns, then the row's).
+    for (int k0 = 0; k0 < T; k0 += FL_TILE) {
+        __syncthreads();
+        load_rows<HS>(t0, pl.k, ld3, k0, T);
+        load_rows<HS>(t1, pl.v, ld3, k0, T);
+        __syncthreads();
+        product_rows<HS>(s, qa, t0);
+        scale_mask(s, a.sc2, k0, T);
+        product_rows<HS>(dp, da, t1);
+#pragma unroll
+        for (int n = 0; n < FL_TILE / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                D[e / 2] += exp2f(s[n][e] - lse2[e / 2]) * dp[n][e];
+    }
+    D[0] = row_sum(D[0]);
+    D[1] = row_sum(D[1]);
+
+    // Pass 2: dS = p∘(dP − D); dq += dS·k (scaled at the store).
+    float dq[HS / 8][4];
+#pragma unroll
+    for (int n = 0; n < HS / 8; n++)
+        dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+    for (int k0 = 0; k0 < T; k0 += FL_TILE) {
+        __syncthreads();
+        load_rows<HS>(t0, pl.k, ld3, k0, T);
+        load_rows<HS>(t1, pl.v, ld3, k0, T);
+        load_cols<HS>(kt, pl.k, ld3, k0, T);
+        __syncthreads();
+        product_rows<HS>(s, qa, t0);
+        scale_mask(s, a.sc2, k0, T);
+        product_rows<HS>(dp, da, t1);
+#pragma unroll
+        for (int n = 0; n < FL_TILE / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                s[n][e] = exp2f(s[n][e] - lse2[e / 2]) * (dp[n][e] - D[e / 2]);
+        accumulate_cols<HS>(dq, s, kt);
+    }
+    store_rows<HS>(a.out + pl.row * ld3 + pl.col, ld3, dq, q0 + w16, T, a.sc, a.add);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int i = q0 + w16 + lane_g() + 8 * r;
+        if (lane_t() == 0 && i < T)
+            a.D[pl.bh + i] = D[r];
+    }
+}
+
+/* The key kernel: dv and dk for 64 keys. Shared memory: two row tiles (k
+ * and v, then q and dout), qᵀ and doutᵀ, and lse2 and D of the query
+ * tile. */
+template <int HS>
+__device__ void backward_key_body(const flash_args &a)
+{
+    bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
+    bf16 *qt = t1 + FL_TILE * LD_ROWS(HS), *dt = qt + HS * LD_COLS;
+    float *lse_s = (float *)(dt + HS * LD_COLS), *D_s = lse_s + FL_TILE;
+    const flash_place pl = flash_where<HS>(a);
+    const int T = a.T, k0 = pl.r0, w16 = pl.w16;
+    const size_t ld3 = pl.ld3;
+    const bf16 *dout = a.dout + pl.row * a.C + pl.col;
+
+    load_rows<HS>(t0, pl.k, ld3, k0, T);
+    load_rows<HS>(t1, pl.v, ld3, k0, T);
+    __syncthreads();
+    unsigned ka[HS / 16][4], va[HS / 16][4];
+    load_a<HS>(ka, t0, w16);
+    load_a<HS>(va, t1, w16);
+
+    float dk[HS / 8][4], dv[HS / 8][4], s[FL_TILE / 8][4], dp[FL_TILE / 8][4];
+#pragma unroll
+    for (int n = 0; n < HS / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            dk[n][e] = dv[n][e] = 0.0f;
+    for (int q0 = 0; q0 < T; q0 += FL_TILE) {
+        __syncthreads();
+        load_rows<HS>(t0, pl.q, ld3, q0, T);
+        load_rows<HS>(t1, dout, a.C, q0, T);
+        load_cols<HS>(qt, pl.q, ld3, q0, T);
+        load_cols<HS>(dt, dout, a.C, q0, T);
+        for (int j = threadIdx.x; j < FL_TILE; j += blockDim.x) {
+            const int ok = q0 + j < T; // queries past T: p = 0 and D = 0
+            lse_s[j] = ok ? a.lse[pl.bh + q0 + j] : 0.0f;
+            D_s[j] = ok ? a.D[pl.bh + q0 + j] : 0.0f;
+        }
+        __syncthreads();
+        product_rows<HS>(s, ka, t0);  // sᵀ = k·qᵀ
+        scale_mask(s, a.sc2, q0, T);
+        product_rows<HS>(dp, va, t1); // dPᵀ = v·doutᵀ
+#pragma unroll
+        for (int n = 0; n < FL_TILE / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int j = frag_col(n, e);
+                s[n][e] = exp2f(s[n][e] - lse_s[j]);  // pᵀ
+                dp[n][e] = s[n][e] * (dp[n][e] - D_s[j]); // dSᵀ
+            }
+        accumulate_cols<HS>(dv, s, dt);  // dv += pᵀ·dout
+        accumulate_cols<HS>(dk, dp, qt); // dk += dSᵀ·q (scaled at the store)
+    }
+    float *dqkv = a.out + pl.row * ld3 + pl.col;
+    store_rows<HS>(dqkv + a.C, ld3, dk, k0 + w16, T, a.sc, a.add);
+    store_rows<HS>(dqkv + 2 * a.C, ld3, dv, k0 + w16, T, 1.0f, a.add);
+}
+
+/* One kernel per body and head size (the fragment counts are compile-time). */
+#define FLASH_KERNELS(HS)                                                             \
+    __global__ void __launch_bounds__(FL_THREADS) flash_forward_##HS(flash_args a)    \
+    {                                                                                 \
+        forward_body<HS>(a);                                                          \
+    }                                                                                 \
+    __global__ void __launch_bounds__(FL_THREADS) flash_bwd_query_##HS(flash_args a)  \
+    {                                                                                 \
+        backward_query_body<HS>(a);                                                   \
+    }                                                                                 \
+    __global__ void __launch_bounds__(FL_THREADS) flash_bwd_key_##HS(flash_args a)    \
+    {                                                                                 \
+        backward_key_body<HS>(a);                                                     \
+    }
+FLASH_KERNELS(16)
+FLASH_KERNELS(32)
+FLASH_KERNELS(64)
+FLASH_KERNELS(96)
+FLASH_KERNELS(128)
+#undef FLASH_KERNELS
+
+/* ------------------------------------------------------------------------
+ * Launchers
+ * ---------------------------------------------------------------------- */
+
+enum { K_FORWARD, K_QUERY, K_KEY, K_KINDS };
+typedef void (*flash_kernel)(flash_args);
+#define HEAD_SIZES 5
+static const int head_size[HEAD_SIZES] = {16, 32, 64, 96, 128};
+static const flash_kernel kernels[HEAD_SIZES][K_KINDS] = {
+    {flash_forward_16, flash_bwd_query_16, flash_bwd_key_16},
+    {flash_forward_32, flash_bwd_query_32, flash_bwd_key_32},
+    {flash_forward_64, flash_bwd_query_64, flash_bwd_key_64},
+    {flash_forward_96, flash_bwd_query_96, flash_bwd_key_96},
+    {flash_forward_128, flash_bwd_query_128, flash_bwd_key_128},
+};
+
+/* The kernels' row for head size hs, or -1. */
+static int head_index(int hs)
+{
+    for (int i = 0; i < HEAD_SIZES; i++)
+        if (head_size[i] == hs)
+            return i;
+    return -1;
+}
+
+int cuda_flash_covers(int hs) { return head_index(hs) >= 0; }
+
+/* Shared memory of a kernel: row tiles, transposed tiles, floats. */
+static size_t smem_bytes(int kind, int hs)
+{
+    const size_t rows = (size_t)FL_TILE * (hs + FL_PAD) * sizeof(bf16);
+    const size_t cols = (size_t)hs * (FL_TILE + FL_PAD) * sizeof(bf16);
+    return kind == K_FORWARD ? 2 * rows + cols
+           : kind == K_QUERY ? 2 * rows + cols
+                             : 2 * rows + 2 * cols + 2 * FL_TILE * sizeof(float);
+}
+
+static pthread_once_t smem_once = PTHREAD_ONCE_INIT;
+
+/* Lets every kernel use the device's opt-in shared memory per block. */
+static void smem_init(void)
+{
+    int max = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&max, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+    for (int i = 0; i < HEAD_SIZES; i++)
+        for (int k = 0; k < K_KINDS; k++)
+            CUDA_CHECK(cudaFuncSetAttribute(kernels[i][k],
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, max));
+}
+
+static void launch(int kind, const flash_args &a, int B)
+{
+    pthread_once(&smem_once, smem_init);
+    const int hs = a.C / a.NH;
+    const flash_kernel k = kernels[head_index(hs)][kind];
+    const dim3 grid((unsigned)((a.T + FL_TILE - 1) / FL_TILE), (unsigned)a.NH, (unsigned)B);
+    k<<<grid, FL_THREADS, smem_bytes(kind, hs), g_cuda.stream>>>(a);
+    LAUNCH_CHECK("flash attention kernel");
+}
+
+static flash_args args_for(const float *qkv, int B, int T, int C, int NH, int keep)
+{
+    flash_args a = {};
+    a.qkv = cuda_view_or_copy(BF16_A, qkv, (size_t)B * T * 3 * C, keep);
+    a.T = T, a.C = C, a.NH = NH;
+    a.sc = 1.0f / sqrtf((float)(C / NH));
+    a.sc2 = LOG2E * a.sc;
+    return a;
+}
+
+void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *qkv, int B,
+                        int T, int C, int NH)
+{
+    flash_args a = args_for(qkv, B, T, C, NH, 1); // qkv's view kept for the backward
+    a.out = out, a.lse = lse, a.P = P;
+    launch(K_FORWARD, a, B);
+}
+
+void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *qkv,
+                         const float *lse, int B, int T, int C, int NH, int add)
+{
+    flash_args a = args_for(qkv, B, T, C, NH, 0);
+    a.dout = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
+    a.out = dqkv, a.lse = (float *)lse, a.D = D, a.add = add;
+    launch(K_QUERY, a, B);
+    launch(K_KEY, a, B);
+}
