@@ -1146,7 +1146,7 @@ static void test_views_chain(int B, int T, int C, int F)
     const long hits0 = reed_cuda_view_hits();
     run_chain(&in, with, len);
     const long hits = reed_cuda_view_hits() - hits0;
-    check(hits >= 9, "%-31s %-4s %-48s %ld views read (9 expected)", "views: operands read", mode,
+    check(hits == 9, "%-31s %-4s %-48s %ld views read (9 expected)", "views: operands read", mode,
           "", hits);
     reed_cuda_set_views(0);
     run_chain(&in, without, len);
@@ -1191,6 +1191,14 @@ static void test_views_stale(void)
     // and the linear layer must read the new contents.
 #define FRESH_VIEW()                                                          \
     gpu->ln_modulate_forward(mod, mean, rstd, d_x, d_ada, d_ada + C, 2 * C, B, T, C, 1e-6f)
+    // The control: with no write between, the linear layer reads the view.
+    FRESH_VIEW();
+    const long hits0 = reed_cuda_view_hits();
+    gpu->download(h, mod, n * sizeof(float));
+    expect_linear_forward("no write after the view", h, mod, w, d_w, bias, d_bias, N, C, OC);
+    check(reed_cuda_view_hits() == hits0 + 1, "%-31s %-4s the control read the view",
+          "views: stale view not read", mode);
+
     FRESH_VIEW();
     gpu->upload(mod, other, n * sizeof(float));
     expect_linear_forward("upload after the view", other, mod, w, d_w, bias, d_bias, N, C, OC);
@@ -1237,9 +1245,11 @@ static void test_views_stale(void)
     gpu->linear_forward(out, block, d_w, d_bias, N, C, OC); // block's view, kept
     gpu->mem_free(block);
     float *again = dmem(n * sizeof(float));
-    printf("        (the new block %s the freed one)\n", again == block ? "is" : "is not");
-    expect_linear_forward("a new block where a freed one was", hbuf(n), again, w, d_w, bias,
-                          d_bias, N, C, OC);
+    if (again == block)
+        expect_linear_forward("a new block where a freed one was", hbuf(n), again, w, d_w,
+                              bias, d_bias, N, C, OC);
+    else // REED_CUDA_ARENA=0, say: the case does not arise
+        printf("note: the arena gave a new block elsewhere; the freed-block case not run\n");
 #undef FRESH_VIEW
     release();
 }
@@ -1247,7 +1257,7 @@ static void test_views_stale(void)
 static void test_views(void)
 {
     if (!reed_cuda_set_views(1)) {
-        printf("bf16 views: off (REED_CUDA_VIEWS=0); not checked\n");
+        printf("bf16 views: off (REED_CUDA_VIEWS=0 or REED_CUDA_BF16_OPERANDS=0); not checked\n");
         return;
     }
     test_views_chain(2, 16, 32, 64);

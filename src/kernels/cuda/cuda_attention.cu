@@ -635,7 +635,6 @@ __global__ void attn_fill_kernel(float *x, size_t n, uint32_t seed)
 /* The timing's device buffers, one allocation (owned by base). */
 typedef struct tune_bufs {
     float *base, *qkv, *dqkv, *out, *dout, *att, *scratch;
-    size_t bytes; /* of base */
 } tune_bufs;
 
 /* 0, or -1 when the device memory is short. */
@@ -645,11 +644,11 @@ static int tune_alloc(tune_bufs *t, int B, int T, int C, int NH)
     const size_t no = ((size_t)B * T * C + 63) & ~(size_t)63;
     const size_t na = ((size_t)B * NH * T * T + 63) & ~(size_t)63;
     const size_t n = 2 * (nq + no + na);
-    t->bytes = n * sizeof(float);
-    if (cudaMalloc((void **)&t->base, t->bytes) != cudaSuccess) {
-        (void)cudaGetLastError(); // out of memory is not sticky
+    // From the arena: out of memory, it gives the bf16 views back first,
+    // and freeing the block drops the views the timed paths keep of qkv.
+    t->base = (float *)cuda_mem_alloc(n * sizeof(float));
+    if (!t->base)
         return -1;
-    }
     t->qkv = t->base;
     t->dqkv = t->qkv + nq;
     t->out = t->dqkv + nq;
@@ -730,8 +729,7 @@ static int autotune(int B, int T, int C, int NH, const attn_plan *plan, int cove
         if (ms[p] < ms[best])
             best = p;
     }
-    CUDA_CHECK(cudaFree(t.base)); // waits for the device
-    cuda_view_freed(t.base, t.bytes); // the paths on bf16 operands kept qkv's view
+    cuda_mem_free(t.base);
     const char *v = getenv("REED_CUDA_VERBOSE");
     if (v && v[0] && strcmp(v, "0")) {
         fprintf(stderr, "CUDA attention T=%d C=%d NH=%d (batch %d, forward + backward):", T, C,
@@ -775,8 +773,8 @@ static int tuned_path(int B, int T, int C, int NH, const attn_plan *plan, int co
  * kernels' dims in plan when it is the fused one. */
 static int attention_path(int B, int T, int C, int NH, attn_plan *plan)
 {
-    if (!g_cuda.bf16 || !g_cuda.cublas || B <= 0 || NH <= 0 || C % NH)
-        return ATT_PATH_GEMM; // fp32 mode, backend not started, or no heads
+    if (!g_cuda.bf16 || !g_cuda.cublas || B <= 0 || B > 65535 || T < 1 || NH <= 0 || C % NH)
+        return ATT_PATH_GEMM; // fp32 mode, backend not started, or a shape the grids can't take
     int covered = PATH_BIT(ATT_PATH_GEMM);
     if (fused_plan(T, C, NH, plan))
         covered |= PATH_BIT(ATT_PATH_FUSED);

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "cuda_internal.h"
 #include "reed_cuda.h"
 
@@ -204,11 +206,14 @@ int cuda_view_release(void)
 
 /* --- the table's wrappers --------------------------------------------------------- */
 
-/* An op writes through its non-const pointer arguments. */
-static inline void note_write(float *p) { cuda_view_written(p); }
-static inline void note_write(void *p) { cuda_view_written(p); }
-static inline void note_write(int *p) { cuda_view_written(p); }
-template <typename T> static inline void note_write(T) {}
+/* An op writes through its non-const pointer arguments (host pointers
+ * among them, download's destination say, match no view). */
+template <typename T> static inline void note_write(T arg)
+{
+    if constexpr (std::is_pointer<T>::value &&
+                  !std::is_const<typename std::remove_pointer<T>::type>::value)
+        cuda_view_written((const void *)arg);
+}
 
 template <typename F, F reed_ops::*M> struct tracked;
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
@@ -246,7 +251,7 @@ void cuda_view_wrap(reed_ops *t)
 extern "C" int reed_cuda_set_views(int on)
 {
     views.on = on != 0 && views.wrapped;
-    return views.on;
+    return views.on && g_cuda.bf16_operands;
 }
 
 extern "C" long reed_cuda_view_hits(void) { return views.hits; }

@@ -69,8 +69,9 @@ int reed_cuda_attention_path(int B, int T, int C, int NH);
  * operands (cuda_view.cu). On by default; REED_CUDA_VIEWS=0 in the
  * environment at start-up turns them off for good, and
  * REED_CUDA_VIEW_CHECK=1 compares every view with a fresh copy before use.
- * set_views(0|1) turns them off or on again and returns the state (0 when
- * the environment turned them off); view_hits counts the GEMM operands
+ * set_views(0|1) turns them off or on again and returns 1 when the bf16
+ * mode will use them (0 after set_views(0), or when REED_CUDA_VIEWS=0 or
+ * REED_CUDA_BF16_OPERANDS=0 was set); view_hits counts the GEMM operands
  * read from a view so far. For tests and benchmarks. */
 int reed_cuda_set_views(int on);
 long reed_cuda_view_hits(void);
