@@ -473,9 +473,11 @@ for key, (status, rest) in rows.items():
 
 for cfg, prec in (("B2", "bf16"), ("sitS", "bf16"), ("sitS", "fp32")):
     reed, eager = result(f"reed {cfg} {prec}"), result(f"torch {cfg} {prec}")
-    if isinstance(reed, dict) and reed.get("backend_mb", -1) >= 0 and isinstance(eager, dict):
+    if isinstance(reed, dict) and reed.get("backend_mb", -1) >= 0:
+        peak = eager.get("peak_gpu_mb") if isinstance(eager, dict) else None
+        torch_mem = f"{peak / 1024:.1f} GiB peak" if isinstance(peak, (int, float)) else "?"
         print(f"memory {cfg} {prec}: reed {reed['backend_mb'] / 1024:.1f} GiB held after the steps,"
-              f" torch eager {eager.get('peak_gpu_mb', float('nan')) / 1024:.1f} GiB peak")
+              f" torch eager {torch_mem}")
 
 print()
 print(f"img/s: images per second over the timed steps (batch B2 256, sitS 32);"
