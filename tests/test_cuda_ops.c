@@ -986,10 +986,11 @@ static void test_cross_entropy(int B, int K, float scale)
 /* ------------------------------------------------------------------------
  * The zero op, then an op that adds into the zeroed buffer. The CUDA
  * backend defers the memset (cuda_zero.cu): linear_backward, gelu_backward,
- * gated_add_backward and attention_backward write a freshly zeroed output
- * instead of adding into it, and every other op sees the zeros. Outputs
- * start as NaN, so an element the writing path misses fails. Every input is
- * uploaded before the zero: an upload is an op, and would flush it.
+ * silu_backward, gated_add_backward and attention_backward write a freshly
+ * zeroed output instead of adding into it, and every other op sees the
+ * zeros. Outputs start as NaN, so an element the writing path misses fails.
+ * Every input is uploaded before the zero: an upload is an op, and would
+ * flush it.
  * ---------------------------------------------------------------------- */
 
 static void test_zero_consumers(double tol)
@@ -1018,6 +1019,11 @@ static void test_zero_consumers(double tol)
     gpu->zero(g, nb);
     gpu->gelu_backward(g, d_dout, d_inp, n / 2);
     expect("zero, gelu_backward half", ref, g, n, TOL, "n=%zu of %zu", n / 2, n);
+    ref = hbuf(n), g = dnan(n);
+    cpu->silu_backward(ref, dout, inp, n);
+    gpu->zero(g, nb);
+    gpu->silu_backward(g, d_dout, d_inp, n);
+    expect("zero, silu_backward", ref, g, n, TOL, "n=%zu", n);
 
     // gated_add_backward: dy = gate·dx; dgate still added to
     const int ldm = 3 * C;
