@@ -248,9 +248,10 @@ void cuda_view_freed(const void *p, size_t bytes);
 /* Gives back the device memory of every view the running op does not use;
  * returns how many (cuda_mem_alloc, when the device is out of memory). */
 int cuda_view_release(void);
-/* Wraps every op of t so that it drops the views of what it writes first;
- * with REED_CUDA_VIEWS=0 leaves t alone and views stay off. */
-void cuda_view_wrap(reed_ops *t);
+/* Wraps every op of t in what each op does first: flush a pending zero
+ * unless it takes it itself (cuda_zero.cu), and drop the bf16 views of what
+ * it writes. REED_CUDA_VIEWS=0 turns views off for good. */
+void cuda_ops_wrap(reed_ops *t);
 
 /* Host value of a device reduction result; waits for the stream. */
 double cuda_read_double(const double *dev);
@@ -312,10 +313,12 @@ void cuda_zero_flush(void);
 /* 1 when [p, p + bytes) is the pending buffer (which is then no longer
  * pending: the caller writes all of it); else flushes and returns 0. */
 int cuda_zero_take(const void *p, size_t bytes);
-/* Makes every op of t but the consumers (zero, linear_backward,
- * gelu_backward, silu_backward, gated_add_backward, attention_backward)
- * flush first. */
-void cuda_zero_wrap(reed_ops *t);
+/* 1 for the ops that take the pending buffer themselves (zero,
+ * linear_backward, gelu_backward, silu_backward, gated_add_backward,
+ * attention_backward); every other op flushes first (cuda_ops_wrap). */
+int cuda_zero_consumer(const char *slot);
+/* Reads REED_CUDA_LAZY_ZERO. */
+void cuda_zero_init(void);
 
 /* --- ops (see ops.h for each contract) ----------------------------------------- */
 

@@ -210,6 +210,7 @@ void cuda_mem_free(void *ptr)
     if (!ptr)
         return;
     char *p = (char *)ptr;
+    cuda_zero_flush(); // a pending zero may be this block's
     cuda_view_freed(p, block_bytes(p));
     std::lock_guard<std::mutex> hold(mem.lock);
     auto it = mem.blocks.find(p);

@@ -97,6 +97,7 @@ static void cuda_copy(void *dst, const void *src, size_t bytes)
 
 static void cuda_synchronize(void)
 {
+    cuda_zero_flush();
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
@@ -661,8 +662,8 @@ extern "C" const reed_ops *reed_ops_cuda(char *why, size_t cap)
         init_state = cuda_init(init_why, sizeof init_why) == 0 ? 1 : -1;
         if (init_state > 0) {
             cuda_table_fill(&cuda_ops_table);
-            cuda_zero_wrap(&cuda_ops_table);
-            cuda_view_wrap(&cuda_ops_table);
+            cuda_zero_init();
+            cuda_ops_wrap(&cuda_ops_table);
             cuda_profile_wrap(&cuda_ops_table); // only with REED_CUDA_PROFILE=1
         }
     }

@@ -44,7 +44,7 @@ typedef struct view {
 } view;
 
 static struct {
-    int wrapped;          /* the table tracks writes (REED_CUDA_VIEWS unset or 1) */
+    int env_off;          /* REED_CUDA_VIEWS=0 */
     int on;               /* reed_cuda_set_views */
     int check;            /* REED_CUDA_VIEW_CHECK=1 */
     view *v;
@@ -204,7 +204,7 @@ int cuda_view_release(void)
     return released;
 }
 
-/* --- the table's wrappers --------------------------------------------------------- */
+/* --- the table's one wrapper ------------------------------------------------------ */
 
 /* An op writes through its non-const pointer arguments (host pointers
  * among them, download's destination say, match no view). */
@@ -215,12 +215,18 @@ template <typename T> static inline void note_write(T arg)
         cuda_view_written((const void *)arg);
 }
 
+/* What every op of the table does first: flush a pending zero unless it
+ * takes it itself (cuda_zero.cu), count itself, and drop the views of what
+ * it writes. */
 template <typename F, F reed_ops::*M> struct tracked;
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 struct tracked<R (*)(A...), M> {
     static R (*inner)(A...);
+    static int flush_first;
     static R call(A... a)
     {
+        if (flush_first)
+            cuda_zero_flush();
         views.op++;
         const int written[] = {0, (note_write(a), 0)...};
         (void)written;
@@ -229,28 +235,30 @@ struct tracked<R (*)(A...), M> {
 };
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 R (*tracked<R (*)(A...), M>::inner)(A...);
+template <typename R, typename... A, R (*reed_ops::*M)(A...)>
+int tracked<R (*)(A...), M>::flush_first;
 
-void cuda_view_wrap(reed_ops *t)
+void cuda_ops_wrap(reed_ops *t)
 {
     const char *env = getenv("REED_CUDA_VIEWS");
-    if (env && env[0] == '0')
-        return;
+    views.env_off = env && env[0] == '0';
+    views.on = !views.env_off;
     const char *check = getenv("REED_CUDA_VIEW_CHECK");
     views.check = check && check[0] == '1';
 #define TRACK(slot)                                                           \
     if (t->slot) {                                                            \
         using W = tracked<decltype(t->slot), &reed_ops::slot>;                \
         W::inner = t->slot;                                                   \
+        W::flush_first = !cuda_zero_consumer(#slot);                          \
         t->slot = W::call;                                                    \
     }
     REED_OP_SLOTS(TRACK)
 #undef TRACK
-    views.wrapped = views.on = 1;
 }
 
 extern "C" int reed_cuda_set_views(int on)
 {
-    views.on = on != 0 && views.wrapped;
+    views.on = on != 0 && !views.env_off;
     return views.on && g_cuda.bf16_operands;
 }
 

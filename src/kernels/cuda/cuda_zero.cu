@@ -6,9 +6,10 @@
  * beta = 1 GEMMs after them read the zeros back.
  *
  * One buffer is pending at a time. Every op of the table but the consumers
- * is wrapped so that it flushes first (a memset on the stream, in order),
- * as are mem_free and synchronize; the consumers call cuda_zero_take at
- * their start, which flushes unless their output is the pending buffer.
+ * flushes first (a memset on the stream, in order: the one wrapper of every
+ * op, cuda_view.cu's), as do mem_free and synchronize; the consumers call
+ * cuda_zero_take at their start, which flushes unless their output is the
+ * pending buffer.
  * All of this runs on the thread that owns the backend (the engine's). */
 #include <stdlib.h>
 #include <string.h>
@@ -52,31 +53,8 @@ int cuda_zero_take(const void *p, size_t bytes)
     return 0;
 }
 
-/* The wrapper of one slot: flush, then the op. */
-template <typename F, F reed_ops::*M> struct flushed;
-template <typename R, typename... A, R (*reed_ops::*M)(A...)>
-struct flushed<R (*)(A...), M> {
-    static R (*inner)(A...);
-    static R call(A... a)
-    {
-        cuda_zero_flush();
-        return inner(a...);
-    }
-};
-template <typename R, typename... A, R (*reed_ops::*M)(A...)>
-R (*flushed<R (*)(A...), M>::inner)(A...);
-
-#define FLUSH_FIRST(slot)                                                     \
-    do {                                                                      \
-        if (t->slot) {                                                        \
-            using W = flushed<decltype(t->slot), &reed_ops::slot>;            \
-            W::inner = t->slot;                                               \
-            t->slot = W::call;                                                \
-        }                                                                     \
-    } while (0);
-
-/* The consumers take the pending buffer themselves. */
-static int is_consumer(const char *slot)
+/* The ops that take the pending buffer themselves (cuda_zero_take). */
+int cuda_zero_consumer(const char *slot)
 {
     static const char *const names[] = {"zero",          "linear_backward",
                                         "gelu_backward", "silu_backward",
@@ -87,17 +65,8 @@ static int is_consumer(const char *slot)
     return 0;
 }
 
-void cuda_zero_wrap(reed_ops *t)
+void cuda_zero_init(void)
 {
     const char *env = getenv("REED_CUDA_LAZY_ZERO");
     lazy.off = env && env[0] == '0';
-    if (lazy.off)
-        return;
-#define WRAP_UNLESS_CONSUMER(slot)                                            \
-    if (!is_consumer(#slot))                                                  \
-        FLUSH_FIRST(slot)
-    REED_OP_SLOTS(WRAP_UNLESS_CONSUMER)
-#undef WRAP_UNLESS_CONSUMER
-    FLUSH_FIRST(mem_free)
-    FLUSH_FIRST(synchronize)
 }
