@@ -429,6 +429,29 @@ static double backend_mb(const char *device) {
     return ops && ops->mem_used ? ops->mem_used() / 1048576.0 : -1.0;
 }
 
+/* The CUDA backend's bf16 shortcuts, counted (reed_cuda.h). */
+typedef struct cuda_counts {
+    long view_hits, sole_made, sole_back, bgrad;
+} cuda_counts;
+
+static cuda_counts cuda_counts_now(void) {
+    cuda_counts c;
+    c.view_hits = reed_cuda_view_hits();
+    reed_cuda_view_sole_counts(&c.sole_made, &c.sole_back);
+    c.bgrad = reed_cuda_lt_bgrad_calls();
+    return c;
+}
+
+/* Per timed step, on stderr: how often each shortcut was taken. */
+static void print_cuda_counts(cuda_counts c0, int steps) {
+    const cuda_counts c = cuda_counts_now();
+    const double s = steps > 0 ? steps : 1;
+    fprintf(stderr, "per step: %.0f GEMM operands read from bf16 views, %.0f sole views made "
+            "(%.0f written back to fp32), %.0f bias gradients in the dw GEMM's epilogue\n",
+            (c.view_hits - c0.view_hits) / s, (c.sole_made - c0.sole_made) / s,
+            (c.sole_back - c0.sole_back) / s, (c.bgrad - c0.bgrad) / s);
+}
+
 /* Opens the run in dir, warms up and times; fills *elapsed, *mb (backend_mb
  * after the steps) and device (the backend's name). *open_failed tells a
  * failed reed_run_open from a failed step. */
@@ -450,10 +473,12 @@ static int bench_in_dir(const bench_args *a, const char *dir, double *elapsed, d
     int rc = run_steps(run, a->warmup, err);
     sync_device(device);
     reed_cuda_profile_reset();
+    const cuda_counts c0 = cuda_counts_now();
     double t0 = now_seconds();
     if (rc == 0) rc = run_steps(run, a->steps, err);
     sync_device(device);
     *elapsed = now_seconds() - t0;
+    if (strcmp(device, "cuda") == 0) print_cuda_counts(c0, a->steps);
     *mb = backend_mb(device);
     if (rc == 0 && reed_cuda_profile_report(stderr) == 0)
         fprintf(stderr, "(the profile covers the %d timed steps; its events and reads "

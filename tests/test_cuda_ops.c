@@ -394,6 +394,7 @@ static void test_linear(int N, int C, int OC, int with_bias, double tol)
     }
 
     float *dout = hrand(no, -1, 1), *d_dout = dup(dout, no);
+    const long bgrad0 = reed_cuda_lt_bgrad_calls();
     static const int masks[] = {GRAD_ALL, GRAD_A, GRAD_B, GRAD_C, GRAD_B | GRAD_C};
     for (size_t m = 0; m < sizeof masks / sizeof *masks; m++) {
         const int k = masks[m];
@@ -409,6 +410,9 @@ static void test_linear(int N, int C, int OC, int with_bias, double tol)
         expect("linear_backward dw", dw, g_dw, nw, tol, "N=%d C=%d OC=%d %s", N, C, OC, gs);
         expect("linear_backward dbias", db, g_db, OC, tol, "N=%d C=%d OC=%d %s", N, C, OC, gs);
     }
+    // bf16 mode: dw with dbias twice above, where cuBLASLt takes the epilogue
+    printf("note linear_backward N=%d C=%d OC=%d: dbias from the dw GEMM's epilogue "
+           "(cuBLASLt BGRADB) in %ld of the calls\n", N, C, OC, reed_cuda_lt_bgrad_calls() - bgrad0);
     release();
 }
 
@@ -993,7 +997,40 @@ static void test_cross_entropy(int B, int K, float scale)
  * flush it.
  * ---------------------------------------------------------------------- */
 
-static void test_zero_consumers(double tol)
+/* The copy op is deferred the same way (cuda_zero.cu): gated_add_forward
+ * on exactly the copied buffer reads the copy's source instead; any other
+ * op sees the copy done. */
+static void test_copy_consumer(int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C, nb = n * sizeof(float);
+    const int ldm = 2 * C;
+    float *x = hrand(n, -1, 1), *y = hrand(n, -1, 1), *gate = hrand((size_t)B * ldm, -1, 1);
+    float *d_x = dup(x, n), *d_y = dup(y, n), *d_gate = dup(gate, (size_t)B * ldm);
+    float *ref = hbuf(n);
+    memcpy(ref, x, nb);
+    cpu->gated_add_forward(ref, y, gate + C, ldm, B, T, C);
+
+    float *g = dnan(n);
+    gpu->copy(g, d_x, nb);
+    gpu->gated_add_forward(g, d_y, d_gate + C, ldm, B, T, C);
+    expect("copy, gated_add_forward", ref, g, n, TOL, "B=%d T=%d C=%d", B, T, C);
+    expect("copy, gated_add_forward: source kept", x, d_x, n, 0.0, "B=%d T=%d C=%d", B, T, C);
+    // The copy is not the gated add's buffer: done first, both stand.
+    float *g2 = dup(x, n);
+    g = dnan(n);
+    gpu->copy(g, d_y, nb);
+    gpu->gated_add_forward(g2, d_y, d_gate + C, ldm, B, T, C);
+    expect("copy, gated_add_forward elsewhere: the copy", y, g, n, 0.0, "n=%zu", n);
+    expect("copy, gated_add_forward elsewhere: the add", ref, g2, n, TOL, "B=%d T=%d C=%d", B,
+           T, C);
+    g = dnan(n);
+    gpu->copy(g, d_x, nb);
+    expect("copy, download", x, g, n, 0.0, "n=%zu", n);
+}
+
+/* tol: the GEMM ops'; etol: the elementwise ones' (bf16 where they write
+ * a sole view, whose values read back are bf16). */
+static void test_zero_consumers(double tol, double etol)
 {
     const int B = 2, T = 49, C = 32, OC = 48, NH = 2, N = B * T;
     const size_t n = (size_t)N * C, no = (size_t)N * OC, nb = n * sizeof(float);
@@ -1013,7 +1050,7 @@ static void test_zero_consumers(double tol)
     cpu->gelu_backward(ref, dout, inp, n);
     gpu->zero(g, nb);
     gpu->gelu_backward(g, d_dout, d_inp, n);
-    expect("zero, gelu_backward", ref, g, n, TOL, "n=%zu", n);
+    expect("zero, gelu_backward", ref, g, n, etol, "n=%zu", n);
     ref = hbuf(n), g = dnan(n);
     cpu->gelu_backward(ref, dout, inp, n / 2);
     gpu->zero(g, nb);
@@ -1023,7 +1060,7 @@ static void test_zero_consumers(double tol)
     cpu->silu_backward(ref, dout, inp, n);
     gpu->zero(g, nb);
     gpu->silu_backward(g, d_dout, d_inp, n);
-    expect("zero, silu_backward", ref, g, n, TOL, "n=%zu", n);
+    expect("zero, silu_backward", ref, g, n, etol, "n=%zu", n);
 
     // gated_add_backward: dy = gate·dx; dgate still added to
     const int ldm = 3 * C;
@@ -1033,7 +1070,7 @@ static void test_zero_consumers(double tol)
     cpu->gated_add_backward(ref, dg, dout, inp, gate, ldm, B, T, C);
     gpu->zero(g, nb);
     gpu->gated_add_backward(g, g_dg, d_dout, d_inp, d_gate, ldm, B, T, C);
-    expect("zero, gated_add_backward dy", ref, g, n, TOL, "B=%d T=%d C=%d", B, T, C);
+    expect("zero, gated_add_backward dy", ref, g, n, etol, "B=%d T=%d C=%d", B, T, C);
     expect("zero, gated_add_backward dgate", dg, g_dg, (size_t)B * ldm, TOL, "B=%d T=%d C=%d",
            B, T, C);
 
@@ -1070,6 +1107,7 @@ static void test_zero_consumers(double tol)
     gpu->zero(g, nb);
     gpu->linear_backward(g2, NULL, NULL, d_dout, d_inp, d_w, N, C, OC);
     expect("zero, consumer of another", zeros, g, n, 0.0, "n=%zu", n);
+    test_copy_consumer(B, T, C);
     release();
 }
 
@@ -1097,6 +1135,16 @@ typedef struct chain_in {
 /* A SiT block's pattern on the GPU: each linear layer reads the output of
  * the op just before it, forward and backward (9 operands with a view).
  * out[k] gets the k-th result, downloaded; len[k] its size. */
+/* x rounded to the nearest bf16 (ties to even), as __float2bfloat16. */
+static float bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 static void run_chain(const chain_in *in, float **out, size_t *len)
 {
     const int B = in->B, T = in->T, C = in->C, F = in->F, N = in->N;
@@ -1146,27 +1194,52 @@ static void test_views_chain(int B, int T, int C, int F)
     in.w1 = hrand(nw, -1, 1), in.b1 = hrand(F, -1, 1), in.w2 = hrand(nw, -1, 1);
     in.b2 = hrand(C, -1, 1), in.gate = hrand((size_t)B * C, -1, 1);
     in.dx = hrand(nc, -1, 1), in.dh2 = hrand(nf, -1, 1);
-    float *with[CHAIN_OUTS], *without[CHAIN_OUTS];
+    float *with[CHAIN_OUTS], *plain[CHAIN_OUTS], *without[CHAIN_OUTS];
     size_t len[CHAIN_OUTS];
 
+    // Views on, sole views too: the producers of mod, gelu, silu, dy and dh
+    // (the latter two written anew) write only their views, which the
+    // downloads at the end write back.
+    long made0, mat0, made, mat;
+    reed_cuda_view_sole_counts(&made0, &mat0);
     const long hits0 = reed_cuda_view_hits();
     run_chain(&in, with, len);
     const long hits = reed_cuda_view_hits() - hits0;
+    reed_cuda_view_sole_counts(&made, &mat);
     check(hits == 9, "%-31s %-4s %-48s %ld views read (9 expected)", "views: operands read", mode,
           "", hits);
+    const int sole = reed_cuda_set_view_sole(1);
+    // Written back: the 5 downloads, and dy and dh before their column
+    // sums where cuBLASLt does not take the bias gradient (BGRADB).
+    if (sole)
+        check(made - made0 == 5 && mat - mat0 >= 5 && mat - mat0 <= 7,
+              "%-31s %-4s %ld sole views made, %ld written back (5, and 5 to 7 expected)",
+              "views: sole", mode, made - made0, mat - mat0);
+    else
+        printf("sole views: off (REED_CUDA_VIEW_SOLE=0); not checked\n");
+    reed_cuda_set_view_sole(0);
+    run_chain(&in, plain, len);
+    reed_cuda_set_view_sole(1);
     reed_cuda_set_views(0);
     run_chain(&in, without, len);
-    check(reed_cuda_view_hits() - hits0 == hits, "%-31s %-4s views off: no view read",
+    check(reed_cuda_view_hits() - hits0 == 2 * hits, "%-31s %-4s views off: no view read",
           "views: off", mode);
     reed_cuda_set_views(1);
     static const char *const names[CHAIN_OUTS] = {
         "mod", "h", "gelu", "o", "silu", "o2", "dy", "dgate", "dgelu", "dw2", "db2",
         "dh", "dmod", "dw1", "db1", "dh2 (+=)", "dw1 (2nd)"};
+    static const int sole_out[CHAIN_OUTS] = {[0] = 1, [2] = 1, [4] = 1, [6] = 1, [11] = 1};
     for (int k = 0; k < CHAIN_OUTS; k++) {
-        const int same = memcmp(with[k], without[k], len[k] * sizeof(float)) == 0;
+        int same = memcmp(plain[k], without[k], len[k] * sizeof(float)) == 0;
         check(same, "%-31s %-4s %-10s B=%d T=%d C=%d F=%d: views on = off, bitwise",
               "views: chain", mode, names[k], B, T, C, F);
         record("views: chain, on = off", same ? 0.0 : INFINITY, 0.0);
+        // Sole: the values the GEMMs read, bf16; every other output as is.
+        for (size_t i = 0; i < len[k] && same; i++)
+            same = with[k][i] == (sole && sole_out[k] ? bf16_round(without[k][i]) : without[k][i]);
+        check(same, "%-31s %-4s %-10s B=%d T=%d C=%d F=%d: %s", "views: chain, sole views", mode,
+              names[k], B, T, C, F,
+              sole && sole_out[k] ? "the bf16 of views off's" : "views off's, bitwise");
     }
     release();
 }
@@ -1260,6 +1333,114 @@ static void test_views_stale(void)
     release();
 }
 
+/* The flash backward writes dqkv's view for the qkv linear's backward,
+ * which reads it as dout: one view hit, and the same dw and dbias as with
+ * views off. Once adding into dqkv, once writing a freshly zeroed one. */
+static void test_views_attention(void)
+{
+    const int B = 2, T = 40, C = 64, NH = 2, N = B * T;
+    const size_t nq = (size_t)N * 3 * C, no = (size_t)N * C, nw = (size_t)3 * C * C;
+    float *d_qkv = dup(hrand(nq, -1, 1), nq), *d_dout = dup(hrand(no, -1, 1), no);
+    float *d_x = dup(hrand(no, -1, 1), no), *d_w = dup(hrand(nw, -1, 1), nw);
+    float *d_att = dnan((size_t)B * NH * T * T), *dqkv0 = hrand(nq, -1, 1);
+    reed_cuda_set_attention(3); // flash
+    gpu->attention_forward(dnan(no), d_att, d_qkv, B, T, C, NH);
+    for (int fresh = 0; fresh < 2; fresh++) {
+        float *got[2][2]; // [views on, off][dw, dbias]
+        long hits[2];
+        for (int off = 0; off < 2; off++) {
+            reed_cuda_set_views(!off);
+            float *d_dqkv = dup(dqkv0, nq), *dw = dnan(nw), *db = dnan(3 * C);
+            gpu->zero(dw, nw * sizeof(float));
+            gpu->zero(db, 3 * C * sizeof(float));
+            if (fresh)
+                gpu->zero(d_dqkv, nq * sizeof(float));
+            gpu->attention_backward(d_dqkv, dnan((size_t)B * NH * T * T), d_dout, d_qkv, d_att, B,
+                                    T, C, NH);
+            const long h0 = reed_cuda_view_hits();
+            gpu->linear_backward(NULL, dw, db, d_dqkv, d_x, d_w, N, C, 3 * C);
+            hits[off] = reed_cuda_view_hits() - h0;
+            got[off][0] = hbuf(nw), got[off][1] = hbuf(3 * C);
+            gpu->download(got[off][0], dw, nw * sizeof(float));
+            gpu->download(got[off][1], db, 3 * C * sizeof(float));
+        }
+        reed_cuda_set_views(1);
+        const char *how = fresh ? "dqkv zeroed" : "dqkv added to";
+        check(hits[0] == 1 && hits[1] == 0, "%-31s %-4s %-14s dout read from the view: %ld, off: %ld",
+              "views: flash dqkv", mode, how, hits[0], hits[1]);
+        const int same = memcmp(got[0][0], got[1][0], nw * sizeof(float)) == 0 &&
+                         memcmp(got[0][1], got[1][1], 3 * C * sizeof(float)) == 0;
+        check(same, "%-31s %-4s %-14s dw, dbias: views on = off, bitwise", "views: flash dqkv", mode,
+              how);
+    }
+    reed_cuda_set_attention(0);
+    release();
+}
+
+/* Compares n values with the bf16 of ref's (bitwise): a sole view's values
+ * written back. */
+static void expect_bf16_of(const char *what, const float *got, const float *ref, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += got[i] != bf16_round(ref[i]);
+    check(bad == 0, "%-31s %-4s %-40s %zu of %zu values differ", "views: sole, written back", mode,
+          what, bad, n);
+}
+
+static void expect_zeros(const char *what, const float *got, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += got[i] != 0.0f;
+    check(bad == 0, "%-31s %-4s %-40s %zu of %zu values not 0", "views: sole, overwritten", mode,
+          what, bad, n);
+}
+
+/* Sole views in a buffer written around them: a zero covering one drops
+ * it; a zero or a producer covering a part of one writes back the rest. */
+static void test_views_sole(void)
+{
+    if (!reed_cuda_set_view_sole(1)) {
+        printf("sole views: off (REED_CUDA_VIEW_SOLE=0); not checked\n");
+        return;
+    }
+    const int B = 2, T = 8, C = 32, N = B * T, off = 8;
+    const size_t n = (size_t)N * C, half = n / 2;
+    float *d_x = dup(hrand(n, -2, 2), n), *d_ada = dup(hrand((size_t)B * 2 * C, -1, 1), 2 * B * C);
+    float *d_y = dup(hrand(half, -2, 2), half), *mean = dnan(N), *rstd = dnan(N);
+    float *big = dnan(n + 2 * off), *mod = big + off; // mod inside a larger buffer
+#define LN_INTO(out)                                                          \
+    gpu->ln_modulate_forward(out, mean, rstd, d_x, d_ada, d_ada + C, 2 * C, B, T, C, 1e-6f)
+    // The references: the fp32 values, sole views off.
+    reed_cuda_set_view_sole(0);
+    float *d_ref = dnan(n), *d_gref = dnan(half);
+    LN_INTO(d_ref);
+    gpu->gelu_forward(d_gref, d_y, half);
+    float *ref = download(d_ref, n), *gref = download(d_gref, half);
+    reed_cuda_set_view_sole(1);
+
+    LN_INTO(mod); // sole
+    gpu->zero(big, (n + 2 * off) * sizeof(float));
+    expect_zeros("a zero over the whole buffer", download(big, n + 2 * off), n + 2 * off);
+
+    LN_INTO(mod);
+    gpu->zero(big, (off + half) * sizeof(float)); // mod's first half
+    float *got = download(mod, n);
+    expect_zeros("a zero over its first half", got, half);
+    expect_bf16_of("the second half kept", got + half, ref + half, half);
+
+    // A producer over its second half: a buffer of its own from then on,
+    // read as such (an op reads within the buffer its pointer is in).
+    LN_INTO(mod);
+    gpu->gelu_forward(mod + half, d_y, half);
+    expect_bf16_of("a producer over its second half: first", download(mod, half), ref, half);
+    expect_bf16_of("a producer over its second half: second", download(mod + half, half), gref,
+                   half);
+#undef LN_INTO
+    release();
+}
+
 static void test_views(void)
 {
     if (!reed_cuda_set_views(1)) {
@@ -1269,6 +1450,8 @@ static void test_views(void)
     test_views_chain(2, 16, 32, 64);
     test_views_chain(1, 5, 7, 9); // odd sizes: the one-value paths
     test_views_stale();
+    test_views_attention();
+    test_views_sole();
 }
 
 /* ------------------------------------------------------------------------
@@ -1291,17 +1474,22 @@ static void run_other_ops(void)
     test_layernorm(196, 96, 1e-6f);
     test_layernorm(256, 384, 1e-6f);
     test_layernorm(5, 1000, 1e-5f);
-    test_layernorm(3, 2000, 1e-5f); // chunked
+    test_layernorm(3, 2000, 1e-5f); // longer than a row in registers: spans of 512
     test_modulate(4, 49, 96);
     test_modulate(2, 5, 7);
     test_ln_modulate(4, 49, 96);
     test_ln_modulate(4, 64, 384);
     test_ln_modulate(2, 5, 7);
-    test_ln_modulate(2, 3, 768);  // SiT-B: two chunks of 512, the last one partial
-    test_ln_modulate(2, 3, 1152); // SiT-XL: three chunks
-    test_ln_modulate(2, 3, 1500);
+    // A row in registers, 24 or 36 channels a lane; the backward's blocks
+    // of 32 rows each sum their columns (the last block of a sample partial)
+    test_ln_modulate(2, 3, 768);   // SiT-B
+    test_ln_modulate(3, 70, 768);  // 3 blocks a sample
+    test_ln_modulate(2, 33, 1024); // SiT-L
+    test_ln_modulate(2, 3, 1152);  // SiT-XL
+    test_ln_modulate(2, 3, 1500);  // spans of 512, column sums by colsum
     test_gated_add(4, 64, 384);
-    test_gated_add(2, 5, 7);
+    test_gated_add(3, 130, 200); // backward in one pass: 3 blocks of rows, a part stripe
+    test_gated_add(2, 5, 7);     // C % 4 ≠ 0: two passes
     test_pointwise_all((size_t)196 * 384);
     test_pointwise_all(1001);
     test_elementwise(100003);
@@ -1372,7 +1560,7 @@ int main(void)
     run_gemm_ops(TOL);
     run_attention(TOL);
     run_other_ops();
-    test_zero_consumers(TOL);
+    test_zero_consumers(TOL, TOL);
     const int cudnn = on_gpu && reed_cuda_set_cudnn(1);
     test_conv_all(TOL, cudnn ? "cudnn" : "im2col");
     if (cudnn) {
@@ -1385,7 +1573,11 @@ int main(void)
         reed_cuda_set_precision(1);
         mode = "bf16";
         run_gemm_ops(TOL_BF16);
-        test_zero_consumers(TOL_BF16);
+        // Sole views off: the writes themselves, exact; then on.
+        reed_cuda_set_view_sole(0);
+        test_zero_consumers(TOL_BF16, TOL);
+        reed_cuda_set_view_sole(1);
+        test_zero_consumers(TOL_BF16, TOL_BF16);
         test_views();
         test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);

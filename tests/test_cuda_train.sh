@@ -12,13 +12,15 @@
 #         CPU's at every step, measured against max(|cpu|, 0.1) (so 0.005
 #         absolute where the loss is near zero); the sims are printed, not
 #         checked. The run checks every bf16 view it reads
-#         (REED_CUDA_VIEW_CHECK=1: a stale view aborts it);
+#         (REED_CUDA_VIEW_CHECK=1: a stale view aborts it), with sole views
+#         off (REED_CUDA_VIEW_SOLE=0: a sole view has no fp32 to check with);
 #   bf16 on the flash attention path (REED_CUDA_ATTENTION=flash): loss and
 #         loss_denoise within the same band of the CPU's;
-#   bf16 views on and off (REED_CUDA_VIEWS=0), both on the GEMM attention
-#         path: the GEMMs read the same bf16 values either way, so every
-#         metric must agree to 1e-5 relative at every step (identical is
-#         expected; a stale view would be far off).
+#   bf16 views on (sole views too) and off (REED_CUDA_VIEWS=0), both on the
+#         GEMM attention path: the GEMMs and the bias gradients read the same
+#         bf16 values either way, and nothing reads a sole view's fp32, so
+#         every metric must agree to 1e-5 relative at every step (identical
+#         is expected; a stale view would be far off).
 # Prints the worst step of each comparison. Exits 77 (skipped) when
 # `reed run --device cuda` reports no usable GPU (or a build without the CUDA
 # backend), 1 on a failure.
@@ -71,7 +73,7 @@ echo "cpu fp32, cuda fp32, cuda bf16: $STEPS steps each"
 run cpu --device cpu || { cat "$tmp/cpu.log" >&2; fail "the CPU run failed"; }
 run cuda --device cuda --set train.precision=fp32 ||
   { cat "$tmp/cuda.log" >&2; fail "the CUDA fp32 run failed"; }
-REED_CUDA_VIEW_CHECK=1 run bf16 --device cuda --set train.precision=bf16 ||
+REED_CUDA_VIEW_CHECK=1 REED_CUDA_VIEW_SOLE=0 run bf16 --device cuda --set train.precision=bf16 ||
   { cat "$tmp/bf16.log" >&2; fail "the CUDA bf16 run failed"; }
 REED_CUDA_ATTENTION=flash REED_CUDA_VIEW_CHECK=1 run flash --device cuda \
   --set train.precision=bf16 || { cat "$tmp/flash.log" >&2; fail "the CUDA bf16 run on the flash path failed"; }

@@ -404,6 +404,12 @@ REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B
 REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
 # The bf16 views (cuda_view.cu) against a copy per GEMM operand.
 REED_CUDA_VIEWS=0 reed_bench "reed B2 bf16 no views" 15 60 B2 bf16 2 10
+# Sole views (producers skip fp32 outputs only GEMMs read) against writing
+# every fp32 output, views on in both.
+REED_CUDA_VIEW_SOLE=0 reed_bench "reed B2 bf16 no sole views" 15 60 B2 bf16 2 10
+# The bias gradients in the dw GEMM's epilogue (cuBLASLt BGRADB) against a
+# column sum of our own.
+REED_CUDA_LT_BGRAD=0 reed_bench "reed B2 bf16 no BGRADB" 15 60 B2 bf16 2 10
 # The whole step with attention forced onto the GEMM path (the auto choice
 # above weighs the paths on attention alone, at batch 32).
 REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 gemm attention" 15 60 B2 bf16 2 10

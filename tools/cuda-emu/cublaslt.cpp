@@ -1,9 +1,10 @@
 /* cuBLASLt for the emulator (include/cublasLt.h): the matmul is the
  * emulator's cublasGemmEx (fp32 operands, rounded to bf16 under FAST_16BF,
- * or bf16 ones) and then
- * the BIAS epilogue, one bias element per row of D. Descriptors are never
+ * or bf16 ones) and then the epilogue: BIAS adds one bias element per row
+ * of D; BGRADB writes bias[j] = Σ_k op(B)(k, j), one per column of D. Descriptors are never
  * freed but for preferences: the backend keeps its plans for good. */
 #include "cublasLt.h"
+#include "cuda_bf16.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -93,7 +94,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     const int m = (int)Dl->rows, n = (int)Dl->cols;
     const int k = (int)(d->ta == CUBLAS_OP_N ? Al->cols : Al->rows);
     const int kb = (int)(d->tb == CUBLAS_OP_N ? Bl->rows : Bl->cols);
-    if (k != kb || C != D || (d->epilogue == CUBLASLT_EPILOGUE_BIAS && !d->bias)) {
+    const int bias_epilogue = d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_BGRADB;
+    if (k != kb || C != D || (bias_epilogue && !d->bias)) {
         fprintf(stderr, "emu: cublasLtMatmul: k %d vs %d, C %s D, bias %p\n", k, kb,
                 C == D ? "==" : "!=", (const void *)d->bias);
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -101,7 +103,21 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     cublasStatus_t s = cublasGemmEx(NULL, d->ta, d->tb, m, n, k, alpha, A, Al->type, (int)Al->ld, B,
                                     Bl->type, (int)Bl->ld, beta, D, Dl->type, (int)Dl->ld, d->compute,
                                     CUBLAS_GEMM_DEFAULT);
-    if (s || d->epilogue != CUBLASLT_EPILOGUE_BIAS) return s;
+    if (s) return s;
+    if (d->epilogue == CUBLASLT_EPILOGUE_BGRADB) {
+        float *grad = (float *)d->bias;
+        for (int j = 0; j < n; j++) {
+            double sum = 0.0;
+            for (int kk = 0; kk < k; kk++) {
+                const size_t at = d->tb == CUBLAS_OP_N ? kk + (size_t)j * Bl->ld : j + (size_t)kk * Bl->ld;
+                sum += Bl->type == CUDA_R_16BF ? __bfloat162float(((const __nv_bfloat16 *)B)[at])
+                                               : ((const float *)B)[at];
+            }
+            grad[j] = (float)sum;
+        }
+        return CUBLAS_STATUS_SUCCESS;
+    }
+    if (d->epilogue != CUBLASLT_EPILOGUE_BIAS) return s;
     float *out = (float *)D;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) out[i + (size_t)j * Dl->ld] += d->bias[i];

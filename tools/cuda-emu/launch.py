@@ -18,7 +18,8 @@ def split_top(s):
     return parts
 
 out, i, n = [], 0, 0
-pat = re.compile(r'(\w+)<<<')
+# kernel<<< or kernel<template args><<<
+pat = re.compile(r'(\w+(?:<[^<>]*>)?)<<<')
 while True:
     m = pat.search(src, i)
     if not m:

@@ -170,24 +170,33 @@ __device__ __forceinline__ void accumulate_cols(float (&acc)[HS / 8][4],
 __device__ __forceinline__ int frag_col(int n, int e) { return 8 * n + 2 * lane_t() + (e & 1); }
 
 /* rows(row0 + g + 8r, cols 2t, 2t+1 of each 8) of a (·, ld) fp32 matrix
- * (+)= scale·acc, rows past T left out. */
+ * (+)= scale·acc, rows past T left out; m16 (unless NULL), laid out as m,
+ * gets the bf16 of the values written, and with keep 0 only m16 is written
+ * (a sole view; add is 0 then). */
 template <int HS>
-__device__ void store_rows(float *m, size_t ld, const float (&acc)[HS / 8][4], int row0, int T,
-                           float scale, int add)
+__device__ void store_rows(float *m, bf16 *m16, size_t ld, const float (&acc)[HS / 8][4],
+                           int row0, int T, float scale, int add, int keep = 1)
 {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = row0 + lane_g() + 8 * r;
         if (i >= T)
             continue;
-        float *row = m + (size_t)i * ld + 2 * lane_t();
+        const size_t at = (size_t)i * ld + 2 * lane_t();
+        float *row = m + at;
 #pragma unroll
-        for (int n = 0; n < HS / 8; n++)
+        for (int n = 0; n < HS / 8; n++) {
+            float v[2];
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float v = scale * acc[n][2 * r + e];
-                row[8 * n + e] = add ? row[8 * n + e] + v : v;
+                v[e] = scale * acc[n][2 * r + e];
+                v[e] = add ? row[8 * n + e] + v[e] : v[e];
+                if (keep)
+                    row[8 * n + e] = v[e];
             }
+            if (m16) // two adjacent bf16: one 4-byte store (at and ld even)
+                *(unsigned *)(m16 + at + 8 * n) = bf16_pair(v[0], v[1]);
+        }
     }
 }
 
@@ -207,6 +216,8 @@ typedef struct flash_args {
     const bf16 *qkv;    /* (B, T, 3C): qkv's bf16 view */
     const bf16 *dout;   /* (B, T, C), the backward's */
     float *out;         /* (B, T, C): forward; dqkv (B, T, 3C): backward */
+    bf16 *out16;        /* dqkv's bf16 view, or NULL (backward) */
+    int keep;           /* 0: dqkv's view only, a sole one (backward) */
     float *lse;         /* (B, NH, T) lse2, or NULL (forward) */
     bf16 *P;            /* (B, NH, T, T), or NULL (forward) */
     float *D;           /* (B, NH, T): backward */
@@ -345,7 +356,7 @@ __device__ void forward_body(const flash_args &a)
         for (int n = 0; n < HS / 8; n++)
             o[n][2 * r] /= l[r], o[n][2 * r + 1] /= l[r];
     }
-    store_rows<HS>(a.out + pl.row * a.C + pl.col, a.C, o, q0 + w16, T, 1.0f, 0);
+    store_rows<HS>(a.out + pl.row * a.C + pl.col, NULL, a.C, o, q0 + w16, T, 1.0f, 0);
     if (!a.P)
         return;
     // Pass 2: the normalised P for the GEMM path's backward.
@@ -428,7 +439,9 @@ __device__ void backward_query_body(const flash_args &a)
                 s[n][e] = exp2f(s[n][e] - lse2[e / 2]) * (dp[n][e] - D[e / 2]);
         accumulate_cols<HS>(dq, s, kt);
     }
-    store_rows<HS>(a.out + pl.row * ld3 + pl.col, ld3, dq, q0 + w16, T, a.sc, a.add);
+    const size_t at = pl.row * ld3 + pl.col; // dq's first element
+    store_rows<HS>(a.out + at, a.out16 ? a.out16 + at : NULL, ld3, dq, q0 + w16, T, a.sc,
+                   a.add, a.keep);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int i = q0 + w16 + lane_g() + 8 * r;
@@ -490,9 +503,12 @@ __device__ void backward_key_body(const flash_args &a)
         accumulate_cols<HS>(dv, s, dt);  // dv += pᵀ·dout
         accumulate_cols<HS>(dk, dp, qt); // dk += dSᵀ·q (scaled at the store)
     }
-    float *dqkv = a.out + pl.row * ld3 + pl.col;
-    store_rows<HS>(dqkv + a.C, ld3, dk, k0 + w16, T, a.sc, a.add);
-    store_rows<HS>(dqkv + 2 * a.C, ld3, dv, k0 + w16, T, 1.0f, a.add);
+    const size_t dk_at = pl.row * ld3 + pl.col + a.C, dv_at = dk_at + a.C;
+    bf16 *v16 = a.out16; // dqkv's view
+    store_rows<HS>(a.out + dk_at, v16 ? v16 + dk_at : NULL, ld3, dk, k0 + w16, T, a.sc, a.add,
+                   a.keep);
+    store_rows<HS>(a.out + dv_at, v16 ? v16 + dv_at : NULL, ld3, dv, k0 + w16, T, 1.0f, a.add,
+                   a.keep);
 }
 
 /* One kernel per body and head size (the fragment counts are compile-time). */
@@ -600,6 +616,12 @@ void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *
     flash_args a = args_for(qkv, B, T, C, NH, 0);
     a.dout = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
     a.out = dqkv, a.lse = (float *)lse, a.D = D, a.add = add;
+    // dqkv's view for the qkv linear's backward; only the view (a sole
+    // one) where dqkv is written anew
+    const size_t n = (size_t)B * T * 3 * C;
+    int skip = 0;
+    a.out16 = add ? cuda_view_out(dqkv, n) : cuda_view_out_sole(dqkv, n, &skip);
+    a.keep = !skip;
     launch(K_QUERY, a, B);
     launch(K_KEY, a, B);
 }

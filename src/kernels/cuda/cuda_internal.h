@@ -201,6 +201,13 @@ void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
 int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
                         const float *bias, int N, int C, int OC);
 
+/* bf16 operands: dw(OC,C) += dout(N,OC)ᵀ·inp(N,C) and dbias(OC) += Σ_n
+ * dout(n,:), the sum in the GEMM's epilogue (cuda_lt.cu). Returns 0, or
+ * -1 without touching dw or dbias when that path does not apply (as above,
+ * or REED_CUDA_LT_BGRAD=0). */
+int cuda_lt_dw_bgrad(float *dw, float *dbias, const __nv_bfloat16 *dout16,
+                     const __nv_bfloat16 *inp16, int N, int C, int OC);
+
 /* Device memory in arenas (cuda_memory.cu): see ops.h's mem_alloc,
  * mem_free and mem_used. */
 void *cuda_mem_alloc(size_t bytes);
@@ -241,6 +248,16 @@ void cuda_bf16_convert(__nv_bfloat16 *y, const float *x, size_t n);
 __nv_bfloat16 *cuda_view_out(const float *x, size_t n);
 const __nv_bfloat16 *cuda_view_get(const float *x, size_t n);
 const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int keep);
+/* Sole views (cuda_view.cu): cuda_view_out_sole is cuda_view_out for an op
+ * that may skip writing x itself; *skip says whether to (the view is then
+ * the only copy of x's values until they are needed). cuda_view_need: the
+ * values of the sole view whose buffer holds address p (if any) written
+ * back to fp32, for a read of the buffer. cuda_view_overwrite: an op is
+ * about to write [p, p + bytes): a sole view there is dropped, after
+ * writing back what the write leaves. */
+__nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip);
+void cuda_view_need(const void *p);
+void cuda_view_overwrite(const void *p, size_t bytes);
 /* Drops the views of the buffer holding address p (an op writes it). */
 void cuda_view_written(const void *p);
 /* Drops the views of buffers starting in [p, p + bytes) (a freed block). */
@@ -313,9 +330,15 @@ void cuda_zero_flush(void);
 /* 1 when [p, p + bytes) is the pending buffer (which is then no longer
  * pending: the caller writes all of it); else flushes and returns 0. */
 int cuda_zero_take(const void *p, size_t bytes);
-/* 1 for the ops that take the pending buffer themselves (zero,
+/* The copy op, lazy the same way: cuda_copy_take returns the source when
+ * [p, p + bytes) is the pending copy's destination (the caller then writes
+ * all of it from the source), else flushes and returns NULL. */
+void cuda_copy_lazy(void *dst, const void *src, size_t bytes);
+const void *cuda_copy_take(const void *p, size_t bytes);
+/* 1 for the ops that take the pending write themselves (zero, copy,
  * linear_backward, gelu_backward, silu_backward, gated_add_backward,
- * attention_backward); every other op flushes first (cuda_ops_wrap). */
+ * attention_backward; gated_add_forward a copy); every other op flushes
+ * first (cuda_ops_wrap). */
 int cuda_zero_consumer(const char *slot);
 /* Reads REED_CUDA_LAZY_ZERO. */
 void cuda_zero_init(void);
@@ -325,6 +348,7 @@ void cuda_zero_init(void);
 /* cuda_kernels.cu: transformer ops, elementwise helpers, optimiser */
 void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC);
 void cuda_colsum_add(float *dbias, const float *dout, int N, int OC);
+void cuda_colsum_add_bf16(float *dbias, const __nv_bfloat16 *dout, int N, int OC);
 void cuda_layernorm_forward(float *out, float *mean, float *rstd,
                             const float *inp, int N, int C, float eps);
 void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,

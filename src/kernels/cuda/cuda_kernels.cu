@@ -7,16 +7,20 @@
  * backward ops ADD (+=) into every gradient output, and any gradient output
  * may be NULL.
  *
- * Each kernel sits next to its launcher. The kernels are written to be
- * plainly correct rather than fast: grid-stride loops for elementwise work,
- * one warp per row for row reductions, and column sums with one thread per
- * channel (and per chunk of rows where the channels alone are too few).
+ * Each kernel sits next to its launcher. Most are plain: grid-stride loops
+ * for elementwise work (four floats a thread where aligned), one warp per
+ * row for row reductions, and column sums with one thread per channel (and
+ * per chunk of rows where the channels alone are too few). The LayerNorm
+ * kernels, the largest of them on SiT-B/2, hold rows in registers and sum
+ * the backward's columns in the same pass.
  * Reductions the CPU accumulates in double are accumulated in double here
  * too; all reductions are deterministic (no atomics).
  * Aliasing: elementwise forward ops may run in place (each thread reads an
  * element before writing it), as on the CPU.
  */
 #include <math.h>
+
+#include <type_traits>
 
 #include "cuda_internal.h"
 
@@ -59,10 +63,15 @@ __device__ __forceinline__ void colsum_store(float *out, int ldo, size_t g,
         *o = (float)s / T;
 }
 
+__device__ __forceinline__ double as_double(float v) { return v; }
+__device__ __forceinline__ double as_double(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 /* Block (channel block, g, chunk k): the sum over rows [k·L, (k+1)·L) ∩ [0, T)
- * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c]. */
+ * of group g, stored to out (one chunk) or to partial[(g·chunks + k)·C + c].
+ * a is fp32, or bf16 (a bias gradient from dout's bf16 values). */
+template <typename TA>
 __global__ void colsum_kernel(float *out, int ldo, double *partial,
-                              const float *a, const float *b,
+                              const TA *a, const float *b,
                               const float *mean, const float *rstd, int T,
                               int C, int L, int mode)
 {
@@ -74,8 +83,8 @@ __global__ void colsum_kernel(float *out, int ldo, double *partial,
     if (c < C) {
         for (int t = t0 + threadIdx.y; t < t1; t += COLSUM_ROWS) {
             const size_t n = g * T + t, i = n * C + c;
-            acc += b ? (double)a[i] * colsum_factor(b, mean, rstd, n, i)
-                     : (double)a[i];
+            acc += b ? as_double(a[i]) * colsum_factor(b, mean, rstd, n, i)
+                     : as_double(a[i]);
         }
     }
     part[threadIdx.y][threadIdx.x] = acc;
@@ -127,7 +136,8 @@ static double *colsum_scratch(size_t n)
     return (double *)cuda_scratch(&buf, &cap, n * sizeof(double));
 }
 
-static void colsum_launch(float *out, int ldo, const float *a, const float *b,
+template <typename TA>
+static void colsum_launch(float *out, int ldo, const TA *a, const float *b,
                           const float *mean, const float *rstd, int G, int T,
                           int C, int mode)
 {
@@ -137,8 +147,8 @@ static void colsum_launch(float *out, int ldo, const float *a, const float *b,
     const int L = (T + chunks - 1) / chunks;
     double *partial = chunks > 1 ? colsum_scratch((size_t)G * chunks * C) : NULL;
     dim3 grid((C + 31) / 32, G, chunks), block(32, COLSUM_ROWS);
-    colsum_kernel<<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, a, b,
-                                                     mean, rstd, T, C, L, mode);
+    colsum_kernel<TA><<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, a, b,
+                                                         mean, rstd, T, C, L, mode);
     LAUNCH_CHECK("colsum_kernel");
     if (partial) {
         const size_t n = (size_t)G * C;
@@ -154,10 +164,15 @@ static void colsum(float *out, int ldo, const float *a, const float *b, int G,
     colsum_launch(out, ldo, a, b, NULL, NULL, G, T, C, mode);
 }
 
-/* dbias(OC) += Σ_n dout(N,OC) */
+/* dbias(OC) += Σ_n dout(N,OC), dout fp32 or bf16 */
 void cuda_colsum_add(float *dbias, const float *dout, int N, int OC)
 {
     colsum(dbias, 0, dout, NULL, 1, N, OC, COLSUM_ADD);
+}
+
+void cuda_colsum_add_bf16(float *dbias, const __nv_bfloat16 *dout, int N, int OC)
+{
+    colsum_launch(dbias, 0, dout, NULL, NULL, NULL, 1, N, OC, COLSUM_ADD);
 }
 
 /* ------------------------------------------------------------------------
@@ -186,47 +201,66 @@ void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC)
  *   mean = Σx/C, var = Σ(x − mean)²/C (double), rstd = 1/sqrt(var + eps),
  *   xhat = (x − mean)·rstd,
  *   out = xhat, or fused: out = xhat·(1 + scale[b]) + shift[b], b = row/T.
- * The warp holds the row in registers, LN_SPAN channels at a time (lane l
- * element k is channel c0 + l + 32k): a row of up to LN_SPAN channels is
- * read from memory once. Longer rows go through in chunks, read twice; the
- * chunks' moments are merged exactly as in Chan et al.'s parallel variance.
+ * Lane l holds the channels c0 + l + 32k, k < PL: a span of 32·PL channels.
+ * The launchers pick PL by C (ln_per_lane) so that a row of up to
+ * LN_MAX_SPAN channels (SiT-XL's 1152) lies in registers whole and is read
+ * from memory once. Longer rows go through in spans of 32·LN_LONG_PL, read
+ * twice; the spans' moments are merged exactly as in Chan et al.'s
+ * parallel variance.
  * ---------------------------------------------------------------------- */
 
-#define LN_PER_LANE 16
-#define LN_SPAN (32 * LN_PER_LANE)
+#define LN_MAX_SPAN (32 * 36)
+#define LN_LONG_PL 16
 
-/* v = the lane's elements of x in the chunk at c0, 0 past C. */
-__device__ __forceinline__ void ln_load(float *v, const float *x, int c0,
-                                        int C)
+/* launch(PL) for rows of C channels, PL a compile-time constant
+ * (std::integral_constant): 8, 16, 24 or 36 channels a lane for a row in
+ * registers, LN_LONG_PL for longer rows. */
+template <typename F> static void ln_per_lane(int C, F launch)
+{
+    if (C <= 32 * 8)
+        launch(std::integral_constant<int, 8>());
+    else if (C <= 32 * 16)
+        launch(std::integral_constant<int, 16>());
+    else if (C <= 32 * 24)
+        launch(std::integral_constant<int, 24>());
+    else if (C <= LN_MAX_SPAN)
+        launch(std::integral_constant<int, 36>());
+    else
+        launch(std::integral_constant<int, LN_LONG_PL>());
+}
+
+/* v = the lane's elements of x in the span at c0, 0 past C. */
+template <int PL>
+__device__ __forceinline__ void ln_load(float *v, const float *x, int c0, int C)
 {
 #pragma unroll
-    for (int k = 0; k < LN_PER_LANE; k++) {
+    for (int k = 0; k < PL; k++) {
         const int i = c0 + lane_id() + 32 * k;
         v[k] = i < C ? x[i] : 0.0f;
     }
 }
 
-/* The mean and rstd of row x (C), as float; leaves the row's last chunk
+/* The mean and rstd of row x (C), as float; leaves the row's last span
  * in v. */
-__device__ __forceinline__ void ln_row_moments(float *v, const float *x,
-                                               int C, float eps, float *mean,
-                                               float *rstd)
+template <int PL>
+__device__ __forceinline__ void ln_row_moments(float *v, const float *x, int C,
+                                               float eps, float *mean, float *rstd)
 {
     double n = 0.0, md = 0.0, m2 = 0.0; // count, mean, Σ(x − mean)² so far
-    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
-        ln_load(v, x, c0, C);
-        const double cn = C - c0 < LN_SPAN ? C - c0 : LN_SPAN;
+    for (int c0 = 0; c0 < C; c0 += 32 * PL) {
+        ln_load<PL>(v, x, c0, C);
+        const double cn = C - c0 < 32 * PL ? C - c0 : 32 * PL;
         double sum = 0.0, sq = 0.0;
 #pragma unroll
-        for (int k = 0; k < LN_PER_LANE; k++)
+        for (int k = 0; k < PL; k++)
             sum += v[k]; // the zeros past C add nothing
         const double cm = warp_sum(sum) / cn;
 #pragma unroll
-        for (int k = 0; k < LN_PER_LANE; k++)
+        for (int k = 0; k < PL; k++)
             if (c0 + lane_id() + 32 * k < C)
                 sq += (v[k] - cm) * (v[k] - cm);
         sq = warp_sum(sq);
-        // Merge the chunk (cn, cm, sq) in; the first one is taken as is.
+        // Merge the span (cn, cm, sq) in; the first one is taken as is.
         const double delta = cm - md, tot = n + cn;
         md = n == 0.0 ? cm : md + delta * cn / tot;
         m2 += sq + delta * delta * n * cn / tot;
@@ -237,7 +271,8 @@ __device__ __forceinline__ void ln_row_moments(float *v, const float *x,
 }
 
 /* shift and scale NULL: plain LayerNorm. o16 (unless NULL): out's bf16
- * view. */
+ * view; out NULL: the view only (a sole view). */
+template <int PL>
 __global__ void ln_modulate_forward_kernel(float *out, __nv_bfloat16 *o16,
                                            float *mean, float *rstd,
                                            const float *inp,
@@ -249,21 +284,22 @@ __global__ void ln_modulate_forward_kernel(float *out, __nv_bfloat16 *o16,
     if (row >= (size_t)N)
         return; // the whole warp: row depends on the warp only
     const float *x = inp + row * C; // (C)
-    float *o = out + row * C;
+    float *o = out ? out + row * C : NULL;
     const size_t ada = (row / T) * ldm; // this sample's shift and scale
-    float v[LN_PER_LANE], m, s;
-    ln_row_moments(v, x, C, eps, &m, &s);
-    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
-        if (C > LN_SPAN) // one chunk: v holds it still
-            ln_load(v, x, c0, C);
+    float v[PL], m, s;
+    ln_row_moments<PL>(v, x, C, eps, &m, &s);
+    for (int c0 = 0; c0 < C; c0 += 32 * PL) {
+        if (C > 32 * PL) // one span: v holds it still
+            ln_load<PL>(v, x, c0, C);
 #pragma unroll
-        for (int k = 0; k < LN_PER_LANE; k++) {
+        for (int k = 0; k < PL; k++) {
             const int i = c0 + lane_id() + 32 * k;
             if (i >= C)
                 break;
             const float xhat = (v[k] - m) * s;
             const float y = scale ? xhat * (1.0f + scale[ada + i]) + shift[ada + i] : xhat;
-            o[i] = y;
+            if (o)
+                o[i] = y;
             if (o16)
                 o16[row * C + i] = __float2bfloat16(y);
         }
@@ -274,6 +310,17 @@ __global__ void ln_modulate_forward_kernel(float *out, __nv_bfloat16 *o16,
     }
 }
 
+template <int PL>
+static void ln_forward_launch(float *out, __nv_bfloat16 *o16, float *mean,
+                              float *rstd, const float *inp, const float *shift,
+                              const float *scale, int ldm, int T, int N, int C,
+                              float eps)
+{
+    ln_modulate_forward_kernel<PL><<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
+        out, o16, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
+    LAUNCH_CHECK("ln_modulate_forward_kernel");
+}
+
 static void ln_modulate_forward(float *out, float *mean, float *rstd,
                                 const float *inp, const float *shift,
                                 const float *scale, int ldm, int T, int N,
@@ -281,10 +328,14 @@ static void ln_modulate_forward(float *out, float *mean, float *rstd,
 {
     if (N <= 0)
         return;
-    __nv_bfloat16 *o16 = cuda_view_out(out, (size_t)N * C);
-    ln_modulate_forward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
-        out, o16, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
-    LAUNCH_CHECK("ln_modulate_forward_kernel");
+    int skip;
+    __nv_bfloat16 *o16 = cuda_view_out_sole(out, (size_t)N * C, &skip);
+    if (skip)
+        out = NULL;
+    ln_per_lane(C, [&](auto pl) {
+        ln_forward_launch<decltype(pl)::value>(out, o16, mean, rstd, inp, shift, scale, ldm, T,
+                                               N, C, eps);
+    });
 }
 
 void cuda_layernorm_forward(float *out, float *mean, float *rstd,
@@ -302,56 +353,86 @@ void cuda_ln_modulate_forward(float *out, float *mean, float *rstd,
                         eps);
 }
 
-/* The lane's elements in the chunk at c0, 0 past C: g = the gradient
- * reaching xhat (dout, or dout·(1 + sc) behind a modulate), d = x − m. */
+/* The backward, for row x with g the gradient reaching xhat (dout, or
+ * dout·(1 + scale[b]) behind a modulate):
+ *   dx += rstd · (g − mean(g) − xhat · mean(g·xhat)),  means in double,
+ *   dshift[b] += Σ_t dout,  dscale[b] += Σ_t dout·xhat.
+ * A block covers LN_ROWS rows of one sample; its warps take every
+ * ROW_WARPS-th row. Where the row lies in registers whole, each lane also
+ * adds up its channels' dout and dout·xhat over the warp's rows; the block
+ * then adds its warps' sums in order into `partial`, and
+ * colsum_chunks_kernel adds the blocks of each sample in order: the column
+ * sums cost no second pass over dout and inp, and stay deterministic.
+ * Longer rows leave them to colsum. */
+#define LN_ROWS 32
+
+/* The lane's raw elements in the span at c0, 0 past C: g = dout, d = x − m. */
+template <int PL>
 __device__ __forceinline__ void ln_load_grads(float *g, float *d,
                                               const float *dout,
-                                              const float *x, const float *sc,
-                                              float m, int c0, int C)
+                                              const float *x, float m, int c0,
+                                              int C)
 {
 #pragma unroll
-    for (int k = 0; k < LN_PER_LANE; k++) {
+    for (int k = 0; k < PL; k++) {
         const int i = c0 + lane_id() + 32 * k;
-        const float gi = i < C ? dout[i] : 0.0f;
-        g[k] = sc && i < C ? gi * (1.0f + sc[i]) : gi;
+        g[k] = i < C ? dout[i] : 0.0f;
         d[k] = i < C ? x[i] - m : 0.0f;
     }
 }
 
-/* With xhat = (x − mean)·rstd and g as above (scale NULL: plain LayerNorm):
- * dx += rstd · (g − mean(g) − xhat · mean(g·xhat)), the means summed in
- * double. Rows of up to LN_SPAN channels read dout and inp once. */
-__global__ void ln_modulate_backward_kernel(float *dinp, const float *dout,
-                                            const float *inp,
-                                            const float *mean,
-                                            const float *rstd,
-                                            const float *scale, int ldm, int T,
-                                            int N, int C)
+/* g = dout·(1 + sc) behind a modulate (sc NULL: as is). */
+template <int PL>
+__device__ __forceinline__ void ln_scale_grads(float *g, const float *sc,
+                                               int c0, int C)
 {
-    const size_t row = warp_row();
-    if (row >= (size_t)N)
+    if (!sc)
         return;
-    const float *x = inp + row * C, *gr = dout + row * C; // (C)
-    const float *sc = scale ? scale + (row / T) * ldm : NULL;
-    float *dx = dinp + row * C;
-    const float m = mean[row], s = rstd[row];
-    float g[LN_PER_LANE], d[LN_PER_LANE];
-    double gsum = 0.0, gxsum = 0.0;
-    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
-        ln_load_grads(g, d, gr, x, sc, m, c0, C);
 #pragma unroll
-        for (int k = 0; k < LN_PER_LANE; k++) {
+    for (int k = 0; k < PL; k++) {
+        const int i = c0 + lane_id() + 32 * k;
+        if (i < C)
+            g[k] *= 1.0f + sc[i];
+    }
+}
+
+/* One row: dx (unless NULL) as above; with acc (the row in one span),
+ * acc[0][c] += dout and acc[1][c] += dout·xhat for the lane's channels c
+ * (the warp's own slice of shared memory: no register per column). */
+template <int PL>
+__device__ void ln_backward_row(float *dx, const float *gr, const float *x,
+                                const float *sc, float m, float s, int C,
+                                float (*acc)[32 * PL])
+{
+    float g[PL], d[PL];
+    double gsum = 0.0, gxsum = 0.0;
+    for (int c0 = 0; c0 < C; c0 += 32 * PL) {
+        ln_load_grads<PL>(g, d, gr, x, m, c0, C);
+        if (acc) {
+#pragma unroll
+            for (int k = 0; k < PL; k++) {
+                acc[0][lane_id() + 32 * k] += g[k];
+                acc[1][lane_id() + 32 * k] += g[k] * d[k] * s;
+            }
+        }
+        ln_scale_grads<PL>(g, sc, c0, C);
+#pragma unroll
+        for (int k = 0; k < PL; k++) {
             gsum += g[k];
             gxsum += g[k] * d[k] * s;
         }
     }
+    if (!dx)
+        return;
     const float gmean = (float)(warp_sum(gsum) / C);
     const float gxmean = (float)(warp_sum(gxsum) / C);
-    for (int c0 = 0; c0 < C; c0 += LN_SPAN) {
-        if (C > LN_SPAN)
-            ln_load_grads(g, d, gr, x, sc, m, c0, C);
+    for (int c0 = 0; c0 < C; c0 += 32 * PL) {
+        if (C > 32 * PL) { // one span: g and d hold it still
+            ln_load_grads<PL>(g, d, gr, x, m, c0, C);
+            ln_scale_grads<PL>(g, sc, c0, C);
+        }
 #pragma unroll
-        for (int k = 0; k < LN_PER_LANE; k++) {
+        for (int k = 0; k < PL; k++) {
             const int i = c0 + lane_id() + 32 * k;
             if (i >= C)
                 break;
@@ -360,22 +441,129 @@ __global__ void ln_modulate_backward_kernel(float *dinp, const float *dout,
     }
 }
 
-static void ln_modulate_backward(float *dinp, const float *dout,
-                                 const float *inp, const float *mean,
-                                 const float *rstd, const float *scale,
-                                 int ldm, int T, int N, int C)
+/* out[c] = Σ_w acc[w][j][c] over the block's warps in order (j = 0 dshift's
+ * sums, 1 dscale's). */
+template <int PL>
+__device__ void ln_block_colsum(float (*acc)[2][32 * PL], int j, double *out,
+                                int C)
 {
-    if (!dinp || N <= 0)
-        return;
-    ln_modulate_backward_kernel<<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
-        dinp, dout, inp, mean, rstd, scale, ldm, T, N, C);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        double s = 0.0;
+        for (int w = 0; w < ROW_WARPS; w++)
+            s += acc[w][j][c];
+        out[c] = s;
+    }
+}
+
+/* Block k of sample b = blockIdx.x / chunks, k = blockIdx.x mod chunks:
+ * rows [k·LN_ROWS, (k+1)·LN_ROWS) ∩ [0, T). partial (with sums): dshift's
+ * sums (B, chunks, C), then dscale's. */
+template <int PL>
+__global__ void ln_modulate_backward_kernel(float *dinp, double *partial,
+                                            const float *dout,
+                                            const float *inp,
+                                            const float *mean,
+                                            const float *rstd,
+                                            const float *scale, int ldm, int T,
+                                            int C, int chunks)
+{
+    __shared__ float acc[ROW_WARPS][2][32 * PL]; // each warp's column sums
+    const int w = threadIdx.x / 32;
+    const size_t b = blockIdx.x / chunks;
+    const int k = blockIdx.x % chunks;
+    const int t1 = T - k * LN_ROWS < LN_ROWS ? T : (k + 1) * LN_ROWS;
+    const float *sc = scale ? scale + b * ldm : NULL;
+    if (partial) // the warp's slice: each lane reads only what it zeroes
+        for (int i = lane_id(); i < 32 * PL; i += 32)
+            acc[w][0][i] = acc[w][1][i] = 0.0f;
+    for (int t = k * LN_ROWS + w; t < t1; t += ROW_WARPS) {
+        const size_t row = b * T + t;
+        ln_backward_row<PL>(dinp ? dinp + row * C : NULL, dout + row * C,
+                            inp + row * C, sc, mean[row], rstd[row], C,
+                            partial ? acc[w] : NULL);
+    }
+    if (!partial)
+        return; // the whole block: partial is the launch's
+    __syncthreads();
+    const size_t at = (size_t)blockIdx.x * C; // = (b·chunks + k)·C
+    ln_block_colsum<PL>(acc, 0, partial + at, C);
+    ln_block_colsum<PL>(acc, 1, partial + (size_t)gridDim.x * C + at, C);
+}
+
+/* Scratch for the blocks' column sums (kept for the process). */
+static double *ln_scratch(size_t n)
+{
+    static void *buf;
+    static size_t cap;
+    return (double *)cuda_scratch(&buf, &cap, n * sizeof(double));
+}
+
+template <int PL>
+static void ln_backward_launch(float *dinp, double *partial, const float *dout,
+                               const float *inp, const float *mean,
+                               const float *rstd, const float *scale, int ldm,
+                               int B, int T, int C, int chunks)
+{
+    ln_modulate_backward_kernel<PL><<<B * chunks, ROW_THREADS, 0, g_cuda.stream>>>(
+        dinp, partial, dout, inp, mean, rstd, scale, ldm, T, C, chunks);
     LAUNCH_CHECK("ln_modulate_backward_kernel");
+}
+
+/* dinp (unless NULL) and, with partial, the blocks' column sums; then
+ * dshift and dscale (unless NULL) from them. */
+static void ln_backward_rows(float *dinp, float *dshift, float *dscale,
+                             const float *dout, const float *inp,
+                             const float *mean, const float *rstd,
+                             const float *scale, int ldm, int B, int T, int C)
+{
+    const int chunks = (T + LN_ROWS - 1) / LN_ROWS;
+    const size_t per_out = (size_t)B * chunks * C; // one output's block sums
+    double *partial = dshift || dscale ? ln_scratch(2 * per_out) : NULL;
+    ln_per_lane(C, [&](auto pl) {
+        ln_backward_launch<decltype(pl)::value>(dinp, partial, dout, inp, mean, rstd, scale, ldm,
+                                                B, T, C, chunks);
+    });
+    const size_t n = (size_t)B * C;
+    if (dshift)
+        colsum_chunks_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+            dshift, ldm, partial, B, T, C, chunks, COLSUM_ADD);
+    if (dscale)
+        colsum_chunks_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+            dscale, ldm, partial + per_out, B, T, C, chunks, COLSUM_ADD);
+    LAUNCH_CHECK("colsum_chunks_kernel");
+}
+
+/* scale NULL: plain LayerNorm (B = 1 group of T = N rows, no dshift or
+ * dscale). */
+static void ln_modulate_backward(float *dinp, float *dshift, float *dscale,
+                                 const float *dout, const float *inp,
+                                 const float *mean, const float *rstd,
+                                 const float *scale, int ldm, int B, int T,
+                                 int C)
+{
+    if (B <= 0 || T <= 0 || C <= 0)
+        return;
+    if (C <= LN_MAX_SPAN) { // the column sums in the same pass
+        if (dinp || dshift || dscale)
+            ln_backward_rows(dinp, dshift, dscale, dout, inp, mean, rstd,
+                             scale, ldm, B, T, C);
+        return;
+    }
+    if (dinp)
+        ln_backward_rows(dinp, NULL, NULL, dout, inp, mean, rstd, scale, ldm,
+                         B, T, C);
+    // dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·xhat (recomputed)
+    if (dshift)
+        colsum(dshift, ldm, dout, NULL, B, T, C, COLSUM_ADD);
+    if (dscale)
+        colsum_launch(dscale, ldm, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
 }
 
 void cuda_layernorm_backward(float *dinp, const float *dout, const float *inp,
                              const float *mean, const float *rstd, int N, int C)
 {
-    ln_modulate_backward(dinp, dout, inp, mean, rstd, NULL, 0, 1, N, C);
+    ln_modulate_backward(dinp, NULL, NULL, dout, inp, mean, rstd, NULL, 0, 1,
+                         N, C);
 }
 
 void cuda_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
@@ -384,12 +572,8 @@ void cuda_ln_modulate_backward(float *dinp, float *dshift, float *dscale,
                                const float *scale, int ldm, int B, int T,
                                int C)
 {
-    ln_modulate_backward(dinp, dout, inp, mean, rstd, scale, ldm, T, B * T, C);
-    // dshift[b] += Σ_t dout; dscale[b] += Σ_t dout·xhat (recomputed)
-    if (dshift)
-        colsum(dshift, ldm, dout, NULL, B, T, C, COLSUM_ADD);
-    if (dscale)
-        colsum_launch(dscale, ldm, dout, inp, mean, rstd, B, T, C, COLSUM_ADD);
+    ln_modulate_backward(dinp, dshift, dscale, dout, inp, mean, rstd, scale,
+                         ldm, B, T, C);
 }
 
 /* ------------------------------------------------------------------------
@@ -471,12 +655,13 @@ static unsigned grid_vec4(size_t n, size_t n4)
     return grid_for(n4 > rest ? n4 : rest, THREADS);
 }
 
-/* x += gate[b]·y, or x = gate[b]·y when add is 0; x16 (unless NULL) gets
- * the bf16 of the new x. Vectors need C % 4 == 0 (a vector's four channels
- * then share a sample). */
-__global__ void gated_add_kernel(float *x, __nv_bfloat16 *x16, const float *y,
-                                 const float *gate, int ldm, int T, int C,
-                                 size_t n, size_t n4, int add)
+/* x = xs + gate[b]·y (xs: x itself, or the source of a copy into x), or
+ * x = gate[b]·y when add is 0; x16 (unless NULL) gets the bf16 of the new
+ * x, and with keep 0 only x16 is written (a sole view; add is 0 then).
+ * Vectors need C % 4 == 0 (a vector's four channels then share a sample). */
+__global__ void gated_add_kernel(float *x, const float *xs, __nv_bfloat16 *x16,
+                                 const float *y, const float *gate, int ldm, int T,
+                                 int C, size_t n, size_t n4, int add, int keep)
 {
     GRID_LOOP(j, n4) {
         const float *g = gate + adaln_index(4 * j, T, C, ldm);
@@ -484,28 +669,32 @@ __global__ void gated_add_kernel(float *x, __nv_bfloat16 *x16, const float *y,
         float4 v;
         v.x = g[0] * yv.x, v.y = g[1] * yv.y, v.z = g[2] * yv.z, v.w = g[3] * yv.w;
         if (add) {
-            const float4 xv = ((const float4 *)x)[j];
+            const float4 xv = ((const float4 *)xs)[j];
             v.x += xv.x, v.y += xv.y, v.z += xv.z, v.w += xv.w;
         }
-        ((float4 *)x)[j] = v;
+        if (keep)
+            ((float4 *)x)[j] = v;
         if (x16)
             store_bf16x4(x16, j, v);
     }
     GRID_LOOP(k, n - 4 * n4) {
         const size_t i = 4 * n4 + k;
-        const float v = gate[adaln_index(i, T, C, ldm)] * y[i];
-        x[i] = add ? x[i] + v : v;
+        float v = gate[adaln_index(i, T, C, ldm)] * y[i];
+        v = add ? xs[i] + v : v;
+        if (keep)
+            x[i] = v;
         if (x16)
-            x16[i] = __float2bfloat16(x[i]);
+            x16[i] = __float2bfloat16(v);
     }
 }
 
-static void gated_add(float *x, __nv_bfloat16 *x16, const float *y,
-                      const float *gate, int ldm, int T, int C, size_t n, int add)
+static void gated_add(float *x, const float *xs, __nv_bfloat16 *x16, const float *y,
+                      const float *gate, int ldm, int T, int C, size_t n, int add,
+                      int keep)
 {
-    const size_t n4 = C % 4 == 0 ? vec4_count(n, x, y, NULL, x16) : 0;
-    gated_add_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(x, x16, y, gate, ldm, T,
-                                                                      C, n, n4, add);
+    const size_t n4 = C % 4 == 0 ? vec4_count(n, x, y, xs, x16) : 0;
+    gated_add_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(
+        x, xs, x16, y, gate, ldm, T, C, n, n4, add, keep);
     LAUNCH_CHECK("gated_add_kernel");
 }
 
@@ -513,8 +702,89 @@ void cuda_gated_add_forward(float *x, const float *y, const float *gate,
                             int ldm, int B, int T, int C)
 {
     const size_t n = (size_t)B * T * C;
+    // x just copied from src (a lazy copy, cuda_zero.cu): x = src + gate·y
+    const float *src = (const float *)cuda_copy_take(x, n * sizeof(float));
     if (n)
-        gated_add(x, NULL, y, gate, ldm, T, C, n, 1);
+        gated_add(x, src ? src : x, NULL, y, gate, ldm, T, C, n, 1, 1);
+}
+
+/* gated_add_backward in one pass over dx (where C % 4 == 0 and the arrays
+ * are 16-byte aligned): dy (+)= gate[b]·dx as gated_add_kernel (dy16,
+ * keep), and with partial the column sums Σ_t dx·y over block k's rows of
+ * sample b into partial[(b·chunks + k)·C + c], which colsum_chunks_kernel
+ * adds up in order. A block is 32 × GA_PHASES threads over GA_ROWS rows:
+ * x a float4 of channels (a stripe of 128 a block), y a phase of the rows;
+ * the phases' sums are added in order, in double. */
+#define GA_PHASES 8
+#define GA_ROWS 64
+__global__ void gated_add_backward_kernel(float *dy, __nv_bfloat16 *dy16, double *partial,
+                                          const float *dx, const float *y, const float *gate,
+                                          int ldm, int T, int C, int chunks, int add, int keep)
+{
+    __shared__ float4 part[GA_PHASES][32];
+    const int c4 = blockIdx.x * 32 + threadIdx.x; // the float4 in a row
+    const size_t b = blockIdx.y / chunks;
+    const int k = blockIdx.y % chunks;
+    const int t1 = T - k * GA_ROWS < GA_ROWS ? T : (k + 1) * GA_ROWS;
+    float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (4 * c4 < C) {
+        const float4 g = *(const float4 *)(gate + b * ldm + 4 * c4);
+        for (int t = k * GA_ROWS + threadIdx.y; t < t1; t += GA_PHASES) {
+            const size_t j = (b * T + t) * (C / 4) + c4;
+            const float4 d = ((const float4 *)dx)[j], yv = ((const float4 *)y)[j];
+            acc.x += d.x * yv.x, acc.y += d.y * yv.y, acc.z += d.z * yv.z, acc.w += d.w * yv.w;
+            if (!dy)
+                continue;
+            float4 v = make_float4(g.x * d.x, g.y * d.y, g.z * d.z, g.w * d.w);
+            if (add) {
+                const float4 o = ((const float4 *)dy)[j];
+                v.x += o.x, v.y += o.y, v.z += o.z, v.w += o.w;
+            }
+            if (keep)
+                ((float4 *)dy)[j] = v;
+            if (dy16)
+                store_bf16x4(dy16, j, v);
+        }
+    }
+    if (!partial)
+        return; // the whole block: partial is the launch's
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y != 0 || 4 * c4 >= C)
+        return;
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int r = 0; r < GA_PHASES; r++) {
+        const float4 p = part[r][threadIdx.x];
+        s[0] += p.x, s[1] += p.y, s[2] += p.z, s[3] += p.w;
+    }
+    double *o = partial + (size_t)blockIdx.y * C + 4 * c4;
+    o[0] = s[0], o[1] = s[1], o[2] = s[2], o[3] = s[3];
+}
+
+/* The one-pass gated_add_backward where it applies; 0, or -1 to take the
+ * two passes. */
+static int gated_add_backward_fused(float *dy, __nv_bfloat16 *dy16, float *dgate,
+                                    const float *dx, const float *y, const float *gate,
+                                    int ldm, int B, int T, int C, int add, int keep)
+{
+    const int chunks = (T + GA_ROWS - 1) / GA_ROWS;
+    const int aligned = C % 4 == 0 && ldm % 4 == 0 && (uintptr_t)dy % 16 == 0 &&
+                        (uintptr_t)dx % 16 == 0 && (uintptr_t)y % 16 == 0 &&
+                        (uintptr_t)gate % 16 == 0 && (uintptr_t)dy16 % 8 == 0;
+    if (!aligned || (long)B * chunks > 65535 || !dgate)
+        return -1;
+    static void *buf;
+    static size_t cap;
+    const size_t n = (size_t)B * C;
+    double *partial = (double *)cuda_scratch(&buf, &cap, n * chunks * sizeof(double));
+    const dim3 grid((unsigned)((C / 4 + 31) / 32), (unsigned)(B * chunks)), block(32, GA_PHASES);
+    gated_add_backward_kernel<<<grid, block, 0, g_cuda.stream>>>(dy, dy16, partial, dx, y, gate,
+                                                                 ldm, T, C, chunks, add, keep);
+    LAUNCH_CHECK("gated_add_backward_kernel");
+    colsum_chunks_kernel<<<grid_for(n, THREADS), THREADS, 0, g_cuda.stream>>>(
+        dgate, ldm, partial, B, T, C, chunks, COLSUM_ADD);
+    LAUNCH_CHECK("colsum_chunks_kernel");
+    return 0;
 }
 
 void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
@@ -526,11 +796,16 @@ void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
     const int add = !cuda_zero_take(dy, n * sizeof(float));
     if (!n)
         return;
-    // dy += gate[b]·dx: the forward kernel with (x, y) = (dy, dx); dy's
-    // view for the linear backward that reads it next
+    // dy's view for the linear backward that reads it next (only the view,
+    // a sole one, where dy is written anew)
+    int skip = 0;
+    __nv_bfloat16 *dy16 = !dy ? NULL : add ? cuda_view_out(dy, n) : cuda_view_out_sole(dy, n, &skip);
+    if (gated_add_backward_fused(dy, dy16, dgate, dx, y, gate, ldm, B, T, C, add, !skip) == 0)
+        return;
+    // Two passes: dy += gate[b]·dx, the forward kernel with (x, y) = (dy,
+    // dx); then dgate[b] += Σ_t dx·y
     if (dy)
-        gated_add(dy, cuda_view_out(dy, n), dx, gate, ldm, T, C, n, add);
-    // dgate[b] += Σ_t dx·y
+        gated_add(dy, dy, dy16, dx, gate, ldm, T, C, n, add, !skip);
     if (dgate)
         colsum(dgate, ldm, dx, y, B, T, C, COLSUM_ADD);
 }
@@ -568,30 +843,36 @@ __device__ __forceinline__ float act_slope(float x, int act)
     return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
 }
 
-/* out = act(inp) (out may alias inp); o16 (unless NULL) = its bf16. */
+/* out = act(inp) (out may alias inp); o16 (unless NULL) = its bf16, and
+ * with keep 0 only o16 is written (a sole view). */
 __global__ void act_forward_kernel(float *out, __nv_bfloat16 *o16,
-                                   const float *inp, size_t n, size_t n4, int act)
+                                   const float *inp, size_t n, size_t n4, int act,
+                                   int keep)
 {
     GRID_LOOP(j, n4) {
         float4 v = ((const float4 *)inp)[j];
         v.x = act_value(v.x, act), v.y = act_value(v.y, act);
         v.z = act_value(v.z, act), v.w = act_value(v.w, act);
-        ((float4 *)out)[j] = v;
+        if (keep)
+            ((float4 *)out)[j] = v;
         if (o16)
             store_bf16x4(o16, j, v);
     }
     GRID_LOOP(k, n - 4 * n4) {
         const size_t i = 4 * n4 + k;
-        out[i] = act_value(inp[i], act);
+        const float v = act_value(inp[i], act);
+        if (keep)
+            out[i] = v;
         if (o16)
-            o16[i] = __float2bfloat16(out[i]);
+            o16[i] = __float2bfloat16(v);
     }
 }
 
-/* dinp += act'(inp)·dout, or = when add is 0; o16 as above, of dinp. */
+/* dinp += act'(inp)·dout, or = when add is 0; o16 and keep as above, of
+ * dinp. */
 __global__ void act_backward_kernel(float *dinp, __nv_bfloat16 *o16,
                                     const float *dout, const float *inp,
-                                    size_t n, size_t n4, int act, int add)
+                                    size_t n, size_t n4, int act, int add, int keep)
 {
     GRID_LOOP(j, n4) {
         const float4 x = ((const float4 *)inp)[j], g = ((const float4 *)dout)[j];
@@ -602,16 +883,19 @@ __global__ void act_backward_kernel(float *dinp, __nv_bfloat16 *o16,
             const float4 d = ((const float4 *)dinp)[j];
             v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
         }
-        ((float4 *)dinp)[j] = v;
+        if (keep)
+            ((float4 *)dinp)[j] = v;
         if (o16)
             store_bf16x4(o16, j, v);
     }
     GRID_LOOP(k, n - 4 * n4) {
         const size_t i = 4 * n4 + k;
-        const float v = act_slope(inp[i], act) * dout[i];
-        dinp[i] = add ? dinp[i] + v : v;
+        float v = act_slope(inp[i], act) * dout[i];
+        v = add ? dinp[i] + v : v;
+        if (keep)
+            dinp[i] = v;
         if (o16)
-            o16[i] = __float2bfloat16(dinp[i]);
+            o16[i] = __float2bfloat16(v);
     }
 }
 
@@ -619,10 +903,11 @@ static void act_forward(float *out, const float *inp, size_t n, int act)
 {
     if (!n)
         return;
-    __nv_bfloat16 *o16 = cuda_view_out(out, n);
+    int skip;
+    __nv_bfloat16 *o16 = cuda_view_out_sole(out, n, &skip);
     const size_t n4 = vec4_count(n, out, inp, NULL, o16);
     act_forward_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(out, o16, inp, n, n4,
-                                                                        act);
+                                                                        act, !skip);
     LAUNCH_CHECK("act_forward_kernel");
 }
 
@@ -633,10 +918,12 @@ static void act_backward(float *dinp, const float *dout, const float *inp,
     const int add = !cuda_zero_take(dinp, n * sizeof(float));
     if (!dinp || !n)
         return;
-    __nv_bfloat16 *o16 = cuda_view_out(dinp, n);
+    // Written anew: only the view, a sole one, where views allow.
+    int skip = 0;
+    __nv_bfloat16 *o16 = add ? cuda_view_out(dinp, n) : cuda_view_out_sole(dinp, n, &skip);
     const size_t n4 = vec4_count(n, dinp, dout, inp, o16);
     act_backward_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(dinp, o16, dout, inp,
-                                                                         n, n4, act, add);
+                                                                         n, n4, act, add, !skip);
     LAUNCH_CHECK("act_backward_kernel");
 }
 

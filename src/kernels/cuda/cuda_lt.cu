@@ -1,22 +1,33 @@
-/* Linear layers through cuBLASLt with the bias added in the GEMM's epilogue
- * (CUBLASLT_EPILOGUE_BIAS): the output is written once, where the plain
- * cuBLAS path seeds it with the bias and reads it back in a beta = 1 GEMM.
+/* Linear layers through cuBLASLt with the bias work in the GEMM's
+ * epilogue:
+ * - forward (CUBLASLT_EPILOGUE_BIAS): the bias is added as the output is
+ *   written, where the plain cuBLAS path seeds the output with the bias
+ *   and reads it back in a beta = 1 GEMM;
+ * - backward, bf16 operands (CUBLASLT_EPILOGUE_BGRADB): the weight
+ *   gradient's GEMM also sums dout over the tokens for the bias gradient,
+ *   where the plain path reads dout (fp32) once more in a column sum.
  *
- * In cuBLASLt's column-major terms, out(N,OC) row-major is D(OC,N) with
- * leading dim OC; w(OC,C) row-major is A stored (C,OC), used transposed;
- * inp(N,C) row-major is B stored (C,N). D = op(A)·B + bias, the bias
- * running along D's rows (OC of them), as the epilogue wants.
+ * In cuBLASLt's column-major terms, with row-major out(N,OC), w(OC,C),
+ * inp(N,C), dout(N,OC), dw(OC,C):
+ * - forward: out is D(OC,N), leading dim OC; w is A stored (C,OC), used
+ *   transposed; inp is B stored (C,N). D = op(A)·B + bias, the bias running
+ *   along D's rows (OC of them), as the epilogue wants;
+ * - weight gradient: dw is D(C,OC), leading dim C; inp is A stored (C,N);
+ *   dout is B stored (OC,N), used transposed. D += A·op(B) over k = N
+ *   tokens, and BGRADB writes bias[j] = Σ_k op(B)(k,j) = Σ_n dout(n,j), one
+ *   per column of D (OC of them).
  *
- * A plan (descriptors and the heuristic's algorithm) is made once per shape
- * and precision and kept. The heuristic is asked for algorithms that need
- * no more than 16-byte alignment, so every call whose four pointers are
+ * A plan (descriptors and the heuristic's algorithm) is made once per kind,
+ * shape and precision and kept. The heuristic is asked for algorithms that
+ * need no more than 16-byte alignment, so every call whose pointers are
  * 16-byte aligned can use the plan; other calls, shapes without an
  * algorithm, and a failed matmul (remembered per plan) take the cuBLAS
- * path. REED_CUDA_LT=0 turns this path off.
+ * path. REED_CUDA_LT=0 turns this file off, REED_CUDA_LT_BGRAD=0 only the
+ * backward.
  *
  * Modes: fp32 (pedantic), bf16 on fp32 operands (FAST_16BF), and bf16
  * operands (cuda_bf16_gemms: w and inp copied to bf16 first, fp32 compute
- * and output, the bias fp32). */
+ * and output, the bias fp32). The backward is for bf16 operands only. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -29,9 +40,10 @@
 #define LT_WORKSPACE ((size_t)32 << 20)
 
 enum { LT_FP32, LT_FAST_16BF, LT_BF16_OPERANDS };
+enum { LT_FORWARD, LT_DW_BGRAD }; /* plan kinds */
 
 typedef struct lt_plan {
-    int N, C, OC, mode;
+    int kind, N, C, OC, mode;
     int ok; /* 1: use the plan; 0: this shape takes the cuBLAS path */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
@@ -40,6 +52,10 @@ typedef struct lt_plan {
 
 static struct {
     int state; /* 0: not started, 1: ready, -1: off */
+    int bgrad; /* the backward's plans allowed (REED_CUDA_LT_BGRAD) */
+    long bgrad_calls;
+    void *bias_out; /* (bias_cap bytes) BGRADB's output, added into dbias */
+    size_t bias_cap;
     cublasLtHandle_t handle;
     void *workspace;
     lt_plan plans[LT_PLANS];
@@ -51,6 +67,8 @@ static int lt_start(void)
     const char *env = getenv("REED_CUDA_LT");
     if (env && env[0] == '0')
         return -1;
+    env = getenv("REED_CUDA_LT_BGRAD");
+    lt.bgrad = !(env && env[0] == '0');
     if (cublasLtCreate(&lt.handle) != CUBLAS_STATUS_SUCCESS)
         return -1;
     if (cudaMalloc(&lt.workspace, LT_WORKSPACE) != cudaSuccess) {
@@ -63,16 +81,24 @@ static int lt_start(void)
 
 static int aligned(const void *p) { return (uintptr_t)p % LT_ALIGN == 0; }
 
-/* The descriptors of D(OC,N) = op(A)(OC,C)·B(C,N) + bias and the
+/* The descriptors of the plan's GEMM (see the top of the file) and the
  * heuristic's first algorithm; returns 0 when cuBLASLt has none. */
 static int lt_plan_make(lt_plan *p)
 {
+    const int fwd = p->kind == LT_FORWARD;
     const cublasComputeType_t compute = p->mode == LT_BF16_OPERANDS ? CUBLAS_COMPUTE_32F
                                         : p->mode == LT_FAST_16BF   ? g_cuda.compute_bf16
                                                                     : g_cuda.compute_fp32;
     const cudaDataType_t in = p->mode == LT_BF16_OPERANDS ? CUDA_R_16BF : CUDA_R_32F;
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cublasOperation_t ta = fwd ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = fwd ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const cublasLtEpilogue_t epilogue = fwd ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
+    // A, B and D as (rows, cols, leading dim)
+    const uint64_t a[3] = {(uint64_t)p->C, (uint64_t)(fwd ? p->OC : p->N), (uint64_t)p->C};
+    const uint64_t b[3] = {(uint64_t)(fwd ? p->C : p->OC), (uint64_t)p->N,
+                           (uint64_t)(fwd ? p->C : p->OC)};
+    const uint64_t d[3] = {(uint64_t)(fwd ? p->OC : p->C), (uint64_t)(fwd ? p->N : p->OC),
+                           (uint64_t)(fwd ? p->OC : p->C)};
     const int32_t bias_type = CUDA_R_32F;
     const uint32_t align = LT_ALIGN;
     const size_t ws = LT_WORKSPACE;
@@ -91,9 +117,9 @@ static int lt_plan_make(lt_plan *p)
                                             &bias_type, sizeof bias_type) == 0 &&
              cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                             &bias_probe, sizeof bias_probe) == 0 &&
-             cublasLtMatrixLayoutCreate(&p->a, in, p->C, p->OC, p->C) == 0 &&
-             cublasLtMatrixLayoutCreate(&p->b, in, p->C, p->N, p->C) == 0 &&
-             cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, p->OC, p->N, p->OC) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->a, in, a[0], a[1], a[2]) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->b, in, b[0], b[1], b[2]) == 0 &&
+             cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, d[0], d[1], d[2]) == 0 &&
              cublasLtMatmulPreferenceCreate(&pref) == 0 &&
              cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof ws) == 0;
@@ -118,43 +144,44 @@ static int lt_mode(void)
     return cuda_bf16_gemms() ? LT_BF16_OPERANDS : g_cuda.bf16 ? LT_FAST_16BF : LT_FP32;
 }
 
-static lt_plan *lt_plan_for(int N, int C, int OC)
+static lt_plan *lt_plan_for(int kind, int N, int C, int OC)
 {
     const int mode = lt_mode();
     for (int i = 0; i < lt.nplans; i++) {
         lt_plan *p = &lt.plans[i];
-        if (p->N == N && p->C == C && p->OC == OC && p->mode == mode)
+        if (p->kind == kind && p->N == N && p->C == C && p->OC == OC && p->mode == mode)
             return p;
     }
     if (lt.nplans == LT_PLANS)
         return NULL;
     lt_plan *p = &lt.plans[lt.nplans++];
     *p = lt_plan{};
-    p->N = N, p->C = C, p->OC = OC, p->mode = mode;
+    p->kind = kind, p->N = N, p->C = C, p->OC = OC, p->mode = mode;
     p->ok = lt_plan_make(p);
     return p;
 }
 
-int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
-                        const float *bias, int N, int C, int OC)
+/* The plan for this call, or NULL: take the cuBLAS path. */
+static lt_plan *lt_usable(int kind, int N, int C, int OC)
 {
     if (lt.state == 0)
         lt.state = lt_start();
-    if (lt.state < 0 || !aligned(out) || !aligned(inp) || !aligned(w) || !aligned(bias))
-        return -1;
-    lt_plan *p = lt_plan_for(N, C, OC);
-    if (!p || !p->ok)
-        return -1;
-    const float one = 1.0f, zero = 0.0f;
-    const void *a = w, *b = inp;
-    if (p->mode == LT_BF16_OPERANDS) {
-        a = cuda_bf16_copy(BF16_B, w, (size_t)OC * C);
-        b = cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1); // kept for the backward
-    }
+    if (lt.state < 0 || (kind == LT_DW_BGRAD && !lt.bgrad))
+        return NULL;
+    lt_plan *p = lt_plan_for(kind, N, C, OC);
+    return p && p->ok ? p : NULL;
+}
+
+/* D = alpha·op(A)·op(B) + beta·D through plan p, its epilogue's bias
+ * pointer set to bias; 0, or -1 (remembered) when cuBLASLt refuses. */
+static int lt_run(lt_plan *p, const void *a, const void *b, float beta, float *out,
+                  const float *bias)
+{
+    const float one = 1.0f;
     cublasStatus_t s = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                       &bias, sizeof bias);
     if (s == CUBLAS_STATUS_SUCCESS)
-        s = cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, &zero, out, p->d, out,
+        s = cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, &beta, out, p->d, out,
                            p->d, &p->algo, lt.workspace, LT_WORKSPACE, g_cuda.stream);
     if (s != CUBLAS_STATUS_SUCCESS) {
         p->ok = 0; // a configuration cuBLASLt refuses: not worth a fatal error
@@ -162,3 +189,38 @@ int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
     }
     return 0;
 }
+
+int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
+                        const float *bias, int N, int C, int OC)
+{
+    if (!aligned(out) || !aligned(inp) || !aligned(w) || !aligned(bias))
+        return -1;
+    lt_plan *p = lt_usable(LT_FORWARD, N, C, OC);
+    if (!p)
+        return -1;
+    const void *a = w, *b = inp;
+    if (p->mode == LT_BF16_OPERANDS) {
+        a = cuda_bf16_copy(BF16_B, w, (size_t)OC * C);
+        b = cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1); // kept for the backward
+    }
+    return lt_run(p, a, b, 0.0f, out, bias);
+}
+
+int cuda_lt_dw_bgrad(float *dw, float *dbias, const __nv_bfloat16 *dout16,
+                     const __nv_bfloat16 *inp16, int N, int C, int OC)
+{
+    if (!cuda_bf16_gemms() || !aligned(dw) || !aligned(dout16) || !aligned(inp16))
+        return -1;
+    lt_plan *p = lt_usable(LT_DW_BGRAD, N, C, OC);
+    if (!p)
+        return -1;
+    // BGRADB overwrites its bias vector: a scratch one, added into dbias.
+    float *sums = (float *)cuda_scratch(&lt.bias_out, &lt.bias_cap, (size_t)OC * sizeof(float));
+    if (lt_run(p, inp16, dout16, 1.0f, dw, sums) != 0)
+        return -1;
+    cuda_accumulate(dbias, sums, (size_t)OC);
+    lt.bgrad_calls++;
+    return 0;
+}
+
+extern "C" long reed_cuda_lt_bgrad_calls(void) { return lt.bgrad_calls; }

@@ -87,14 +87,6 @@ static void cuda_download(void *host_dst, const void *src, size_t bytes)
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
-static void cuda_copy(void *dst, const void *src, size_t bytes)
-{
-    if (!bytes || dst == src)
-        return;
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
-                               g_cuda.stream));
-}
-
 static void cuda_synchronize(void)
 {
     cuda_zero_flush();
@@ -261,32 +253,46 @@ static void cuda_linear_forward(float *out, const float *inp, const float *w,
     gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
 }
 
+/* bf16 operands: one bf16 copy of dout (or its view) for both GEMMs and the
+ * bias gradient, which sums those bf16 values as PyTorch's autocast does:
+ * in the dw GEMM's epilogue where cuBLASLt can, else in a pass of ours.
+ * inp's view is usually the one its forward kept. (Making dout's copy in
+ * the bias gradient's pass over fp32 dout was slower on an H200: 997
+ * against 856 µs per call at SiT-B/2.) */
+static void linear_backward_16(float *dinp, float *dw, float *dbias, const float *dout,
+                               const float *inp, const float *w, int N, int C, int OC,
+                               float bi)
+{
+    const __nv_bfloat16 *d16 = cuda_view_or_copy(BF16_A, dout, (size_t)N * OC, 0);
+    if (dinp)
+        gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC, cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C,
+                   bi, dinp, C);
+    if (dw) {
+        const __nv_bfloat16 *i16 = cuda_view_or_copy(BF16_B, inp, (size_t)N * C, 0);
+        if (dbias && cuda_lt_dw_bgrad(dw, dbias, d16, i16, N, C, OC) == 0)
+            return;
+        gemm_rm_16(1, 0, OC, C, N, 1.0f, d16, OC, i16, C, 1.0f, dw, C);
+    }
+    if (dbias)
+        cuda_colsum_add_bf16(dbias, d16, N, OC);
+}
+
 static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
                                  const float *dout, const float *inp,
                                  const float *w, int N, int C, int OC)
 {
     // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead.
     const float bi = cuda_zero_take(dinp, (size_t)N * C * sizeof(float)) ? 0.0f : 1.0f;
-    if (cuda_bf16_gemms() && (dinp || dw)) {
-        // As below, with one bf16 copy of dout for both GEMMs, or its view;
-        // inp's view is usually the one its forward kept. (Making dout's
-        // copy in the bias gradient's pass over dout, which reads it anyway,
-        // was slower on an H200: 997 against 856 µs per call at SiT-B/2.)
-        const __nv_bfloat16 *d16 = cuda_view_or_copy(BF16_A, dout, (size_t)N * OC, 0);
-        if (dinp)
-            gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC,
-                       cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C, bi, dinp, C);
-        if (dw)
-            gemm_rm_16(1, 0, OC, C, N, 1.0f, d16, OC,
-                       cuda_view_or_copy(BF16_B, inp, (size_t)N * C, 0), C, 1.0f, dw, C);
-    } else {
-        // dinp(N,C) += dout(N,OC) · w(OC,C)
-        if (dinp)
-            gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, bi, dinp, C);
-        // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
-        if (dw)
-            gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (cuda_bf16_gemms() && (dinp || dw || dbias)) {
+        linear_backward_16(dinp, dw, dbias, dout, inp, w, N, C, OC, bi);
+        return;
     }
+    // dinp(N,C) += dout(N,OC) · w(OC,C)
+    if (dinp)
+        gemm_rm(0, 0, N, C, OC, 1.0f, dout, OC, w, C, bi, dinp, C);
+    // dw(OC,C) += dout(N,OC)ᵀ · inp(N,C)
+    if (dw)
+        gemm_rm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     // dbias(OC) += Σ_n dout(n, :)
     if (dbias)
         cuda_colsum_add(dbias, dout, N, OC);
@@ -485,7 +491,7 @@ static void cuda_table_fill(reed_ops *t)
     t->mem_free = cuda_mem_free;                   // back to the arena, no wait
     t->upload = cuda_upload;                       // waits
     t->download = cuda_download;                   // waits
-    t->copy = cuda_copy;                           // async on the stream
+    t->copy = cuda_copy_lazy;                      // deferred: cuda_zero.cu
     t->zero = cuda_zero_lazy;                      // deferred: cuda_zero.cu
     t->synchronize = cuda_synchronize;
     t->mem_used = cuda_mem_used;                   // bytes requested, not slab bytes

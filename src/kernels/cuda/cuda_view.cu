@@ -21,6 +21,23 @@
  * with a fresh copy of its buffer before use and fails on a difference
  * (the GPU training tests run with it).
  *
+ * Sole views. Where the fp32 buffer itself would be read by nothing but
+ * GEMMs (which read the view), its producer may skip writing it: the view
+ * is then "sole", the only copy of the values. Before each op, every
+ * pointer argument that points into a sole view's buffer makes the view
+ * write its values back to fp32 first ("materialize", rounded to bf16:
+ * the precision the GEMMs saw), except the arguments an op reads through
+ * views (linear's inp, its backward's dout and inp) or overwrites whole
+ * itself (zero, and the producers' outputs). On SiT-B/2 the producers are
+ * ln_modulate and gelu forward, and gelu_backward, gated_add_backward and
+ * the flash backward on a freshly zeroed gradient; nothing reads their
+ * fp32 output in a training step, which saves about 2.4 GB of writes per
+ * block and step. Like the write rule above, this assumes an op reads
+ * through a pointer only within the buffer it points into (the engine
+ * carves its buffers out of one block, and each op argument is one of
+ * them). A zero or a producer's write that covers a part of a sole view
+ * writes back the rest first. REED_CUDA_VIEW_SOLE=0 turns sole views off.
+ *
  * Views have device memory of their own, one block per buffer, reused step
  * after step. When the device runs out of memory, cuda_mem_alloc gives the
  * views back (except those of the running op) and tries again.
@@ -31,6 +48,7 @@
 #include <string.h>
 
 #include <type_traits>
+#include <utility>
 
 #include "cuda_internal.h"
 #include "reed_cuda.h"
@@ -41,12 +59,16 @@ typedef struct view {
     __nv_bfloat16 *bf;    /* device memory, or NULL */
     size_t cap;           /* values bf has room for */
     unsigned long op;     /* the op that last made or used it */
+    int sole;             /* src's values not written: bf is their only copy */
 } view;
 
 static struct {
     int env_off;          /* REED_CUDA_VIEWS=0 */
     int on;               /* reed_cuda_set_views */
     int check;            /* REED_CUDA_VIEW_CHECK=1 */
+    int sole_off;         /* REED_CUDA_VIEW_SOLE=0, or reed_cuda_set_view_sole(0) */
+    int nsole;            /* sole views now */
+    long sole_made, materialized; /* counts so far */
     view *v;
     int nv, cap;
     unsigned long op;     /* ops started so far: the running op's number */
@@ -82,14 +104,81 @@ static view *find_or_add(const float *src)
     return v;
 }
 
+/* --- sole views ------------------------------------------------------------------ */
+
+__global__ void from_bf16_kernel(float *y, const __nv_bfloat16 *x, size_t n)
+{
+    GRID_LOOP(i, n)
+        y[i] = __bfloat162float(x[i]);
+}
+
+static void unsole(view *v)
+{
+    v->sole = 0;
+    views.nsole--;
+}
+
+/* A sole view writes its values to its buffer and stays, a true copy now. */
+static void materialize(view *v)
+{
+    if (v->n) {
+        from_bf16_kernel<<<grid_for(v->n, THREADS), THREADS, 0, g_cuda.stream>>>(
+            (float *)v->src, v->bf, v->n);
+        LAUNCH_CHECK("from_bf16_kernel");
+    }
+    unsole(v);
+    views.materialized++;
+}
+
+/* The sole view whose buffer holds address p, or NULL. */
+static view *sole_at(const void *p)
+{
+    const char *c = (const char *)p;
+    for (int i = 0; views.nsole && i < views.nv; i++) {
+        view *v = &views.v[i];
+        const char *s = (const char *)v->src;
+        if (v->sole && c >= s && c < s + v->n * sizeof(float))
+            return v;
+    }
+    return NULL;
+}
+
+void cuda_view_need(const void *p)
+{
+    view *v = views.nsole ? sole_at(p) : NULL;
+    if (v)
+        materialize(v);
+}
+
+/* An op is about to write [p, p + bytes) (through a pointer the wrapper
+ * left to it): every view overlapping that is dropped, a sole one after
+ * writing back its values when a part of them outlives the write. */
+static void overwritten(const void *p, size_t bytes)
+{
+    const char *a = (const char *)p, *b = a + bytes;
+    for (int i = 0; i < views.nv; i++) {
+        view *v = &views.v[i];
+        const char *s = (const char *)v->src, *e = s + v->n * sizeof(float);
+        if (!v->n || e <= a || s >= b)
+            continue;
+        if (v->sole && (s < a || e > b))
+            materialize(v);
+        else if (v->sole)
+            unsole(v);
+        v->n = 0;
+    }
+}
+
+void cuda_view_overwrite(const void *p, size_t bytes) { overwritten(p, bytes); }
+
 __nv_bfloat16 *cuda_view_out(const float *x, size_t n)
 {
     if (!views_active() || !n)
         return NULL;
+    overwritten(x, n * sizeof(float)); // x's old view and any other there
     view *v = find_or_add(x);
     if (!v)
         return NULL;
-    v->n = 0;
     v->op = views.op; // the running op's: not given back below
     if (v->cap < n) {
         cuda_mem_free(v->bf);
@@ -103,6 +192,19 @@ __nv_bfloat16 *cuda_view_out(const float *x, size_t n)
     }
     v->n = n;
     return v->bf;
+}
+
+__nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip)
+{
+    __nv_bfloat16 *o16 = cuda_view_out(x, n);
+    view *v = o16 ? find(x) : NULL;
+    *skip = v && !views.sole_off;
+    if (*skip) {
+        v->sole = 1;
+        views.nsole++;
+        views.sole_made++;
+    }
+    return o16;
 }
 
 /* --- REED_CUDA_VIEW_CHECK --------------------------------------------------------- */
@@ -144,7 +246,7 @@ const __nv_bfloat16 *cuda_view_get(const float *x, size_t n)
         return NULL;
     v->op = views.op;
     views.hits++;
-    if (views.check)
+    if (views.check && !v->sole) // a sole view has nothing to compare with
         check_view(v, n);
     return v->bf;
 }
@@ -154,6 +256,7 @@ const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int k
     const __nv_bfloat16 *got = cuda_view_get(x, n);
     if (got)
         return got;
+    cuda_view_need(x); // a sole view too short for this read
     __nv_bfloat16 *kept = keep ? cuda_view_out(x, n) : NULL;
     if (!kept)
         return cuda_bf16_copy(slot, x, n);
@@ -169,7 +272,9 @@ void cuda_view_written(const void *p)
     for (int i = 0; i < views.nv; i++) {
         view *v = &views.v[i];
         const char *s = (const char *)v->src;
-        if (v->n && c >= s && c < s + v->n * sizeof(float))
+        // A sole view here belongs to an argument the op overwrites itself
+        // (cuda_view_overwrite, cuda_view_out); any other was materialized.
+        if (v->n && !v->sole && c >= s && c < s + v->n * sizeof(float))
             v->n = 0;
     }
 }
@@ -181,6 +286,8 @@ void cuda_view_freed(const void *p, size_t bytes)
         view *v = &views.v[i];
         const char *s = (const char *)v->src;
         if (s >= c && s < c + bytes) {
+            if (v->sole)
+                unsole(v); // the values go with the block
             __nv_bfloat16 *bf = v->bf;
             *v = views.v[--views.nv]; // the last entry moves here; look at it next
             cuda_mem_free(bf);
@@ -196,6 +303,8 @@ int cuda_view_release(void)
     for (int i = 0; i < views.nv; i++) {
         view *v = &views.v[i];
         if (v->bf && v->op != views.op) {
+            if (v->sole)
+                materialize(v); // before its memory goes
             cuda_mem_free(v->bf);
             v->bf = NULL, v->cap = 0, v->n = 0;
             released++;
@@ -215,19 +324,60 @@ template <typename T> static inline void note_write(T arg)
         cuda_view_written((const void *)arg);
 }
 
+/* An op may read through a pointer argument: a sole view there writes its
+ * values back first, unless the argument is exempt. */
+template <typename T> static inline void note_read(T arg, int exempt)
+{
+    if constexpr (std::is_pointer<T>::value)
+        if (!exempt)
+            cuda_view_need((const void *)arg);
+}
+
+/* The arguments (bit i: the i-th) of an op that a sole view may stay behind:
+ * read through views, or overwritten by the op itself. */
+static unsigned sole_exempt(const char *slot)
+{
+    static const struct {
+        const char *slot;
+        unsigned args;
+    } table[] = {
+        {"linear_forward", 1u << 1},                // inp
+        {"linear_backward", 1u << 3 | 1u << 4},     // dout, inp
+        {"zero", 1u << 0},                          // p: cuda_view_overwrite
+        {"ln_modulate_forward", 1u << 0},           // out: cuda_view_out
+        {"layernorm_forward", 1u << 0},             // out
+        {"gelu_forward", 1u << 0},                  // out
+        {"silu_forward", 1u << 0},                  // out
+    };
+    for (size_t i = 0; i < sizeof table / sizeof *table; i++)
+        if (strcmp(slot, table[i].slot) == 0)
+            return table[i].args;
+    return 0;
+}
+
 /* What every op of the table does first: flush a pending zero unless it
- * takes it itself (cuda_zero.cu), count itself, and drop the views of what
- * it writes. */
+ * takes it itself (cuda_zero.cu), count itself, materialize the sole views
+ * it may read, and drop the views of what it writes. */
 template <typename F, F reed_ops::*M> struct tracked;
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 struct tracked<R (*)(A...), M> {
     static R (*inner)(A...);
     static int flush_first;
+    static unsigned exempt;
+    template <size_t... I> static void need(std::index_sequence<I...>, A... a)
+    {
+        // Exemptions hold only while the GEMMs read views.
+        const unsigned ex = views_active() ? exempt : 0;
+        const int read[] = {0, (note_read(a, (ex >> I) & 1), 0)...};
+        (void)read;
+    }
     static R call(A... a)
     {
         if (flush_first)
             cuda_zero_flush();
         views.op++;
+        if (views.nsole)
+            need(std::index_sequence_for<A...>{}, a...);
         const int written[] = {0, (note_write(a), 0)...};
         (void)written;
         return inner(a...);
@@ -237,6 +387,8 @@ template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 R (*tracked<R (*)(A...), M>::inner)(A...);
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 int tracked<R (*)(A...), M>::flush_first;
+template <typename R, typename... A, R (*reed_ops::*M)(A...)>
+unsigned tracked<R (*)(A...), M>::exempt;
 
 void cuda_ops_wrap(reed_ops *t)
 {
@@ -245,11 +397,14 @@ void cuda_ops_wrap(reed_ops *t)
     views.on = !views.env_off;
     const char *check = getenv("REED_CUDA_VIEW_CHECK");
     views.check = check && check[0] == '1';
+    const char *sole = getenv("REED_CUDA_VIEW_SOLE");
+    views.sole_off = sole && sole[0] == '0';
 #define TRACK(slot)                                                           \
     if (t->slot) {                                                            \
         using W = tracked<decltype(t->slot), &reed_ops::slot>;                \
         W::inner = t->slot;                                                   \
         W::flush_first = !cuda_zero_consumer(#slot);                          \
+        W::exempt = sole_exempt(#slot);                                       \
         t->slot = W::call;                                                    \
     }
     REED_OP_SLOTS(TRACK)
@@ -263,3 +418,16 @@ extern "C" int reed_cuda_set_views(int on)
 }
 
 extern "C" long reed_cuda_view_hits(void) { return views.hits; }
+
+extern "C" int reed_cuda_set_view_sole(int on)
+{
+    const char *env = getenv("REED_CUDA_VIEW_SOLE");
+    views.sole_off = !on || (env && env[0] == '0');
+    return !views.sole_off;
+}
+
+extern "C" void reed_cuda_view_sole_counts(long *made, long *materialized)
+{
+    *made = views.sole_made;
+    *materialized = views.materialized;
+}

@@ -76,6 +76,19 @@ int reed_cuda_attention_path(int B, int T, int C, int NH);
 int reed_cuda_set_views(int on);
 long reed_cuda_view_hits(void);
 
+/* Sole views (REED_CUDA_VIEW_SOLE, cuda_view.cu): producers that skip
+ * writing an fp32 output nothing but GEMMs reads. set_view_sole(0|1) turns
+ * them off or on again (returns 1 when on); view_sole_counts: sole views
+ * made so far, and how many of them had to write their values back to
+ * fp32 for a reader. For tests and benchmarks. */
+int reed_cuda_set_view_sole(int on);
+void reed_cuda_view_sole_counts(long *made, long *materialized);
+
+/* Linear backwards so far whose bias gradient came from the weight
+ * gradient GEMM's cuBLASLt epilogue (BGRADB) instead of a column sum. For
+ * tests and benchmarks. */
+long reed_cuda_lt_bgrad_calls(void);
+
 /* A CUDA, cuBLAS or cuDNN call failed (a bug or a sticky device error):
  * the backend calls this handler with a one-line message naming the call
  * and its file:line, then abort()s. The default prints to stderr; a UI that
