@@ -274,6 +274,7 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     a->d_att = carve(cv, (size_t)B * NH * T * T);
     a->d_ada = carve(cv, (size_t)B * 6 * H);
     a->d_c = carve(cv, (size_t)B * H);
+    a->d_cond = carve(cv, (size_t)B * H);
     a->d_proj_n = carve(cv, BT * H);
     a->d_proj_p = carve(cv, BT * pmax);
     a->d_proj_p2 = carve(cv, BT * pmax);
@@ -503,7 +504,10 @@ static void conditioning_backward(const reed_ops *ops, const sit_model *m,
                                   sit_acts *a, const int *y) {
     int B = a->B, H = m->cfg.hidden;
     size_t n = (size_t)B * H;
-    float *dc = a->d_small, *dths = a->d_mod, *dth = a->d_big;
+    // dc has a buffer of its own rather than a prefix of d_small: a backend
+    // may hold d_small's last contents in another form (CUDA's sole bf16
+    // views), which zeroing a part of it would make it convert back whole.
+    float *dc = a->d_cond, *dths = a->d_mod, *dth = a->d_big;
     ops->zero(dc, n * sizeof(float));
     ops->silu_backward(dc, a->d_c, a->c, n);
     ops->embedding_backward(g->y_table, dc, y, B, H);

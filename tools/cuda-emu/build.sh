@@ -25,7 +25,7 @@ g++ -std=c++17 -g -O1 $SAN -I"$EMU/include" -c "$EMU/cublaslt.cpp" -o cublaslt.o
 for f in cpu_ops cpu_model_ops cpu_conv; do
   gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -fopenmp -fno-trapping-math -I"$SRC/src/kernels" -I/usr/include/x86_64-linux-gnu/openblas-openmp -c "$SRC/src/kernels/cpu/$f.c" -o $f.o &
 done
-gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -Wall -Wextra -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c "$SRC/tests/test_cuda_ops.c" -o test_cuda_ops.o
+gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -DREED_CUDA_EMU_TEST=1 -Wall -Wextra -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c "$SRC/tests/test_cuda_ops.c" -o test_cuda_ops.o
 wait
 g++ $SAN ./*.o -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -fopenmp -lm -o test_emu
 echo "built $OUT/test_emu (run it from the source tree: ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 $OUT/test_emu)"

@@ -239,8 +239,9 @@ void cuda_bf16_convert(__nv_bfloat16 *y, const float *x, size_t n);
  * wrote the buffer, valid until an op writes the buffer again (cuda_view.cu
  * says how that is tracked). Only while the GEMMs run on bf16 operands
  * (cuda_bf16_gemms) and views are on.
- * cuda_view_out: for an op writing x(n): where to write x's view in the same
- * pass, or NULL (views off, or no device memory for it).
+ * cuda_view_out: for an op writing x(n) (after reading it, or not): where to
+ * write x's view in the same pass, or NULL (views off, or no device memory
+ * for it).
  * cuda_view_get: x's view when it covers at least n values, else NULL.
  * cuda_view_or_copy: the view, else a copy of x: kept as x's view when keep
  * is set (for a later op reading x again: the linear backward), else in
@@ -249,14 +250,16 @@ __nv_bfloat16 *cuda_view_out(const float *x, size_t n);
 const __nv_bfloat16 *cuda_view_get(const float *x, size_t n);
 const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int keep);
 /* Sole views (cuda_view.cu): cuda_view_out_sole is cuda_view_out for an op
- * that may skip writing x itself; *skip says whether to (the view is then
- * the only copy of x's values until they are needed). cuda_view_need: the
+ * that overwrites x(n) without reading it and may skip writing x itself;
+ * *skip says whether to (the view is then the only copy of x's values
+ * until they are needed). cuda_view_need: the
  * values of the sole view whose buffer holds address p (if any) written
  * back to fp32, for a read of the buffer. cuda_view_overwrite: an op is
  * about to write [p, p + bytes): a sole view there is dropped, after
  * writing back what the write leaves. */
 __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip);
 void cuda_view_need(const void *p);
+void cuda_view_need_range(const void *p, size_t bytes); /* every one there */
 void cuda_view_overwrite(const void *p, size_t bytes);
 /* Drops the views of the buffer holding address p (an op writes it). */
 void cuda_view_written(const void *p);

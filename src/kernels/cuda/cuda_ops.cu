@@ -72,6 +72,7 @@ static void cuda_upload(void *dst, const void *host_src, size_t bytes)
 {
     if (!bytes)
         return;
+    cuda_view_overwrite(dst, bytes); // every view there is stale now
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice,
                                g_cuda.stream));
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
@@ -82,6 +83,7 @@ static void cuda_download(void *host_dst, const void *src, size_t bytes)
 {
     if (!bytes)
         return;
+    cuda_view_need_range(src, bytes); // sole views there write back first
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost,
                                g_cuda.stream));
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));

@@ -60,6 +60,7 @@ typedef struct view {
     size_t cap;           /* values bf has room for */
     unsigned long op;     /* the op that last made or used it */
     int sole;             /* src's values not written: bf is their only copy */
+    int read_back;        /* a sole view of src was read back: never sole again */
 } view;
 
 static struct {
@@ -67,6 +68,7 @@ static struct {
     int on;               /* reed_cuda_set_views */
     int check;            /* REED_CUDA_VIEW_CHECK=1 */
     int sole_off;         /* REED_CUDA_VIEW_SOLE=0, or reed_cuda_set_view_sole(0) */
+    size_t sole_min;      /* values: smaller outputs are not made sole */
     int nsole;            /* sole views now */
     long sole_made, materialized; /* counts so far */
     view *v;
@@ -106,6 +108,11 @@ static view *find_or_add(const float *src)
 
 /* --- sole views ------------------------------------------------------------------ */
 
+/* Outputs of fewer values (REED_CUDA_VIEW_SOLE_MIN, default 2^18) are
+ * written in fp32 too: too small to matter, and the small ones the engine
+ * has (the conditioning's gradients) have readers other than GEMMs. */
+#define SOLE_MIN_DEFAULT ((size_t)1 << 18)
+
 __global__ void from_bf16_kernel(float *y, const __nv_bfloat16 *x, size_t n)
 {
     GRID_LOOP(i, n)
@@ -118,8 +125,10 @@ static void unsole(view *v)
     views.nsole--;
 }
 
-/* A sole view writes its values to its buffer and stays, a true copy now. */
-static void materialize(view *v)
+/* A sole view writes its values to its buffer and stays, a true copy now.
+ * reader: for an op that reads them, after which the buffer is never made
+ * sole again (its producer's output has a reader other than GEMMs). */
+static void materialize(view *v, int reader)
 {
     if (v->n) {
         from_bf16_kernel<<<grid_for(v->n, THREADS), THREADS, 0, g_cuda.stream>>>(
@@ -127,55 +136,65 @@ static void materialize(view *v)
         LAUNCH_CHECK("from_bf16_kernel");
     }
     unsole(v);
+    v->read_back |= reader;
     views.materialized++;
 }
 
-/* The sole view whose buffer holds address p, or NULL. */
-static view *sole_at(const void *p)
+/* Views overlapping [p, p + bytes). */
+static int overlaps(const view *v, const char *a, const char *b)
 {
-    const char *c = (const char *)p;
-    for (int i = 0; views.nsole && i < views.nv; i++) {
-        view *v = &views.v[i];
-        const char *s = (const char *)v->src;
-        if (v->sole && c >= s && c < s + v->n * sizeof(float))
-            return v;
-    }
-    return NULL;
+    const char *s = (const char *)v->src;
+    return v->n && s < b && s + v->n * sizeof(float) > a;
 }
 
 void cuda_view_need(const void *p)
 {
-    view *v = views.nsole ? sole_at(p) : NULL;
-    if (v)
-        materialize(v);
+    for (int i = 0; views.nsole && i < views.nv; i++) {
+        view *v = &views.v[i];
+        const char *s = (const char *)v->src, *c = (const char *)p;
+        if (v->sole && c >= s && c < s + v->n * sizeof(float)) {
+            materialize(v, 1);
+            return;
+        }
+    }
 }
 
-/* An op is about to write [p, p + bytes) (through a pointer the wrapper
- * left to it): every view overlapping that is dropped, a sole one after
- * writing back its values when a part of them outlives the write. */
-static void overwritten(const void *p, size_t bytes)
+void cuda_view_need_range(const void *p, size_t bytes)
+{
+    const char *a = (const char *)p;
+    for (int i = 0; views.nsole && i < views.nv; i++)
+        if (views.v[i].sole && overlaps(&views.v[i], a, a + bytes))
+            materialize(&views.v[i], 1);
+}
+
+/* An op is about to write [p, p + bytes): every view overlapping that is
+ * dropped. A sole one writes back its values first when the op reads them
+ * (read: it adds to them, or copies them) or a part of them outlives the
+ * write. */
+static void overwritten(const void *p, size_t bytes, int read)
 {
     const char *a = (const char *)p, *b = a + bytes;
     for (int i = 0; i < views.nv; i++) {
         view *v = &views.v[i];
-        const char *s = (const char *)v->src, *e = s + v->n * sizeof(float);
-        if (!v->n || e <= a || s >= b)
+        if (!overlaps(v, a, b))
             continue;
-        if (v->sole && (s < a || e > b))
-            materialize(v);
+        const char *s = (const char *)v->src, *e = s + v->n * sizeof(float);
+        if (v->sole && (read || s < a || e > b))
+            materialize(v, read);
         else if (v->sole)
             unsole(v);
         v->n = 0;
     }
 }
 
-void cuda_view_overwrite(const void *p, size_t bytes) { overwritten(p, bytes); }
+void cuda_view_overwrite(const void *p, size_t bytes) { overwritten(p, bytes, 0); }
 
-__nv_bfloat16 *cuda_view_out(const float *x, size_t n)
+/* x's view for an op writing x(n); read: the op reads x's old values. */
+static view *view_out(const float *x, size_t n, int read)
 {
     if (!views_active() || !n)
         return NULL;
-    overwritten(x, n * sizeof(float)); // x's old view and any other there
+    overwritten(x, n * sizeof(float), read); // x's old view and any other there
     view *v = find_or_add(x);
     if (!v)
         return NULL;
@@ -191,20 +210,25 @@ __nv_bfloat16 *cuda_view_out(const float *x, size_t n)
         v->cap = n;
     }
     v->n = n;
-    return v->bf;
+    return v;
+}
+
+__nv_bfloat16 *cuda_view_out(const float *x, size_t n)
+{
+    view *v = view_out(x, n, 1);
+    return v ? v->bf : NULL;
 }
 
 __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip)
 {
-    __nv_bfloat16 *o16 = cuda_view_out(x, n);
-    view *v = o16 ? find(x) : NULL;
-    *skip = v && !views.sole_off;
+    view *v = view_out(x, n, 0);
+    *skip = v && !views.sole_off && !v->read_back && n >= views.sole_min;
     if (*skip) {
         v->sole = 1;
         views.nsole++;
         views.sole_made++;
     }
-    return o16;
+    return v ? v->bf : NULL;
 }
 
 /* --- REED_CUDA_VIEW_CHECK --------------------------------------------------------- */
@@ -256,7 +280,7 @@ const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int k
     const __nv_bfloat16 *got = cuda_view_get(x, n);
     if (got)
         return got;
-    cuda_view_need(x); // a sole view too short for this read
+    cuda_view_need_range(x, n * sizeof(float)); // sole views this read covers
     __nv_bfloat16 *kept = keep ? cuda_view_out(x, n) : NULL;
     if (!kept)
         return cuda_bf16_copy(slot, x, n);
@@ -304,7 +328,7 @@ int cuda_view_release(void)
         view *v = &views.v[i];
         if (v->bf && v->op != views.op) {
             if (v->sole)
-                materialize(v); // before its memory goes
+                materialize(v, 0); // before its memory goes
             cuda_mem_free(v->bf);
             v->bf = NULL, v->cap = 0, v->n = 0;
             released++;
@@ -344,6 +368,9 @@ static unsigned sole_exempt(const char *slot)
         {"linear_forward", 1u << 1},                // inp
         {"linear_backward", 1u << 3 | 1u << 4},     // dout, inp
         {"zero", 1u << 0},                          // p: cuda_view_overwrite
+        {"upload", 1u << 0},                        // dst: the same
+        {"download", 1u << 1},                      // src: cuda_view_need_range
+        {"copy", 1u << 0 | 1u << 1},                // dst, src: both
         {"ln_modulate_forward", 1u << 0},           // out: cuda_view_out
         {"layernorm_forward", 1u << 0},             // out
         {"gelu_forward", 1u << 0},                  // out
@@ -399,6 +426,8 @@ void cuda_ops_wrap(reed_ops *t)
     views.check = check && check[0] == '1';
     const char *sole = getenv("REED_CUDA_VIEW_SOLE");
     views.sole_off = sole && sole[0] == '0';
+    const char *sole_min = getenv("REED_CUDA_VIEW_SOLE_MIN");
+    views.sole_min = sole_min ? (size_t)strtoull(sole_min, NULL, 10) : SOLE_MIN_DEFAULT;
 #define TRACK(slot)                                                           \
     if (t->slot) {                                                            \
         using W = tracked<decltype(t->slot), &reed_ops::slot>;                \

@@ -21,12 +21,14 @@
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "reed_cuda.h"
 
 static struct {
     int off;         /* REED_CUDA_LAZY_ZERO=0 */
     void *p;         /* the pending buffer, or NULL */
     const void *src; /* a pending copy's source; NULL: a pending zero */
     size_t bytes;
+    long folded;     /* copies taken by their consumer so far */
 } lazy;
 
 void cuda_zero_flush(void)
@@ -61,6 +63,10 @@ void cuda_copy_lazy(void *dst, const void *src, size_t bytes)
     cuda_zero_flush();
     if (!bytes || dst == src)
         return;
+    // Sole views (cuda_view.cu) in the source write back first; the views
+    // in the destination are stale once the copy is done.
+    cuda_view_need_range(src, bytes);
+    cuda_view_overwrite(dst, bytes);
     if (lazy.off) {
         CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g_cuda.stream));
         return;
@@ -84,6 +90,7 @@ const void *cuda_copy_take(const void *p, size_t bytes)
 {
     if (lazy.p && lazy.src && lazy.p == p && lazy.bytes == bytes) {
         lazy.p = NULL;
+        lazy.folded++;
         return lazy.src;
     }
     cuda_zero_flush();
@@ -108,3 +115,5 @@ void cuda_zero_init(void)
     const char *env = getenv("REED_CUDA_LAZY_ZERO");
     lazy.off = env && env[0] == '0';
 }
+
+extern "C" long reed_cuda_copies_folded(void) { return lazy.folded; }

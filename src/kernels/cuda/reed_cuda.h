@@ -84,6 +84,10 @@ long reed_cuda_view_hits(void);
 int reed_cuda_set_view_sole(int on);
 void reed_cuda_view_sole_counts(long *made, long *materialized);
 
+/* Copies folded into the op after them (the lazy copy, cuda_zero.cu) so
+ * far. For tests. */
+long reed_cuda_copies_folded(void);
+
 /* Linear backwards so far whose bias gradient came from the weight
  * gradient GEMM's cuBLASLt epilogue (BGRADB) instead of a column sum. For
  * tests and benchmarks. */
