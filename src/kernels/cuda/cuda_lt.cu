@@ -29,7 +29,9 @@
  * operands (cuda_bf16_gemms: w and inp copied to bf16 first, fp32 compute
  * and output, the bias fp32). The backward is for bf16 operands only. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cublasLt.h>
 
@@ -144,6 +146,20 @@ static int lt_mode(void)
     return cuda_bf16_gemms() ? LT_BF16_OPERANDS : g_cuda.bf16 ? LT_FAST_16BF : LT_FP32;
 }
 
+/* REED_CUDA_VERBOSE=1: one line per new plan, saying which path it takes. */
+static void lt_report(const lt_plan *p)
+{
+    const char *v = getenv("REED_CUDA_VERBOSE");
+    if (!v || !v[0] || !strcmp(v, "0"))
+        return;
+    fprintf(stderr, "cuBLASLt %s N=%d C=%d OC=%d: %s\n",
+            p->kind == LT_FORWARD ? "linear with the bias epilogue" : "dw with the BGRADB epilogue",
+            p->N, p->C, p->OC,
+            p->ok ? "an algorithm found"
+                  : p->kind == LT_FORWARD ? "no algorithm: the bias-seeded cuBLAS GEMM"
+                                          : "no algorithm: the bias gradient in a column sum");
+}
+
 static lt_plan *lt_plan_for(int kind, int N, int C, int OC)
 {
     const int mode = lt_mode();
@@ -158,6 +174,7 @@ static lt_plan *lt_plan_for(int kind, int N, int C, int OC)
     *p = lt_plan{};
     p->kind = kind, p->N = N, p->C = C, p->OC = OC, p->mode = mode;
     p->ok = lt_plan_make(p);
+    lt_report(p);
     return p;
 }
 
