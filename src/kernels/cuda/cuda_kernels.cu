@@ -128,8 +128,10 @@ static int colsum_chunks(int G, int T, int C)
     return chunks < 1 ? 1 : (int)chunks;
 }
 
-/* Scratch for the chunks' sums (kept for the process). */
-static double *colsum_scratch(size_t n)
+/* Scratch for n blocks' partial sums (kept for the process): the column
+ * sums here, the LayerNorm and gated-add backwards below. One buffer for
+ * all: the one stream orders each use after the last. */
+static double *partial_scratch(size_t n)
 {
     static void *buf;
     static size_t cap;
@@ -145,7 +147,7 @@ static void colsum_launch(float *out, int ldo, const TA *a, const float *b,
         return;
     const int chunks = colsum_chunks(G, T, C);
     const int L = (T + chunks - 1) / chunks;
-    double *partial = chunks > 1 ? colsum_scratch((size_t)G * chunks * C) : NULL;
+    double *partial = chunks > 1 ? partial_scratch((size_t)G * chunks * C) : NULL;
     dim3 grid((C + 31) / 32, G, chunks), block(32, COLSUM_ROWS);
     colsum_kernel<TA><<<grid, block, 0, g_cuda.stream>>>(out, ldo, partial, a, b,
                                                          mean, rstd, T, C, L, mode);
@@ -490,14 +492,6 @@ __global__ void ln_modulate_backward_kernel(float *dinp, double *partial,
     ln_block_colsum<PL>(acc, 1, partial + (size_t)gridDim.x * C + at, C);
 }
 
-/* Scratch for the blocks' column sums (kept for the process). */
-static double *ln_scratch(size_t n)
-{
-    static void *buf;
-    static size_t cap;
-    return (double *)cuda_scratch(&buf, &cap, n * sizeof(double));
-}
-
 template <int PL>
 static void ln_backward_launch(float *dinp, double *partial, const float *dout,
                                const float *inp, const float *mean,
@@ -518,7 +512,7 @@ static void ln_backward_rows(float *dinp, float *dshift, float *dscale,
 {
     const int chunks = (T + LN_ROWS - 1) / LN_ROWS;
     const size_t per_out = (size_t)B * chunks * C; // one output's block sums
-    double *partial = dshift || dscale ? ln_scratch(2 * per_out) : NULL;
+    double *partial = dshift || dscale ? partial_scratch(2 * per_out) : NULL;
     ln_per_lane(C, [&](auto pl) {
         ln_backward_launch<decltype(pl)::value>(dinp, partial, dout, inp, mean, rstd, scale, ldm,
                                                 B, T, C, chunks);
@@ -655,6 +649,24 @@ static unsigned grid_vec4(size_t n, size_t n4)
     return grid_for(n4 > rest ? n4 : rest, THREADS);
 }
 
+/* Vector j of x = g·v elementwise (g: four factors, a gate's or a slope's),
+ * plus vector j of xs when add; x16 (unless NULL) gets its bf16, and with
+ * keep 0 only x16 is written (a sole view). */
+__device__ __forceinline__ void store_scaled4(float *x, const float *xs, __nv_bfloat16 *x16,
+                                             size_t j, const float *g, float4 v, int add,
+                                             int keep)
+{
+    float4 r = make_float4(g[0] * v.x, g[1] * v.y, g[2] * v.z, g[3] * v.w);
+    if (add) {
+        const float4 o = ((const float4 *)xs)[j];
+        r.x += o.x, r.y += o.y, r.z += o.z, r.w += o.w;
+    }
+    if (keep)
+        ((float4 *)x)[j] = r;
+    if (x16)
+        store_bf16x4(x16, j, r);
+}
+
 /* x = xs + gate[b]·y (xs: x itself, or the source of a copy into x), or
  * x = gate[b]·y when add is 0; x16 (unless NULL) gets the bf16 of the new
  * x, and with keep 0 only x16 is written (a sole view; add is 0 then).
@@ -665,17 +677,7 @@ __global__ void gated_add_kernel(float *x, const float *xs, __nv_bfloat16 *x16,
 {
     GRID_LOOP(j, n4) {
         const float *g = gate + adaln_index(4 * j, T, C, ldm);
-        const float4 yv = ((const float4 *)y)[j];
-        float4 v;
-        v.x = g[0] * yv.x, v.y = g[1] * yv.y, v.z = g[2] * yv.z, v.w = g[3] * yv.w;
-        if (add) {
-            const float4 xv = ((const float4 *)xs)[j];
-            v.x += xv.x, v.y += xv.y, v.z += xv.z, v.w += xv.w;
-        }
-        if (keep)
-            ((float4 *)x)[j] = v;
-        if (x16)
-            store_bf16x4(x16, j, v);
+        store_scaled4(x, xs, x16, j, g, ((const float4 *)y)[j], add, keep);
     }
     GRID_LOOP(k, n - 4 * n4) {
         const size_t i = 4 * n4 + k;
@@ -733,17 +735,8 @@ __global__ void gated_add_backward_kernel(float *dy, __nv_bfloat16 *dy16, double
             const size_t j = (b * T + t) * (C / 4) + c4;
             const float4 d = ((const float4 *)dx)[j], yv = ((const float4 *)y)[j];
             acc.x += d.x * yv.x, acc.y += d.y * yv.y, acc.z += d.z * yv.z, acc.w += d.w * yv.w;
-            if (!dy)
-                continue;
-            float4 v = make_float4(g.x * d.x, g.y * d.y, g.z * d.z, g.w * d.w);
-            if (add) {
-                const float4 o = ((const float4 *)dy)[j];
-                v.x += o.x, v.y += o.y, v.z += o.z, v.w += o.w;
-            }
-            if (keep)
-                ((float4 *)dy)[j] = v;
-            if (dy16)
-                store_bf16x4(dy16, j, v);
+            if (dy)
+                store_scaled4(dy, dy, dy16, j, &g.x, d, add, keep);
         }
     }
     if (!partial)
@@ -773,10 +766,8 @@ static int gated_add_backward_fused(float *dy, __nv_bfloat16 *dy16, float *dgate
                         (uintptr_t)gate % 16 == 0 && (uintptr_t)dy16 % 8 == 0;
     if (!aligned || (long)B * chunks > 65535 || !dgate)
         return -1;
-    static void *buf;
-    static size_t cap;
     const size_t n = (size_t)B * C;
-    double *partial = (double *)cuda_scratch(&buf, &cap, n * chunks * sizeof(double));
+    double *partial = partial_scratch(n * chunks);
     const dim3 grid((unsigned)((C / 4 + 31) / 32), (unsigned)(B * chunks)), block(32, GA_PHASES);
     gated_add_backward_kernel<<<grid, block, 0, g_cuda.stream>>>(dy, dy16, partial, dx, y, gate,
                                                                  ldm, T, C, chunks, add, keep);
@@ -875,18 +866,10 @@ __global__ void act_backward_kernel(float *dinp, __nv_bfloat16 *o16,
                                     size_t n, size_t n4, int act, int add, int keep)
 {
     GRID_LOOP(j, n4) {
-        const float4 x = ((const float4 *)inp)[j], g = ((const float4 *)dout)[j];
-        float4 v;
-        v.x = act_slope(x.x, act) * g.x, v.y = act_slope(x.y, act) * g.y;
-        v.z = act_slope(x.z, act) * g.z, v.w = act_slope(x.w, act) * g.w;
-        if (add) {
-            const float4 d = ((const float4 *)dinp)[j];
-            v.x += d.x, v.y += d.y, v.z += d.z, v.w += d.w;
-        }
-        if (keep)
-            ((float4 *)dinp)[j] = v;
-        if (o16)
-            store_bf16x4(o16, j, v);
+        const float4 x = ((const float4 *)inp)[j];
+        const float s[4] = {act_slope(x.x, act), act_slope(x.y, act), act_slope(x.z, act),
+                            act_slope(x.w, act)};
+        store_scaled4(dinp, dinp, o16, j, s, ((const float4 *)dout)[j], add, keep);
     }
     GRID_LOOP(k, n - 4 * n4) {
         const size_t i = 4 * n4 + k;
