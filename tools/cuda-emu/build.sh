@@ -8,7 +8,10 @@
 # hardware, cuBLAS/cuDNN or performance. About 8 minutes on 2 cores:
 #   bash tools/cuda-emu/build.sh, then from the source tree: $OUT/test_emu
 # Output goes to $OUT (default /tmp/reed-cuda-emu). launch.py rewrites
-# kernel<<<grid, block>>>(args) launches into emulator calls.
+# kernel<<<grid, block>>>(args) launches into emulator calls and has each
+# static __shared__ array poisoned per block. EMU_ORDER=reverse runs the
+# threads and blocks last to first: run the tests in both orders to catch
+# races (a read of another thread's write with no barrier between).
 set -e
 EMU=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "${1:-$EMU/../..}" && pwd)
@@ -16,6 +19,8 @@ OUT=${OUT:-/tmp/reed-cuda-emu}
 SAN=${SAN:--fsanitize=address,undefined}
 mkdir -p "$OUT"
 cd "$OUT"
+# The rewritten header sits next to the .cpp files, so their #include finds it first.
+python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/cuda_internal.h" > cuda_internal.h
 for f in cuda_ops cuda_memory cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view cuda_flash; do
   python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/$f.cu" > $f.cpp
   g++ -std=c++17 -g -O1 $SAN -Wall -Wextra -Wno-unused-parameter -DREED_CUDNN=1 -DREED_CUDA_EMU=1 -D__CUDACC__ -I"$EMU/include" -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c $f.cpp -o $f.o &

@@ -120,9 +120,41 @@ static bool release_barriers(unsigned nt)
     return true;
 }
 
+/* The order threads (and blocks) run in: EMU_ORDER=reverse runs them last
+ * to first. A race (a thread reading what another writes with no barrier
+ * between) reads the right value in one of the two orders only, so running
+ * the tests in both shows it. */
+static bool reverse_order(void)
+{
+    static int r = -1;
+    if (r < 0) { const char *e = getenv("EMU_ORDER"); r = e && !strcmp(e, "reverse"); }
+    return r;
+}
+static unsigned in_order(unsigned i, unsigned n) { return reverse_order() ? n - 1 - i : i; }
+
+/* Static __shared__ arrays are host statics: each is poisoned once per block,
+ * when the block's first thread reaches its declaration. */
+struct shared_array { void *p; long block; };
+static std::vector<shared_array> shared_arrays;
+static long block_serial;
+static size_t shared_poisoned;
+
+void emu_shared_fresh(void *p, size_t bytes)
+{
+    for (shared_array &a : shared_arrays)
+        if (a.p == p) {
+            if (a.block != block_serial) { memset(p, 0xff, bytes); a.block = block_serial; shared_poisoned++; }
+            return;
+        }
+    shared_arrays.push_back({p, block_serial});
+    memset(p, 0xff, bytes);
+    shared_poisoned++;
+}
+
 static void run_block(unsigned nt, size_t smem)
 {
     if (smem) memset(emu_dyn_smem, 0xff, smem); // garbage, as on a GPU
+    block_serial++;
     for (unsigned t = 0; t < nt; t++) {
         fiber &f = fibers[t];
         getcontext(&f.ctx);
@@ -136,7 +168,8 @@ static void run_block(unsigned nt, size_t smem)
     }
     emu_threads += nt;
     do {
-        for (unsigned t = 0; t < nt; t++) {
+        for (unsigned i = 0; i < nt; i++) {
+            const unsigned t = in_order(i, nt);
             if (fibers[t].done || fibers[t].wait != RUNNING) continue;
             cur = &fibers[t];
             set_tid(t);
@@ -201,7 +234,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const void *kernel, std::fun
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
             for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = dim3(x, y, z);
+                blockIdx = dim3(in_order(x, grid.x), in_order(y, grid.y), in_order(z, grid.z));
                 run_block(nt, smem);
             }
     free(dyn);
@@ -454,7 +487,8 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void *alpha, c
 
 __attribute__((destructor)) static void emu_stats()
 {
-    fprintf(stderr, "emu: %ld launches, %ld threads, %ld cuDNN calls, FAST_16BF GEMMs seen: %d, "
-            "bf16-operand GEMMs seen: %d\n", emu_launches, emu_threads, emu_cudnn_calls, bf16_mode_seen,
+    fprintf(stderr, "emu: %ld launches, %ld threads (%s order), %zu static shared arrays poisoned, %ld cuDNN "
+            "calls, FAST_16BF GEMMs seen: %d, bf16-operand GEMMs seen: %d\n", emu_launches, emu_threads,
+            reverse_order() ? "reverse" : "forward", shared_poisoned, emu_cudnn_calls, bf16_mode_seen,
             bf16_operands_seen);
 }

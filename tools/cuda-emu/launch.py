@@ -5,6 +5,11 @@ src = open(sys.argv[1]).read()
 src = re.sub(r'^extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?(\w[\w ]*?)\s+(\w+)\[\];',
              r'#define \2 ((\1 *)emu_dyn_smem)', src, flags=re.M)
 
+# Static shared arrays: `__shared__ T name[...];` gets a call that poisons the
+# array once per block (emu_shared_fresh).
+src = re.sub(r'^(\s*__shared__\s+[\w ]+?\s+(\w+)(?:\[[^\]]*\])+;)',
+             r'\1 emu_shared_fresh(\2, sizeof \2);', src, flags=re.M)
+
 def split_top(s):
     parts, depth, cur = [], 0, ''
     for ch in s:

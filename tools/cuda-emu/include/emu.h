@@ -15,6 +15,10 @@
 #define __host__
 #define __forceinline__ inline
 #define __shared__ static
+/* launch.py follows each `__shared__ T name[...];` with a call of this: the
+ * first thread of each block to get there fills the array with 0xff
+ * (garbage, as on a GPU, so a read before the block's own write shows). */
+void emu_shared_fresh(void *p, size_t bytes);
 #define __align__(n) alignas(n)
 #define __launch_bounds__(...)
 
