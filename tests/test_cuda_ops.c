@@ -432,6 +432,74 @@ static void test_linear(int N, int C, int OC, int with_bias, double tol)
     release();
 }
 
+/* The MLP's linear + GELU pairs: the first layer C → F with its GELU
+ * (linear_gelu_forward), then the second F → H's backward through the GELU
+ * (linear_gelu_backward), against the CPU's. As in training, the backward
+ * reads the device's own forward outputs, and two rounds with new inputs
+ * and weights run on the same device buffers, the gradients dw and dbias
+ * adding up over both. In the bf16 mode CUDA runs the GELU in cuBLASLt's
+ * epilogues where the outputs may be sole views and F is a multiple of 8,
+ * else the parts (the emulator, whose cuBLASLt always has the algorithms,
+ * must take the epilogues: counted). off_between turns sole views off
+ * between each forward and backward: the forward's epilogue, then the
+ * backward's parts, which write pre's sole view back to fp32 (for good: the
+ * second round takes the parts throughout). */
+static void test_linear_gelu(int N, int C, int F, int H, double tol, int off_between)
+{
+    const size_t ni = (size_t)N * C, nf = (size_t)N * F, nh = (size_t)N * H;
+    const size_t nw1 = (size_t)F * C, nw2 = (size_t)H * F;
+    float *pre = hbuf(nf), *out = hbuf(nf), *dpre = hbuf(nf);
+    float *dw = hrand(nw2, -1, 1), *db = hrand(H, -1, 1);
+    float *d_inp = dnan(ni), *d_w1 = dnan(nw1), *d_b1 = dnan(F), *d_dout = dnan(nh), *d_w2 = dnan(nw2);
+    float *d_pre = dnan(nf), *d_out = dnan(nf), *g_dpre = dnan(nf);
+    float *g_dw = dup(dw, nw2), *g_db = dup(db, H);
+    const char *sole = off_between ? ", sole views off for the backward" : "";
+    const long gelu0 = reed_cuda_lt_gelu_calls();
+    for (int round = 1; round <= 2; round++) {
+        float *inp = hrand(ni, -1, 1), *w1 = hrand(nw1, -0.5f, 0.5f), *b1 = hrand(F, -1, 1);
+        float *dout = hrand(nh, -1, 1), *w2 = hrand(nw2, -0.5f, 0.5f);
+        cpu->linear_gelu_forward(out, pre, inp, w1, b1, N, C, F);
+        cpu->linear_gelu_backward(dpre, dw, db, dout, out, pre, w2, N, F, H);
+        gpu->upload(d_inp, inp, ni * sizeof(float));
+        gpu->upload(d_w1, w1, nw1 * sizeof(float));
+        gpu->upload(d_b1, b1, F * sizeof(float));
+        gpu->upload(d_dout, dout, nh * sizeof(float));
+        gpu->upload(d_w2, w2, nw2 * sizeof(float));
+        gpu->linear_gelu_forward(d_out, d_pre, d_inp, d_w1, d_b1, N, C, F);
+        if (off_between)
+            reed_cuda_set_view_sole(0);
+        gpu->linear_gelu_backward(g_dpre, g_dw, g_db, d_dout, d_out, d_pre, d_w2, N, F, H);
+        if (off_between)
+            reed_cuda_set_view_sole(1);
+        // Round 1 reads back only dw and dbias: reading pre, out or dpre
+        // would write their sole views back to fp32 for good.
+        if (round == 2) {
+            expect("linear_gelu_forward pre", pre, d_pre, nf, tol, "N=%d C=%d F=%d round 2", N, C, F);
+            expect("linear_gelu_forward out", out, d_out, nf, tol, "N=%d C=%d F=%d round 2", N, C, F);
+            expect("linear_gelu_backward dpre", dpre, g_dpre, nf, tol, "N=%d F=%d H=%d round 2%s", N,
+                   F, H, sole);
+        }
+        expect("linear_gelu_backward dw", dw, g_dw, nw2, tol, "N=%d F=%d H=%d round %d%s", N, F, H,
+               round, sole);
+        expect("linear_gelu_backward dbias", db, g_db, H, tol, "N=%d F=%d H=%d round %d%s", N, F, H,
+               round, sole);
+    }
+    const long fused = reed_cuda_lt_gelu_calls() - gelu0;
+    printf("note linear_gelu N=%d C=%d F=%d H=%d%s: %ld of 4 GEMMs with the GELU in cuBLASLt's "
+           "epilogue\n", N, C, F, H, sole, fused);
+#ifdef REED_CUDA_EMU_TEST
+    const char *const switches[] = {"REED_CUDA_BF16_OPERANDS", "REED_CUDA_LT", "REED_CUDA_LT_GELU",
+                                    "REED_CUDA_VIEWS", "REED_CUDA_VIEW_SOLE"};
+    int on = tol == TOL_BF16 && F % 8 == 0;
+    for (size_t i = 0; i < sizeof switches / sizeof *switches; i++)
+        on &= !env_off(switches[i]);
+    const long want = !on ? 0 : off_between ? 1 : 4;
+    check(fused == want, "%-31s %-4s N=%d C=%d F=%d H=%d%s: %ld GEMMs, want %ld (emulator)",
+          "linear_gelu via GELU epilogues", mode, N, C, F, H, sole, fused, want);
+#endif
+    release();
+}
+
 /* ------------------------------------------------------------------------
  * LayerNorm, adaLN modulate, gated residual
  * ---------------------------------------------------------------------- */
@@ -1518,6 +1586,9 @@ static void run_gemm_ops(double tol)
     test_linear(256, 128, 128, 0, tol);
     test_linear(7, 5, 3, 1, tol);
     test_linear(1000, 40, 72, 1, tol); // dbias over 1000 rows: the chunked column sum
+    test_linear_gelu(196, 96, 384, 96, tol, 0); // B=4, T=49, C=96, the MLP
+    test_linear_gelu(64, 32, 128, 32, tol, 0);
+    test_linear_gelu(37, 24, 20, 12, tol, 0);   // F not a multiple of 8: the parts
 }
 
 static void run_other_ops(void)
@@ -1632,6 +1703,7 @@ int main(void)
         reed_cuda_set_view_sole(1);
         test_zero_consumers(TOL_BF16, TOL_BF16);
         test_views();
+        test_linear_gelu(64, 32, 128, 32, TOL_BF16, 1);
         test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");

@@ -16,11 +16,15 @@
 #         off (REED_CUDA_VIEW_SOLE=0: a sole view has no fp32 to check with);
 #   bf16 on the flash attention path (REED_CUDA_ATTENTION=flash): loss and
 #         loss_denoise within the same band of the CPU's;
+#   bf16 with sole views of any size (REED_CUDA_VIEW_SOLE_MIN=0), so the
+#         MLP's GELU runs in cuBLASLt's epilogues (bf16 pre-activations):
+#         loss and loss_denoise within the same band of the CPU's;
 #   bf16 views on (sole views too) and off (REED_CUDA_VIEWS=0), both on the
-#         GEMM attention path: the GEMMs and the bias gradients read the same
-#         bf16 values either way, and nothing reads a sole view's fp32, so
-#         every metric must agree to 1e-5 relative at every step (identical
-#         is expected; a stale view would be far off).
+#         GEMM attention path and without the GELU epilogues
+#         (REED_CUDA_LT_GELU=0: they need views): the GEMMs and the bias
+#         gradients read the same bf16 values either way, and nothing reads
+#         a sole view's fp32, so every metric must agree to 1e-5 relative at
+#         every step (identical is expected; a stale view would be far off).
 # Prints the worst step of each comparison. Exits 77 (skipped) when
 # `reed run --device cuda` reports no usable GPU (or a build without the CUDA
 # backend), 1 on a failure.
@@ -77,9 +81,14 @@ REED_CUDA_VIEW_CHECK=1 REED_CUDA_VIEW_SOLE=0 run bf16 --device cuda --set train.
   { cat "$tmp/bf16.log" >&2; fail "the CUDA bf16 run failed"; }
 REED_CUDA_ATTENTION=flash REED_CUDA_VIEW_CHECK=1 run flash --device cuda \
   --set train.precision=bf16 || { cat "$tmp/flash.log" >&2; fail "the CUDA bf16 run on the flash path failed"; }
+REED_CUDA_VERBOSE=1 REED_CUDA_VIEW_SOLE_MIN=0 REED_CUDA_VIEW_CHECK=1 run gelu --device cuda \
+  --set train.precision=bf16 || { cat "$tmp/gelu.log" >&2; fail "the CUDA bf16 run with every output a sole view failed"; }
+# Whether this GPU's cuBLASLt had the GELU epilogues for the test's shapes
+# (where it has none, the run took the GELU kernels: noted, not a failure).
+grep -E "cuBLASLt .*GELU" "$tmp/gelu.log" | sort -u | sed 's/^/  /' || echo "  (no GELU epilogue plan was made)"
 echo "cuda bf16 with the GEMM attention path, views on and off: $STEPS steps each"
 for views in 1 0; do
-  REED_CUDA_ATTENTION=gemm REED_CUDA_VIEWS=$views run "views$views" --device cuda \
+  REED_CUDA_LT_GELU=0 REED_CUDA_ATTENTION=gemm REED_CUDA_VIEWS=$views run "views$views" --device cuda \
     --set train.precision=bf16 || { cat "$tmp/views$views.log" >&2; fail "the CUDA bf16 run with REED_CUDA_VIEWS=$views failed"; }
 done
 
@@ -99,7 +108,7 @@ def load(name):
 
 cpu, cuda, bf16 = load("cpu"), load("cuda"), load("bf16")
 views_on, views_off = load("views1"), load("views0")
-flash = load("flash")
+flash, gelu = load("flash"), load("gelu")
 keys = ["loss", "loss_denoise"] + sorted(k for k in cpu[0] if k.startswith("sim_"))
 if len(keys) < 4:
     sys.exit(f"FAIL: expected two sim_* metrics, the CPU's metrics have {sorted(cpu[0])}")
@@ -133,6 +142,7 @@ print(f"bf16: relative to max(|cpu|, 0.1), band {band:g}")
 compare(bf16, "bf16", keys[:2], 0, band, True)
 compare(bf16, "bf16", keys[2:], 0, band, False)
 compare(flash, "bf16 flash", keys[:2], 0, band, True)
+compare(gelu, "bf16 gelu", keys[:2], 0, band, True)
 print("bf16 views off against on: relative to max(|on|, |off|, 1e-2), tolerance 1e-5")
 compare(views_off, "views-off", keys, 1e-2, 1e-5, True, base=views_on)
 sys.exit(0 if ok else 1)

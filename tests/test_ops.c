@@ -16,9 +16,11 @@
  *    adaLN slices live in wider (B, ldm) matrices, so the check also proves
  *    nothing outside the slice is written.
  *  - The fused ops also against the ops they fuse: ln_modulate against
- *    layernorm then modulate (forward and backward, to float rounding:
- *    tolerance 1e-6), AdamW with EMA against AdamW then the EMA loop
- *    (bitwise).
+ *    layernorm then modulate, linear_gelu against linear and gelu (forward
+ *    and backward, to float rounding: tolerance 1e-6), AdamW with EMA
+ *    against AdamW then the EMA loop (bitwise).
+ *  - linear_gelu_backward writes dpre rather than adding to it (ops.h): its
+ *    check poisons dpre first and adds the prefill after.
  *  - AdamW (with EMA) over 3 steps against double references of PyTorch's
  *    formulas.
  * The suite runs with 2 and 1 threads, at small odd sizes (every gradient
@@ -150,7 +152,8 @@ static double fwd_tol(const char *op)
 {
     if (strcmp(op, BIG_LOGITS_OP) == 0)
         return FWD_TOL_BIG_LOGITS;
-    if (strcmp(op, UNFUSED_OP) == 0)
+    const size_t len = strlen(op), suffix = strlen("=unfused");
+    if (len > suffix && strcmp(op + len - suffix, "=unfused") == 0)
         return FWD_TOL_UNFUSED;
     int pointwise = strcmp(op, "gelu") == 0 || strcmp(op, "silu") == 0;
     return pointwise ? FWD_TOL_POINTWISE : FWD_TOL;
@@ -679,6 +682,108 @@ static void test_activation(size_t n, int is_gelu)
 }
 
 /* ------------------------------------------------------------------------
+ * The MLP's pairs: linear_gelu_forward (pre = linear, out = gelu(pre)) and
+ * linear_gelu_backward (the second layer's backward, act = gelu(pre),
+ * through the GELU into dpre, which it writes rather than adds to)
+ * ---------------------------------------------------------------------- */
+
+static double gelu_d(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+/* The backward's function: out(N,OC) = gelu(pre(N,C))·w(OC,C)ᵀ + bias. */
+static void ref_gelu_linear(const problem *p, double *out)
+{
+    const dims *d = &p->d;
+    const double *pre = p->din[0], *w = p->din[1], *b = p->din[2];
+    for (int n = 0; n < d->N; n++)
+        for (int o = 0; o < d->OC; o++) {
+            double s = b[o];
+            for (int i = 0; i < d->C; i++)
+                s += gelu_d(pre[(size_t)n * d->C + i]) * w[(size_t)o * d->C + i];
+            out[(size_t)n * d->OC + o] = s;
+        }
+}
+
+/* dpre is written, not added to (ops.h): poisoned before the op, and the
+ * harness's prefill added after, which its += check takes off again. */
+static void bwd_linear_gelu(problem *p, float *const *g)
+{
+    const dims *d = &p->d;
+    const size_t n = p->in_n[0];
+    float *act = fnan(n);
+    ops->gelu_forward(act, p->fin[0], n);
+    if (g[0])
+        ffill(g[0], n, NAN);
+    ops->linear_gelu_backward(g[0], g[1], g[2], p->Rf, act, p->fin[0], p->fin[1], d->N, d->C,
+                              d->OC);
+    for (size_t i = 0; g[0] && i < n; i++)
+        g[0][i] += PREFILL;
+    free(act);
+}
+
+/* The pairs against their parts (linear_forward, gelu_forward;
+ * linear_backward and gelu_backward through zeroed buffers), to float
+ * rounding (OpenBLAS may sum a beta = 0 product in another order). */
+static void check_linear_gelu_parts(const dims *d, const float *x, const float *w,
+                                    const float *b)
+{
+    const size_t n = (size_t)d->N * d->OC, nw = (size_t)d->OC * d->C;
+    float *pre = fnan(n), *out = fnan(n), *pre2 = fnan(n), *out2 = fnan(n);
+    ops->linear_gelu_forward(out, pre, x, w, b, d->N, d->C, d->OC);
+    ops->linear_forward(pre2, x, w, b, d->N, d->C, d->OC);
+    ops->gelu_forward(out2, pre2, n);
+    // the second layer (N, OC) → (N, C): w as (C, OC) values
+    float *dout = frand((size_t)d->N * d->C, -1, 1), *dpre = fnan(n), *dpre2 = fbuf(n);
+    float *da = fbuf(n), *dw = frand(nw, -1, 1), *dw2 = fcopy(dw, nw);
+    float *db = frand(d->C, -1, 1), *db2 = fcopy(db, d->C);
+    ops->linear_gelu_backward(dpre, dw, db, dout, out, pre, w, d->N, d->OC, d->C);
+    ops->linear_backward(da, dw2, db2, dout, out2, w, d->N, d->OC, d->C);
+    ops->gelu_backward(dpre2, da, pre2, n);
+    const struct { const char *what; const float *a, *b; size_t n; } pairs[] = {
+        {"pre", pre, pre2, n}, {"out", out, out2, n}, {"dpre", dpre, dpre2, n},
+        {"dw", dw, dw2, nw}, {"dbias", db, db2, (size_t)d->C}};
+    for (size_t k = 0; k < sizeof pairs / sizeof *pairs; k++) {
+        double *ref = to_double(pairs[k].b, pairs[k].n);
+        check_fwd_arr("linear_gelu=unfused", pairs[k].what, pairs[k].a, ref, pairs[k].n);
+        free(ref);
+    }
+    free(pre), free(out), free(pre2), free(out2), free(dout), free(dpre), free(dpre2);
+    free(da), free(dw), free(dw2), free(db), free(db2);
+}
+
+static void test_linear_gelu(dims d)
+{
+    const char *op = "linear_gelu";
+    // forward: pre against the linear's reference, out against its GELU
+    problem f = problem_new(d, ref_linear);
+    add_input(&f, (size_t)d.N * d.C, -1, 1);  // inp (N,C)
+    add_input(&f, (size_t)d.OC * d.C, -1, 1); // w (OC,C)
+    add_input(&f, (size_t)d.OC, -1, 1);       // bias (OC)
+    set_output(&f, (size_t)d.N * d.OC);
+    float *pre = fnan(f.out_n), *out = fnan(f.out_n);
+    ops->linear_gelu_forward(out, pre, f.fin[0], f.fin[1], f.fin[2], d.N, d.C, d.OC);
+    check_fwd_arr(op, "pre", pre, (f.ref(&f, f.ref_out), f.ref_out), f.out_n);
+    for (size_t i = 0; i < f.out_n; i++)
+        f.ref_out[i] = gelu_d(f.ref_out[i]);
+    check_fwd_arr(op, "out", out, f.ref_out, f.out_n);
+    check_linear_gelu_parts(&d, f.fin[0], f.fin[1], f.fin[2]);
+    free(pre), free(out);
+    problem_free(&f);
+
+    // backward: dpre, dw and dbias against finite differences
+    problem p = problem_new(d, ref_gelu_linear);
+    add_input(&p, (size_t)d.N * d.C, -3, 3);  // pre (N,C)
+    add_input(&p, (size_t)d.OC * d.C, -1, 1); // w (OC,C)
+    add_input(&p, (size_t)d.OC, -1, 1);       // bias (OC)
+    set_output(&p, (size_t)d.N * d.OC);
+    check_grads(&p, op, 3, (const int[]){0, 1, 2}, (const char *const[]){"dpre", "dw", "dbias"},
+                bwd_linear_gelu);
+    problem_free(&p);
+}
+
+/* ------------------------------------------------------------------------
  * attention: qkv(B,T,3C) → out(B,T,C), att(B,NH,T,T)
  * ---------------------------------------------------------------------- */
 
@@ -1023,6 +1128,7 @@ static void run_suite(dims d)
     size_t n = (size_t)d.N * d.C + 3; // odd elementwise length
     test_linear(d, 1);
     test_linear(d, 0);
+    test_linear_gelu(d);
     test_layernorm(d);
     test_modulate(d);
     test_ln_modulate(d);

@@ -268,13 +268,13 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     a->d_resid = carve(cv, BT * H);
     a->d_mod = carve(cv, BT * H);
     a->d_small = carve(cv, BT * H);
-    a->d_big = carve(cv, BT * F);
-    a->d_big2 = carve(cv, BT * F);
+    a->d_mlp = carve(cv, BT * F);
     a->d_qkv = carve(cv, BT * 3 * H);
     a->d_att = carve(cv, (size_t)B * NH * T * T);
     a->d_ada = carve(cv, (size_t)B * 6 * H);
     a->d_c = carve(cv, (size_t)B * H);
     a->d_cond = carve(cv, (size_t)B * H);
+    a->d_th = carve(cv, (size_t)B * H);
     a->d_proj_n = carve(cv, BT * H);
     a->d_proj_p = carve(cv, BT * pmax);
     a->d_proj_p2 = carve(cv, BT * pmax);
@@ -356,8 +356,7 @@ static void block_forward(const reed_ops *ops, const sit_model *m,
     /* x_out = x_mid + gate2 · MLP(modulate(LN(x_mid), shift2, scale2)) */
     ops->ln_modulate_forward(b->mod2, b->mean2, b->rstd2, b->mid, shift2, scale2, ldm, B, T, H,
                              1e-6f);
-    ops->linear_forward(b->fc1, b->mod2, p->fc1_w, p->fc1_b, BT, H, F);
-    ops->gelu_forward(b->gelu, b->fc1, (size_t)BT * F);
+    ops->linear_gelu_forward(b->gelu, b->fc1, b->mod2, p->fc1_w, p->fc1_b, BT, H, F);
     ops->linear_forward(b->fc2, b->gelu, p->fc2_w, p->fc2_b, BT, F, H);
     ops->copy(x_out, b->mid, n * sizeof(float));
     ops->gated_add_forward(x_out, b->fc2, gate2, ldm, B, T, H);
@@ -459,12 +458,10 @@ static void block_backward(const reed_ops *ops, const sit_model *m,
     /* MLP branch: x_out = mid + gate2·fc2 */
     ops->zero(a->d_small, n * sizeof(float));
     ops->gated_add_backward(a->d_small, dgate2, a->d_resid, b->fc2, b->ada + 5 * H, ldm, B, T, H);
-    ops->zero(a->d_big, (size_t)BT * F * sizeof(float));
-    ops->linear_backward(a->d_big, g->fc2_w, g->fc2_b, a->d_small, b->gelu, p->fc2_w, BT, F, H);
-    ops->zero(a->d_big2, (size_t)BT * F * sizeof(float));
-    ops->gelu_backward(a->d_big2, a->d_big, b->fc1, (size_t)BT * F);
+    ops->linear_gelu_backward(a->d_mlp, g->fc2_w, g->fc2_b, a->d_small, b->gelu, b->fc1, p->fc2_w,
+                              BT, F, H); // d_mlp = dL/dfc1, written
     ops->zero(a->d_mod, n * sizeof(float));
-    ops->linear_backward(a->d_mod, g->fc1_w, g->fc1_b, a->d_big2, b->mod2, p->fc1_w, BT, H, F);
+    ops->linear_backward(a->d_mod, g->fc1_w, g->fc1_b, a->d_mlp, b->mod2, p->fc1_w, BT, H, F);
     ops->ln_modulate_backward(a->d_resid, dshift2, dscale2, a->d_mod, b->mid, b->mean2, b->rstd2,
                               b->ada + 4 * H, ldm, B, T, H);
     /* attention branch: mid = x_in + gate1·attproj */
@@ -504,10 +501,11 @@ static void conditioning_backward(const reed_ops *ops, const sit_model *m,
                                   sit_acts *a, const int *y) {
     int B = a->B, H = m->cfg.hidden;
     size_t n = (size_t)B * H;
-    // dc has a buffer of its own rather than a prefix of d_small: a backend
-    // may hold d_small's last contents in another form (CUDA's sole bf16
-    // views), which zeroing a part of it would make it convert back whole.
-    float *dc = a->d_cond, *dths = a->d_mod, *dth = a->d_big;
+    // dc and dth have buffers of their own rather than prefixes of d_small
+    // and d_mlp: a backend may hold those buffers' last contents in another
+    // form (CUDA's sole bf16 views), which zeroing a part of one would make
+    // it convert back whole.
+    float *dc = a->d_cond, *dths = a->d_mod, *dth = a->d_th;
     ops->zero(dc, n * sizeof(float));
     ops->silu_backward(dc, a->d_c, a->c, n);
     ops->embedding_backward(g->y_table, dc, y, B, H);

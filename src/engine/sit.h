@@ -99,8 +99,8 @@ typedef struct sit_acts {
     float *out;             /* (B, T, p·p·Cout) */
     sit_projector_acts proj[REED_MAX_SOURCES];
     /* backward scratch */
-    float *d_resid, *d_mod, *d_big, *d_big2, *d_qkv, *d_att, *d_small;
-    float *d_ada, *d_c, *d_cond, *d_proj_n, *d_proj_p, *d_proj_p2, *d_out;
+    float *d_resid, *d_mod, *d_mlp, *d_qkv, *d_att, *d_small; /* d_mlp: (B,T,F) */
+    float *d_ada, *d_c, *d_cond, *d_th, *d_proj_n, *d_proj_p, *d_proj_p2, *d_out;
 } sit_acts;
 
 /* Builds the tensor table for a config and its sources. */

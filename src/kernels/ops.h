@@ -52,6 +52,21 @@ typedef struct reed_ops {
     void (*linear_backward)(float *dinp, float *dw, float *dbias,
                             const float *dout, const float *inp,
                             const float *w, int N, int C, int OC);
+    /* A linear layer and the GELU after it (the MLP's first layer), in one
+     * op so a backend may fuse them: pre(N,OC) = inp·wᵀ + bias, as
+     * linear_forward; out = gelu(pre), as gelu_forward. */
+    void (*linear_gelu_forward)(float *out, float *pre, const float *inp,
+                                const float *w, const float *bias, int N,
+                                int C, int OC);
+    /* The backward of a linear layer whose input is act = gelu(pre) (the
+     * MLP's second layer, and the GELU before it): dpre(N,C) = gelu'(pre)·
+     * (dout·w), WRITTEN, not added to (the one exception to the gradient
+     * contract: no caller has a second gradient path into pre); dw(OC,C)
+     * += doutᵀ·act; dbias(OC) += Σ_n dout. */
+    void (*linear_gelu_backward)(float *dpre, float *dw, float *dbias,
+                                 const float *dout, const float *act,
+                                 const float *pre, const float *w, int N,
+                                 int C, int OC);
 
     /* LayerNorm without affine parameters over the last dim:
      * out = (inp - mean)·rstd, rstd = 1/sqrt(var + eps) (biased variance).

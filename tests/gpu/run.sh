@@ -396,7 +396,7 @@ torch_bench() {
 REED_CUDA_TEST_LARGE=1 run_ctest "ctest cuda" 60 150 "cuda"
 # REED_CUDA_VERBOSE: the "CUDA attention ..." line gives the times of the
 # attention paths at B2's shape and the one the run keeps; the "cuBLASLt"
-# lines whether each linear shape found its bias and BGRADB epilogues.
+# lines whether each linear shape found its bias, BGRADB and GELU epilogues.
 REED_CUDA_VERBOSE=1 BENCH_ERR_LINES=30 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 # Where the step's time goes: GPU and host time per op over 3 steps.
@@ -411,6 +411,9 @@ REED_CUDA_VIEW_SOLE=0 reed_bench "reed B2 bf16 no sole views" 15 60 B2 bf16 2 10
 # The bias gradients in the dw GEMM's epilogue (cuBLASLt BGRADB) against a
 # column sum of our own.
 REED_CUDA_LT_BGRAD=0 reed_bench "reed B2 bf16 no BGRADB" 15 60 B2 bf16 2 10
+# The MLP's GELU in cuBLASLt's epilogues (GELU_AUX_BIAS, DGELU) against
+# our GELU kernels between the GEMMs.
+REED_CUDA_LT_GELU=0 reed_bench "reed B2 bf16 no GELU epilogue" 15 60 B2 bf16 2 10
 # The whole step with attention forced onto the GEMM path (the auto choice
 # above weighs the paths on attention alone, at batch 32).
 REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 gemm attention" 15 60 B2 bf16 2 10

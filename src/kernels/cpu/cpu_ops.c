@@ -424,20 +424,50 @@ static void cpu_gelu_forward(float *out, const float *inp, size_t n)
 }
 
 /* gelu'(x) = 0.5·(1 + tanh u) + 0.5·x·(1 - tanh² u)·√(2/π)·(1 + 3·0.044715·x²) */
+static inline float gelu_slope(float x)
+{
+    float u = GELU_K * (x + GELU_A * x * x * x);
+    float th = tanh_approx(u);
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+    return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
+}
+
 static void cpu_gelu_backward(float *restrict dinp, const float *restrict dout,
                               const float *restrict inp, size_t n)
 {
     if (!dinp)
         return;
 #pragma omp parallel for simd if (n >= REED_OMP_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float x = inp[i];
-        float u = GELU_K * (x + GELU_A * x * x * x);
-        float th = tanh_approx(u);
-        float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
-        float grad = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du;
-        dinp[i] += grad * dout[i];
+    for (size_t i = 0; i < n; i++)
+        dinp[i] += gelu_slope(inp[i]) * dout[i];
+}
+
+/* The MLP's pairs of ops, one after the other (ops.h): no fusion to gain
+ * on the CPU beyond the backward's dpre, which holds dout·w before it is
+ * scaled in place (no buffer in between). */
+static void cpu_linear_gelu_forward(float *out, float *pre, const float *inp,
+                                    const float *w, const float *bias, int N,
+                                    int C, int OC)
+{
+    cpu_linear_forward(pre, inp, w, bias, N, C, OC);
+    cpu_gelu_forward(out, pre, (size_t)N * OC);
+}
+
+static void cpu_linear_gelu_backward(float *restrict dpre, float *dw,
+                                     float *dbias, const float *dout,
+                                     const float *act,
+                                     const float *restrict pre,
+                                     const float *w, int N, int C, int OC)
+{
+    if (dpre) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f,
+                    dout, OC, w, C, 0.0f, dpre, C);
+        const size_t n = (size_t)N * C;
+#pragma omp parallel for simd if (n >= REED_OMP_MIN)
+        for (size_t i = 0; i < n; i++)
+            dpre[i] *= gelu_slope(pre[i]);
     }
+    cpu_linear_backward(NULL, dw, dbias, dout, act, w, N, C, OC);
 }
 
 /* silu(x) = x·σ(x); out may alias inp (each element reads before writing). */
@@ -791,6 +821,8 @@ const reed_ops reed_ops_cpu = {
     .synchronize = cpu_synchronize,
     .linear_forward = cpu_linear_forward,       // sgemm (+ bias seed)
     .linear_backward = cpu_linear_backward,     // 2 sgemm + column sum
+    .linear_gelu_forward = cpu_linear_gelu_forward,
+    .linear_gelu_backward = cpu_linear_gelu_backward,
     .layernorm_forward = cpu_layernorm_forward, // two-pass, per row
     .layernorm_backward = cpu_layernorm_backward,
     .modulate_forward = cpu_modulate_forward,   // x·(1+scale)+shift

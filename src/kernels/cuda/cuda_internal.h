@@ -208,6 +208,21 @@ int cuda_lt_linear_bias(float *out, const float *inp, const float *w,
 int cuda_lt_dw_bgrad(float *dw, float *dbias, const __nv_bfloat16 *dout16,
                      const __nv_bfloat16 *inp16, int N, int C, int OC);
 
+/* The MLP's GELU in cuBLASLt's epilogues, bf16 operands and outputs
+ * (cuda_lt.cu; REED_CUDA_LT_GELU=0 turns them off). cuda_lt_gelu_on: 1
+ * where they may run (bf16 operands, cuBLASLt started, not turned off).
+ * cuda_lt_linear_gelu: pre16(N,OC) = inp16·w16ᵀ + bias (bias rounded to
+ * bf16) and out16 = gelu of that pre-activation before its rounding, both
+ * bf16. cuda_lt_dgelu:
+ * dpre16(N,C) = gelu'(pre16)·(dout16(N,OC)·w16(OC,C)), bf16. Each returns 0,
+ * or -1 without touching its outputs where it does not apply (C or OC not
+ * a multiple of 8, pointers not 16-byte aligned, no algorithm). */
+int cuda_lt_gelu_on(void);
+int cuda_lt_linear_gelu(__nv_bfloat16 *out16, __nv_bfloat16 *pre16, const __nv_bfloat16 *inp16,
+                        const __nv_bfloat16 *w16, const float *bias, int N, int C, int OC);
+int cuda_lt_dgelu(__nv_bfloat16 *dpre16, const __nv_bfloat16 *dout16, const __nv_bfloat16 *w16,
+                  const __nv_bfloat16 *pre16, int N, int C, int OC);
+
 /* Device memory in arenas (cuda_memory.cu): see ops.h's mem_alloc,
  * mem_free and mem_used. */
 void *cuda_mem_alloc(size_t bytes);
@@ -258,6 +273,12 @@ const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int k
  * about to write [p, p + bytes): a sole view there is dropped, after
  * writing back what the write leaves. */
 __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip);
+/* A new sole view of x(n) for an op that overwrites x without reading it
+ * and writes only the view. NULL where x may not have one (views or sole
+ * views off, x under the size floor or once read back: x's views are left
+ * as they were), or where there is no device memory for it (x's views are
+ * dropped then: the op is about to overwrite x anyway). */
+__nv_bfloat16 *cuda_view_sole_only(const float *x, size_t n);
 void cuda_view_need(const void *p);
 void cuda_view_need_range(const void *p, size_t bytes); /* every one there */
 void cuda_view_overwrite(const void *p, size_t bytes);
@@ -297,6 +318,7 @@ void cuda_profile_wrap(reed_ops *t);
 #define REED_OP_SLOTS(X)                                                     \
     X(upload) X(download) X(copy) X(zero)                                     \
     X(linear_forward) X(linear_backward)                                      \
+    X(linear_gelu_forward) X(linear_gelu_backward)                            \
     X(layernorm_forward) X(layernorm_backward)                                \
     X(modulate_forward) X(modulate_backward)                                  \
     X(ln_modulate_forward) X(ln_modulate_backward)                            \
@@ -378,6 +400,8 @@ void cuda_gated_add_backward(float *dy, float *dgate, const float *dx,
 void cuda_gelu_forward(float *out, const float *inp, size_t n);
 void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n);
+/* dinp = gelu'(inp)·dout, written (dinp may be dout itself). */
+void cuda_gelu_backward_write(float *dinp, const float *dout, const float *inp, size_t n);
 void cuda_silu_forward(float *out, const float *inp, size_t n);
 void cuda_silu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n);

@@ -894,13 +894,10 @@ static void act_forward(float *out, const float *inp, size_t n, int act)
     LAUNCH_CHECK("act_forward_kernel");
 }
 
-static void act_backward(float *dinp, const float *dout, const float *inp,
-                         size_t n, int act)
+/* dinp += act'(inp)·dout, or = with add 0; dinp may be dout itself. */
+static void act_backward_into(float *dinp, const float *dout, const float *inp, size_t n, int act,
+                              int add)
 {
-    // dinp freshly zeroed (cuda_zero.cu): written instead of added to.
-    const int add = !cuda_zero_take(dinp, n * sizeof(float));
-    if (!dinp || !n)
-        return;
     // Written anew: only the view, a sole one, where views allow.
     int skip = 0;
     __nv_bfloat16 *o16 = add ? cuda_view_out(dinp, n) : cuda_view_out_sole(dinp, n, &skip);
@@ -908,6 +905,15 @@ static void act_backward(float *dinp, const float *dout, const float *inp,
     act_backward_kernel<<<grid_vec4(n, n4), THREADS, 0, g_cuda.stream>>>(dinp, o16, dout, inp,
                                                                          n, n4, act, add, !skip);
     LAUNCH_CHECK("act_backward_kernel");
+}
+
+static void act_backward(float *dinp, const float *dout, const float *inp,
+                         size_t n, int act)
+{
+    // dinp freshly zeroed (cuda_zero.cu): written instead of added to.
+    const int add = !cuda_zero_take(dinp, n * sizeof(float));
+    if (dinp && n)
+        act_backward_into(dinp, dout, inp, n, act, add);
 }
 
 void cuda_gelu_forward(float *out, const float *inp, size_t n)
@@ -919,6 +925,12 @@ void cuda_gelu_backward(float *dinp, const float *dout, const float *inp,
                         size_t n)
 {
     act_backward(dinp, dout, inp, n, ACT_GELU);
+}
+
+void cuda_gelu_backward_write(float *dinp, const float *dout, const float *inp, size_t n)
+{
+    if (n)
+        act_backward_into(dinp, dout, inp, n, ACT_GELU, 0);
 }
 
 void cuda_silu_forward(float *out, const float *inp, size_t n)

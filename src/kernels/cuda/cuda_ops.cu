@@ -279,12 +279,10 @@ static void linear_backward_16(float *dinp, float *dw, float *dbias, const float
         cuda_colsum_add_bf16(dbias, d16, N, OC);
 }
 
-static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
-                                 const float *dout, const float *inp,
-                                 const float *w, int N, int C, int OC)
+/* The linear backward with dinp = bi·dinp + dout·w (bi 0: written). */
+static void linear_backward_beta(float *dinp, float *dw, float *dbias, const float *dout,
+                                 const float *inp, const float *w, int N, int C, int OC, float bi)
 {
-    // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead.
-    const float bi = cuda_zero_take(dinp, (size_t)N * C * sizeof(float)) ? 0.0f : 1.0f;
     if (cuda_bf16_gemms() && (dinp || dw || dbias)) {
         linear_backward_16(dinp, dw, dbias, dout, inp, w, N, C, OC, bi);
         return;
@@ -298,6 +296,81 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
     // dbias(OC) += Σ_n dout(n, :)
     if (dbias)
         cuda_colsum_add(dbias, dout, N, OC);
+}
+
+static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
+                                 const float *dout, const float *inp,
+                                 const float *w, int N, int C, int OC)
+{
+    // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead.
+    const float bi = cuda_zero_take(dinp, (size_t)N * C * sizeof(float)) ? 0.0f : 1.0f;
+    linear_backward_beta(dinp, dw, dbias, dout, inp, w, N, C, OC, bi);
+}
+
+/* ------------------------------------------------------------------------
+ * The MLP's linear layers with the GELU between them (ops.h's linear_gelu
+ * ops). With bf16 operands, where both outputs may be sole bf16 views
+ * (cuda_view.cu), the GELU runs in cuBLASLt's epilogues (cuda_lt.cu): the
+ * forward GEMM writes the views of pre and out, the backward's input-
+ * gradient GEMM the view of dpre from pre's; no fp32 buffer of the three
+ * is written. Elsewhere the parts run: the linear ops and the GELU kernels.
+ * ---------------------------------------------------------------------- */
+
+static int linear_gelu_fused(float *out, float *pre, const float *inp, const float *w,
+                             const float *bias, int N, int C, int OC)
+{
+    const size_t n = (size_t)N * OC;
+    if (!bias || !cuda_lt_gelu_on())
+        return -1;
+    __nv_bfloat16 *o16 = cuda_view_sole_only(out, n);
+    __nv_bfloat16 *p16 = o16 ? cuda_view_sole_only(pre, n) : NULL;
+    return p16 && cuda_lt_linear_gelu(o16, p16, cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1),
+                                      cuda_bf16_copy(BF16_B, w, (size_t)OC * C), bias, N, C,
+                                      OC) == 0 ? 0 : -1;
+}
+
+static void cuda_linear_gelu_forward(float *out, float *pre, const float *inp, const float *w,
+                                     const float *bias, int N, int C, int OC)
+{
+    const size_t n = (size_t)N * OC;
+    if (linear_gelu_fused(out, pre, inp, w, bias, N, C, OC) == 0)
+        return;
+    // The parts write pre and out anew: their sole views (unwritten ones
+    // made above, or an earlier step's) go first.
+    cuda_view_overwrite(out, n * sizeof(float));
+    cuda_view_overwrite(pre, n * sizeof(float));
+    cuda_linear_forward(pre, inp, w, bias, N, C, OC);
+    cuda_gelu_forward(out, pre, n);
+}
+
+static int linear_dgelu_fused(float *dpre, const float *dout, const float *pre, const float *w,
+                              int N, int C, int OC)
+{
+    const size_t n = (size_t)N * C;
+    if (!cuda_lt_gelu_on())
+        return -1;
+    const __nv_bfloat16 *p16 = cuda_view_get(pre, n); // the forward's
+    __nv_bfloat16 *d16 = p16 ? cuda_view_sole_only(dpre, n) : NULL;
+    return d16 && cuda_lt_dgelu(d16, cuda_view_or_copy(BF16_A, dout, (size_t)N * OC, 0),
+                                cuda_bf16_copy(BF16_B, w, (size_t)OC * C), p16, N, C, OC) == 0
+               ? 0 : -1;
+}
+
+static void cuda_linear_gelu_backward(float *dpre, float *dw, float *dbias, const float *dout,
+                                      const float *act, const float *pre, const float *w, int N,
+                                      int C, int OC)
+{
+    if (dpre && linear_dgelu_fused(dpre, dout, pre, w, N, C, OC) != 0) {
+        // dpre = dout·w, then scaled by gelu'(pre) in place; pre read in
+        // fp32 (its sole view, if the forward left one, written back), and
+        // dpre's sole views (made above, or an earlier step's) gone first.
+        const size_t n = (size_t)N * C;
+        cuda_view_need_range(pre, n * sizeof(float));
+        cuda_view_overwrite(dpre, n * sizeof(float));
+        linear_backward_beta(dpre, NULL, NULL, dout, act, w, N, C, OC, 0.0f);
+        cuda_gelu_backward_write(dpre, dpre, pre, n);
+    }
+    linear_backward_beta(NULL, dw, dbias, dout, act, w, N, C, OC, 1.0f);
 }
 
 /* ------------------------------------------------------------------------
@@ -499,6 +572,8 @@ static void cuda_table_fill(reed_ops *t)
     t->mem_used = cuda_mem_used;                   // bytes requested, not slab bytes
     t->linear_forward = cuda_linear_forward;       // bias seed + cuBLAS GEMM
     t->linear_backward = cuda_linear_backward;     // 2 GEMM + column sum
+    t->linear_gelu_forward = cuda_linear_gelu_forward;   // GELU_AUX_BIAS epilogue, or the parts
+    t->linear_gelu_backward = cuda_linear_gelu_backward; // DGELU epilogue, or the parts
     t->layernorm_forward = cuda_layernorm_forward; // warp per row, double moments
     t->layernorm_backward = cuda_layernorm_backward;
     t->modulate_forward = cuda_modulate_forward;   // x·(1+scale)+shift

@@ -27,12 +27,15 @@
  * pointer argument that points into a sole view's buffer makes the view
  * write its values back to fp32 first ("materialize", rounded to bf16:
  * the precision the GEMMs saw), except the arguments an op reads through
- * views (linear's inp, its backward's dout and inp) or overwrites whole
- * itself (zero, and the producers' outputs). On SiT-B/2 the producers are
- * ln_modulate and gelu forward, and gelu_backward, gated_add_backward and
- * the flash backward on a freshly zeroed gradient; nothing reads their
- * fp32 output in a training step, which saves about 2.4 GB of writes per
- * block and step. Like the write rule above, this assumes an op reads
+ * views (linear's inp, its backward's dout and inp, the linear_gelu ops'
+ * inputs) or overwrites whole itself (zero, and the producers' outputs).
+ * On SiT-B/2 the producers are ln_modulate and gelu forward, and
+ * gelu_backward, gated_add_backward and the flash backward on a freshly
+ * zeroed gradient; nothing reads their fp32 output in a training step,
+ * which saves about 2.4 GB of writes per block and step. The linear_gelu
+ * ops' GEMMs write sole views themselves (cuda_view_sole_only): the MLP's
+ * pre-activation, its GELU, and the gradient through the GELU; where the
+ * backward runs its parts instead, it writes pre's view back to read it. Like the write rule above, this assumes an op reads
  * through a pointer only within the buffer it points into (the engine
  * carves its buffers out of one block, and each op argument is one of
  * them). A zero or a producer's write that covers a part of a sole view
@@ -231,6 +234,16 @@ __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip)
     return v ? v->bf : NULL;
 }
 
+__nv_bfloat16 *cuda_view_sole_only(const float *x, size_t n)
+{
+    const view *old = find(x);
+    if (!views_active() || views.sole_off || !n || n < views.sole_min || (old && old->read_back))
+        return NULL;
+    int skip;
+    __nv_bfloat16 *bf = cuda_view_out_sole(x, n, &skip);
+    return bf && skip ? bf : NULL;
+}
+
 /* --- REED_CUDA_VIEW_CHECK --------------------------------------------------------- */
 
 /* Per block: how many of v[i] differ from bf16(x[i]) (the first pass of a
@@ -367,6 +380,8 @@ static unsigned sole_exempt(const char *slot)
     } table[] = {
         {"linear_forward", 1u << 1},                // inp
         {"linear_backward", 1u << 3 | 1u << 4},     // dout, inp
+        {"linear_gelu_forward", 1u << 0 | 1u << 1 | 1u << 2},            // out, pre; inp
+        {"linear_gelu_backward", 1u << 0 | 1u << 3 | 1u << 4 | 1u << 5}, // dpre; dout, act, pre
         {"zero", 1u << 0},                          // p: cuda_view_overwrite
         {"upload", 1u << 0},                        // dst: the same
         {"download", 1u << 1},                      // src: cuda_view_need_range

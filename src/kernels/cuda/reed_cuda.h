@@ -93,6 +93,11 @@ long reed_cuda_copies_folded(void);
  * tests and benchmarks. */
 long reed_cuda_lt_bgrad_calls(void);
 
+/* GEMMs so far that ran the MLP's GELU in their cuBLASLt epilogue
+ * (GELU_AUX_BIAS forward, DGELU backward; cuda_lt.cu). For tests and
+ * benchmarks. */
+long reed_cuda_lt_gelu_calls(void);
+
 /* A CUDA, cuBLAS or cuDNN call failed (a bug or a sticky device error):
  * the backend calls this handler with a one-line message naming the call
  * and its file:line, then abort()s. The default prints to stderr; a UI that
