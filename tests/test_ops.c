@@ -631,13 +631,15 @@ static void test_gated_add(dims d)
  * gelu (tanh approximation) and silu, elementwise
  * ---------------------------------------------------------------------- */
 
+static double gelu_d(double x)
+{
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
 static void ref_gelu(const problem *p, double *out)
 {
-    const double k = sqrt(2.0 / M_PI);
-    for (size_t i = 0; i < p->out_n; i++) {
-        double x = p->din[0][i];
-        out[i] = 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
-    }
+    for (size_t i = 0; i < p->out_n; i++)
+        out[i] = gelu_d(p->din[0][i]);
 }
 
 static void ref_silu(const problem *p, double *out)
@@ -686,11 +688,6 @@ static void test_activation(size_t n, int is_gelu)
  * linear_gelu_backward (the second layer's backward, act = gelu(pre),
  * through the GELU into dpre, which it writes rather than adds to)
  * ---------------------------------------------------------------------- */
-
-static double gelu_d(double x)
-{
-    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-}
 
 /* The backward's function: out(N,OC) = gelu(pre(N,C))·w(OC,C)ᵀ + bias. */
 static void ref_gelu_linear(const problem *p, double *out)

@@ -123,13 +123,14 @@ static bool has_bias(int e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASL
 static bool has_aux(int e) { return e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU; }
 
 /* BGRADB: bias[j] = Σ_k op(B)(k, j). */
-static void bgradb(const emu_lt_desc *d, const void *B, const emu_lt_layout *Bl, int n, int k)
+static void bgradb(const emu_lt_desc *d, cudaDataType_t bias_type, const void *B, const emu_lt_layout *Bl,
+                   int n, int k)
 {
     for (int j = 0; j < n; j++) {
         double sum = 0.0;
         for (int kk = 0; kk < k; kk++)
             sum += load(B, Bl->type, d->tb == CUBLAS_OP_N ? kk + (size_t)j * Bl->ld : j + (size_t)kk * Bl->ld);
-        store((void *)d->bias, (cudaDataType_t)d->bias_type, j, (float)sum);
+        store((void *)d->bias, bias_type, j, (float)sum);
     }
 }
 
@@ -162,7 +163,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                                     Bl->type, (int)Bl->ld, beta, acc, CUDA_R_32F, ld, d->compute,
                                     CUBLAS_GEMM_DEFAULT);
     if (s) return s;
-    if (d->epilogue == CUBLASLT_EPILOGUE_BGRADB) bgradb(d, B, Bl, n, k);
+    if (d->epilogue == CUBLASLT_EPILOGUE_BGRADB) bgradb(d, bias_type, B, Bl, n, k);
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             float x = acc[i + (size_t)j * ld];

@@ -35,7 +35,8 @@
  * which saves about 2.4 GB of writes per block and step. The linear_gelu
  * ops' GEMMs write sole views themselves (cuda_view_sole_only): the MLP's
  * pre-activation, its GELU, and the gradient through the GELU; where the
- * backward runs its parts instead, it writes pre's view back to read it. Like the write rule above, this assumes an op reads
+ * backward runs its parts instead, it writes pre's view back to read it.
+ * Like the write rule above, this assumes an op reads
  * through a pointer only within the buffer it points into (the engine
  * carves its buffers out of one block, and each op argument is one of
  * them). A zero or a producer's write that covers a part of a sole view
@@ -222,10 +223,17 @@ __nv_bfloat16 *cuda_view_out(const float *x, size_t n)
     return v ? v->bf : NULL;
 }
 
+/* Whether an output of n values whose view is v (or NULL: none yet) may
+ * be made sole. */
+static int may_be_sole(const view *v, size_t n)
+{
+    return !views.sole_off && !(v && v->read_back) && n >= views.sole_min;
+}
+
 __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip)
 {
     view *v = view_out(x, n, 0);
-    *skip = v && !views.sole_off && !v->read_back && n >= views.sole_min;
+    *skip = v && may_be_sole(v, n);
     if (*skip) {
         v->sole = 1;
         views.nsole++;
@@ -236,8 +244,7 @@ __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip)
 
 __nv_bfloat16 *cuda_view_sole_only(const float *x, size_t n)
 {
-    const view *old = find(x);
-    if (!views_active() || views.sole_off || !n || n < views.sole_min || (old && old->read_back))
+    if (!views_active() || !n || !may_be_sole(find(x), n))
         return NULL;
     int skip;
     __nv_bfloat16 *bf = cuda_view_out_sole(x, n, &skip);
