@@ -27,7 +27,7 @@
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
 # B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY_ZERO=0, with
-# REED_CUDA_VIEWS=0 and with REED_CUDA_ATTENTION=gemm; sitS
+# REED_CUDA_VIEWS=0, REED_CUDA_LN_VEC=0 and with REED_CUDA_ATTENTION=gemm; sitS
 # bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
 # torch.compile (given up after 60 s of compiling + first step, then
 # reported as "—").
@@ -414,6 +414,9 @@ REED_CUDA_LT_BGRAD=0 reed_bench "reed B2 bf16 no BGRADB" 15 60 B2 bf16 2 10
 # The MLP's GELU in cuBLASLt's epilogues (GELU_AUX_BIAS, DGELU) against
 # our GELU kernels between the GEMMs.
 REED_CUDA_LT_GELU=0 reed_bench "reed B2 bf16 no GELU epilogue" 15 60 B2 bf16 2 10
+# The vectorized LayerNorm rows (float4, float sums) against the scalar
+# kernels with double sums.
+REED_CUDA_LN_VEC=0 reed_bench "reed B2 bf16 scalar LayerNorm" 15 60 B2 bf16 2 10
 # The whole step with attention forced onto the GEMM path (the auto choice
 # above weighs the paths on attention alone, at batch 32).
 REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 gemm attention" 15 60 B2 bf16 2 10
@@ -484,8 +487,9 @@ for key, (status, rest) in rows.items():
 for cfg, prec in (("B2", "bf16"), ("sitS", "bf16"), ("sitS", "fp32")):
     reed, eager = result(f"reed {cfg} {prec}"), result(f"torch {cfg} {prec}")
     if isinstance(reed, dict) and reed.get("backend_mb", -1) >= 0:
-        peak = eager.get("peak_gpu_mb") if isinstance(eager, dict) else None
-        torch_mem = f"{peak / 1024:.1f} GiB peak" if isinstance(peak, (int, float)) else "?"
+        torch_peak = eager.get("peak_gpu_mb") if isinstance(eager, dict) else None
+        torch_mem = (f"{torch_peak / 1024:.1f} GiB peak"
+                     if isinstance(torch_peak, (int, float)) else "?")
         print(f"memory {cfg} {prec}: reed {reed['backend_mb'] / 1024:.1f} GiB held after the steps,"
               f" torch eager {torch_mem}")
 
