@@ -431,7 +431,7 @@ static double backend_mb(const char *device) {
 
 /* The CUDA backend's bf16 shortcuts, counted (reed_cuda.h). */
 typedef struct cuda_counts {
-    long view_hits, sole_made, sole_back, bgrad, gelu;
+    long view_hits, sole_made, sole_back, bgrad, gelu, bf16_out;
 } cuda_counts;
 
 static cuda_counts cuda_counts_now(void) {
@@ -440,6 +440,7 @@ static cuda_counts cuda_counts_now(void) {
     reed_cuda_view_sole_counts(&c.sole_made, &c.sole_back);
     c.bgrad = reed_cuda_lt_bgrad_calls();
     c.gelu = reed_cuda_lt_gelu_calls();
+    c.bf16_out = reed_cuda_lt_bf16_out_calls();
     return c;
 }
 
@@ -449,9 +450,11 @@ static void print_cuda_counts(cuda_counts c0, int steps) {
     const double s = steps > 0 ? steps : 1;
     fprintf(stderr, "per step: %.0f GEMM operands read from bf16 views, %.0f sole views made "
             "(%.0f written back to fp32), %.0f bias gradients in the dw GEMM's epilogue, "
-            "%.0f GEMMs with the GELU in their epilogue\n",
+            "%.0f GEMMs with the GELU in their epilogue, %.0f linear outputs written as bf16 "
+            "only\n",
             (c.view_hits - c0.view_hits) / s, (c.sole_made - c0.sole_made) / s,
-            (c.sole_back - c0.sole_back) / s, (c.bgrad - c0.bgrad) / s, (c.gelu - c0.gelu) / s);
+            (c.sole_back - c0.sole_back) / s, (c.bgrad - c0.bgrad) / s, (c.gelu - c0.gelu) / s,
+            (c.bf16_out - c0.bf16_out) / s);
 }
 
 /* Opens the run in dir, warms up and times; fills *elapsed, *mb (backend_mb

@@ -379,6 +379,21 @@ static int env_off(const char *name)
     return v && v[0] == '0';
 }
 
+#ifdef REED_CUDA_EMU_TEST
+/* Whether the emulator's bf16 linears must write their outputs as bf16
+ * views alone (cuda_ops.cu's linear_forward_sole): bf16 operands, with a
+ * bias, OC a multiple of 8, no switch off. */
+static int want_bf16_out(double tol, int with_bias, int OC)
+{
+    const char *const switches[] = {"REED_CUDA_BF16_OPERANDS", "REED_CUDA_LT", "REED_CUDA_VIEWS",
+                                    "REED_CUDA_VIEW_SOLE"};
+    int on = tol == TOL_BF16 && with_bias && OC % 8 == 0;
+    for (size_t i = 0; i < sizeof switches / sizeof *switches; i++)
+        on &= !env_off(switches[i]);
+    return on;
+}
+#endif
+
 static void test_linear(int N, int C, int OC, int with_bias, double tol)
 {
     const size_t ni = (size_t)N * C, nw = (size_t)OC * C, no = (size_t)N * OC;
@@ -386,6 +401,7 @@ static void test_linear(int N, int C, int OC, int with_bias, double tol)
     float *bias = with_bias ? hrand(OC, -1, 1) : NULL;
     float *out = hbuf(no), *d_out = dnan(no);
     float *d_inp = dup(inp, ni), *d_w = dup(w, nw);
+    const long bf16_out0 = reed_cuda_lt_bf16_out_calls();
     cpu->linear_forward(out, inp, w, bias, N, C, OC);
     gpu->linear_forward(d_out, d_inp, d_w, dup(bias, OC), N, C, OC);
     expect("linear_forward", out, d_out, no, tol, "N=%d C=%d OC=%d%s", N, C, OC,
@@ -399,6 +415,10 @@ static void test_linear(int N, int C, int OC, int with_bias, double tol)
         expect("linear_forward", out, d_out1, no, tol, "N=%d C=%d OC=%d bias at 4-byte alignment",
                N, C, OC);
     }
+    // A first call on a buffer writes it in fp32 (probation), in every mode.
+    const long bf16_out = reed_cuda_lt_bf16_out_calls() - bf16_out0;
+    check(bf16_out == 0, "%-31s %-4s N=%d C=%d OC=%d: %ld outputs written as bf16 only, want 0",
+          "linear_forward first call fp32", mode, N, C, OC, bf16_out);
 
     float *dout = hrand(no, -1, 1), *d_dout = dup(dout, no);
     const long bgrad0 = reed_cuda_lt_bgrad_calls();
@@ -737,6 +757,9 @@ static void run_attention(double tol)
     test_attention(1, 300, 32, 2, 1.0f, tol);  // T > 256, hs 16: not the fused path
     test_attention(2, 40, 256, 2, 1.0f, tol);  // hs 128: the flash path's largest
     test_attention(1, 300, 128, 2, 1.0f, tol); // T > 256, hs 64
+    // T = 3: no room in att for the flash forward's bf16 copy of out, so
+    // the flash backward sums D = Σ p∘dP in a first pass instead
+    test_attention(2, 3, 64, 1, 1.0f, tol);
     if (large && large[0] == '1')
         test_attention(8, 256, 768, 12, 1.0f, tol);
 }
@@ -762,6 +785,56 @@ static void test_attention_paths(double tol)
               p1, p2);
         test_attention(s[0], s[1], s[2], s[3], 1.0f, tol);
     }
+}
+
+/* The qkv linear, then the attention on its output, as in a SiT block,
+ * twice on the same buffers (two steps): with bf16 operands the linear's
+ * second call may write qkv as a sole bf16 view alone, once the first
+ * showed only GEMMs read it (probation): the gemm and flash paths read qkv
+ * through its view, the fused path in fp32, which fails probation. On each
+ * path and round: out and dqkv against the CPU's chain, qkv never read
+ * back. */
+static void test_qkv_attention(int B, int T, int C, int NH, double tol)
+{
+    static const char *const names[] = {"", "gemm", "fused", "flash", "flash+gemm"};
+    const int N = B * T, C3 = 3 * C;
+    const size_t ni = (size_t)N * C, nw = (size_t)C3 * C, nq = (size_t)N * C3;
+    const size_t na = (size_t)B * NH * T * T;
+    float *inp = hrand(ni, -1, 1), *w = hrand(nw, -0.15f, 0.15f), *bias = hrand(C3, -0.3f, 0.3f);
+    float *dout = hrand(ni, -1, 1), *qkv = hbuf(nq), *out = hbuf(ni), *att = hbuf(na);
+    float *dqkv = hbuf(nq);
+    cpu->linear_forward(qkv, inp, w, bias, N, C, C3);
+    cpu->attention_forward(out, att, qkv, B, T, C, NH);
+    memset(dqkv, 0, nq * sizeof(float));
+    cpu->attention_backward(dqkv, hbuf(na), dout, qkv, att, B, T, C, NH);
+    for (int path = 1; path <= 4; path++) {
+        reed_cuda_set_attention(path);
+        const char *p = names[reed_cuda_attention_path(B, T, C, NH)];
+        float *d_inp = dup(inp, ni), *d_w = dup(w, nw), *d_bias = dup(bias, C3);
+        float *d_dout = dup(dout, ni), *d_qkv = dnan(nq), *d_out = dnan(ni), *d_att = dnan(na);
+        float *g_dqkv = dnan(nq), *scratch = dnan(na);
+        const long bf16_out0 = reed_cuda_lt_bf16_out_calls();
+        for (int round = 1; round <= 2; round++) {
+            gpu->linear_forward(d_qkv, d_inp, d_w, d_bias, N, C, C3);
+            gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+            gpu->zero(g_dqkv, nq * sizeof(float));
+            gpu->attention_backward(g_dqkv, scratch, d_dout, d_qkv, d_att, B, T, C, NH);
+            expect("qkv linear → attention out", out, d_out, ni, tol,
+                   "B=%d T=%d C=%d NH=%d %s round %d", B, T, C, NH, p, round);
+            expect("qkv linear → attention dqkv", dqkv, g_dqkv, nq, tol,
+                   "B=%d T=%d C=%d NH=%d %s round %d", B, T, C, NH, p, round);
+        }
+        const long bf16_out = reed_cuda_lt_bf16_out_calls() - bf16_out0;
+        printf("note qkv linear → attention %s: %ld of 2 qkv outputs written as bf16 only\n", p,
+               bf16_out);
+#ifdef REED_CUDA_EMU_TEST
+        const long want = want_bf16_out(tol, 1, C3) && path != 2; // 2: fused
+        check(bf16_out == want, "%-31s %-4s B=%d T=%d C=%d %s: %ld, want %ld (emulator)",
+              "qkv linear bf16 output", mode, B, T, C, p, bf16_out, want);
+#endif
+    }
+    reed_cuda_set_attention(0);
+    release();
 }
 
 /* ------------------------------------------------------------------------
@@ -1706,6 +1779,7 @@ int main(void)
         test_linear_gelu(64, 32, 128, 32, TOL_BF16, 1);
         test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);
+        test_qkv_attention(2, 64, 128, 2, TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");
         if (cudnn) {
             reed_cuda_set_cudnn(0);

@@ -556,9 +556,17 @@ static dim3 attn_grid(const attn_dims &d, int B)
     return dim3((unsigned)((d.T + d.br - 1) / d.br), (unsigned)d.NH, (unsigned)B);
 }
 
+/* The fused kernels read qkv in fp32: a sole view of it (the qkv linear's
+ * bf16 output) is written back first; the other paths read the view. */
+static void need_qkv(const float *qkv, int B, const attn_dims &d)
+{
+    cuda_view_need_range(qkv, (size_t)B * d.T * 3 * d.C * sizeof(float));
+}
+
 static void fused_forward(float *out, float *lse, const float *qkv, int B,
                           attn_dims d)
 {
+    need_qkv(qkv, B, d);
     d.vec = aligned16(qkv); // then every row start is (C, hs multiples of 16)
     const size_t smem = smem_bytes(d.br, d.Tp, d.hs, 1);
     attn_forward_kernel<<<attn_grid(d, B), ATT_THREADS, smem, g_cuda.stream>>>(
@@ -571,6 +579,7 @@ static void fused_backward(float *dqkv, float *scratch, const float *dout,
                            const float *qkv, const float *lse, int B,
                            attn_dims d)
 {
+    need_qkv(qkv, B, d);
     d.vec = aligned16(qkv) && aligned16(dout);
     const size_t smem = smem_bytes(d.br, d.Tp, d.hs, 2);
     attn_backward_query_kernel<<<attn_grid(d, B), ATT_THREADS, smem,
@@ -588,13 +597,17 @@ static void fused_backward(float *dqkv, float *scratch, const float *dout,
  * forward writing P, then the GEMM path's backward); the flash paths only
  * on bf16 operands. In auto mode
  * the first call for a shape (T, C, NH) times forward + backward of each
- * path that covers it on min(B, TUNE_BATCH) samples of random data and
- * caches the fastest; the cache never evicts (a full cache gives the first
+ * path that covers it on min(B, TUNE_BATCH) samples of random data (or
+ * TUNE_BATCH_SMALL where those buffers do not fit) and caches the fastest; the cache never evicts (a full cache gives the first
  * covering path of flash, fused, GEMM without timing), so a shape keeps
  * its path.
  * ---------------------------------------------------------------------- */
 
-#define TUNE_BATCH 32
+/* The batch the paths are timed at: SiT-B/2's 256, since the order of the
+ * paths changes with it (on an H200 at batch 32 flash+GEMM timed faster
+ * than GEMM, while whole steps at batch 256 ran faster on GEMM). */
+#define TUNE_BATCH 256
+#define TUNE_BATCH_SMALL 32
 #define TUNE_REPS 3
 #define TUNE_SLOTS 64
 
@@ -660,45 +673,55 @@ static int tune_alloc(tune_bufs *t, int B, int T, int C, int NH)
     return 0;
 }
 
-static void run_path(int path, const tune_bufs *t, int B, int T, int C, int NH,
-                     const attn_plan *plan)
+static void run_forward(int path, const tune_bufs *t, int B, int T, int C, int NH,
+                        const attn_plan *plan)
 {
-    if (path == ATT_PATH_FUSED) {
+    if (path == ATT_PATH_FUSED)
         fused_forward(t->out, t->att, t->qkv, B, plan->fwd);
-        fused_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, plan->bwd);
-        return;
-    }
-    if (path == ATT_PATH_FLASH) {
+    else if (path == ATT_PATH_FLASH)
         cuda_flash_forward(t->out, t->att, NULL, t->qkv, B, T, C, NH);
-        cuda_flash_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH, 1);
-        return;
-    }
-    if (path == ATT_PATH_FLASH_GEMM)
+    else if (path == ATT_PATH_FLASH_GEMM)
         cuda_flash_forward(t->out, NULL, (bf16 *)t->att, t->qkv, B, T, C, NH);
     else
         cuda_attention_forward_gemm(t->out, t->att, t->qkv, B, T, C, NH);
-    cuda_attention_backward_gemm(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH,
-                                 1.0f);
 }
 
-/* Milliseconds of one forward + backward on the path (after a warm-up). */
-static float time_path(int path, const tune_bufs *t, int B, int T, int C, int NH,
-                       const attn_plan *plan)
+static void run_backward(int path, const tune_bufs *t, int B, int T, int C, int NH,
+                         const attn_plan *plan)
 {
-    cudaEvent_t start, stop;
-    CUDA_CHECK(cudaEventCreate(&start));
-    CUDA_CHECK(cudaEventCreate(&stop));
-    run_path(path, t, B, T, C, NH, plan);
-    CUDA_CHECK(cudaEventRecord(start, g_cuda.stream));
-    for (int i = 0; i < TUNE_REPS; i++)
-        run_path(path, t, B, T, C, NH, plan);
-    CUDA_CHECK(cudaEventRecord(stop, g_cuda.stream));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    CUDA_CHECK(cudaEventDestroy(start));
-    CUDA_CHECK(cudaEventDestroy(stop));
-    return ms / TUNE_REPS;
+    if (path == ATT_PATH_FUSED)
+        fused_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, plan->bwd);
+    else if (path == ATT_PATH_FLASH)
+        cuda_flash_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH, 1);
+    else
+        cuda_attention_backward_gemm(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C,
+                                     NH, 1.0f);
+}
+
+/* Milliseconds of the path's forward (ms[0]) and backward (ms[1]), each
+ * the mean of TUNE_REPS after a warm-up. */
+static void time_path(int path, const tune_bufs *t, int B, int T, int C, int NH,
+                      const attn_plan *plan, float ms[2])
+{
+    cudaEvent_t ev[3];
+    for (int i = 0; i < 3; i++)
+        CUDA_CHECK(cudaEventCreate(&ev[i]));
+    ms[0] = ms[1] = 0.0f;
+    for (int rep = 0; rep <= TUNE_REPS; rep++) {
+        CUDA_CHECK(cudaEventRecord(ev[0], g_cuda.stream));
+        run_forward(path, t, B, T, C, NH, plan);
+        CUDA_CHECK(cudaEventRecord(ev[1], g_cuda.stream));
+        run_backward(path, t, B, T, C, NH, plan);
+        CUDA_CHECK(cudaEventRecord(ev[2], g_cuda.stream));
+        CUDA_CHECK(cudaEventSynchronize(ev[2]));
+        for (int i = 0; i < 2 && rep > 0; i++) { // rep 0: the warm-up
+            float part = 0.0f;
+            CUDA_CHECK(cudaEventElapsedTime(&part, ev[i], ev[i + 1]));
+            ms[i] += part / TUNE_REPS;
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        CUDA_CHECK(cudaEventDestroy(ev[i]));
 }
 
 /* The paths that cover a shape (a bit per path), and the default when
@@ -716,17 +739,20 @@ static int first_path(int covered)
 static int autotune(int B, int T, int C, int NH, const attn_plan *plan, int covered)
 {
     static const char *const names[ATT_PATHS] = {"", "GEMM", "fused", "flash", "flash+GEMM"};
-    const int Bt = B < TUNE_BATCH ? B : TUNE_BATCH;
+    int Bt = B < TUNE_BATCH ? B : TUNE_BATCH;
     tune_bufs t;
-    if (tune_alloc(&t, Bt, T, C, NH))
-        return first_path(covered);
-    float ms[ATT_PATHS] = {0};
+    if (tune_alloc(&t, Bt, T, C, NH)) {
+        Bt = B < TUNE_BATCH_SMALL ? B : TUNE_BATCH_SMALL;
+        if (tune_alloc(&t, Bt, T, C, NH))
+            return first_path(covered);
+    }
+    float ms[ATT_PATHS][2] = {{0}};
     int best = ATT_PATH_GEMM;
     for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++) {
         if (!(covered & PATH_BIT(p)))
             continue;
-        ms[p] = time_path(p, &t, Bt, T, C, NH, plan);
-        if (ms[p] < ms[best])
+        time_path(p, &t, Bt, T, C, NH, plan, ms[p]);
+        if (ms[p][0] + ms[p][1] < ms[best][0] + ms[best][1])
             best = p;
     }
     cuda_mem_free(t.base);
@@ -736,7 +762,7 @@ static int autotune(int B, int T, int C, int NH, const attn_plan *plan, int cove
                 NH, Bt);
         for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++)
             if (covered & PATH_BIT(p))
-                fprintf(stderr, " %s %.3f ms,", names[p], ms[p]);
+                fprintf(stderr, " %s %.3f + %.3f ms,", names[p], ms[p][0], ms[p][1]);
         fprintf(stderr, " keeps %s\n", names[best]);
     }
     return best;

@@ -26,9 +26,11 @@
  * tiles, P (bf16) to `P` (the GEMM path's saved state, for its backward).
  * Backward, two kernels (deterministic, no atomics; each element of dqkv
  * read, added to and written by one thread):
- *  - per 64 query rows: pass 1 over the key tiles gives D; pass 2
- *    recomputes p and dP, dS = p∘(dP − D), dq += dS·k/sqrt(hs); D goes to
- *    scratch;
+ *  - per 64 query rows: D_i = Σ_j p_ij·dP_ij = dout_i·out_i (as
+ *    FlashAttention-2), from the bf16 copy of out the forward left in att
+ *    after lse where there is room (else a first pass over the key tiles
+ *    sums p∘dP); then over the key tiles p and dP again,
+ *    dS = p∘(dP − D), dq += dS·k/sqrt(hs); D goes to scratch;
  *  - per 64 keys, 4 warps of 16 keys: over the query tiles, sᵀ = k·qᵀ,
  *    pᵀ, dPᵀ = v·doutᵀ, dSᵀ; dv += pᵀ·dout, dk += dSᵀ·q/sqrt(hs).
  */
@@ -76,40 +78,77 @@ __device__ __forceinline__ int lane_t(void) { return threadIdx.x & 3; }
 #define LD_ROWS(HS) ((HS) + FL_PAD)
 #define LD_COLS (FL_TILE + FL_PAD)
 
-/* dst(FL_TILE rows) = rows r0 .. r0 + FL_TILE − 1 of src (hs bf16 each,
- * row stride lds), zero past T; 16 bytes per thread and step. */
-template <int HS>
-__device__ void load_rows(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
-{
-    constexpr int CH = HS / 8; // 16-byte chunks per row
-    for (int i = threadIdx.x; i < FL_TILE * CH; i += blockDim.x) {
-        const int r = i / CH, c = i % CH;
-        uint4 v = {0u, 0u, 0u, 0u};
-        if (r0 + r < T)
-            v = *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c);
-        *(uint4 *)(dst + r * LD_ROWS(HS) + 8 * c) = v;
-    }
-}
+/* A tile's 16-byte chunks on their way from global to shared memory:
+ * each thread fetches its N chunks of rows r0 .. r0 + FL_TILE − 1 of src
+ * (hs bf16 each, row stride lds; zero past T) into registers, all loads in
+ * flight at once, and later puts them into a tile as rows (COLS 0: dst row
+ * r at r·LD_ROWS) or transposed (COLS 1: dst(hs rows)[e][r] = element e of
+ * row r). The transposed mapping gives adjacent threads adjacent rows, so
+ * a warp's 2-byte stores go to adjacent addresses. */
+template <int HS, int COLS> struct tile_chunks {
+    static constexpr int CH = HS / 8; // chunks per row
+    static constexpr int N = FL_TILE * CH / FL_THREADS;
+    static_assert(FL_TILE * CH % FL_THREADS == 0, "whole chunks per thread");
+    uint4 v[N];
 
-/* The transposed tile: dst(hs rows)[e][r] = element e of src row r0 + r,
- * zero past T. Adjacent threads take adjacent rows, so a warp's 2-byte
- * stores go to adjacent addresses. */
-template <int HS>
-__device__ void load_cols(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
-{
-    constexpr int CH = HS / 8;
-    unsigned short *d = (unsigned short *)dst; // bf16 bits
-    for (int i = threadIdx.x; i < FL_TILE * CH; i += blockDim.x) {
-        const int r = i % FL_TILE, c = i / FL_TILE;
-        uint4 v = {0u, 0u, 0u, 0u};
-        if (r0 + r < T)
-            v = *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c);
-        const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-            d[(8 * c + e) * LD_COLS + r] = (unsigned short)(w[e / 2] >> (16 * (e & 1)));
+    /* Row r and chunk c of the thread's chunk j. */
+    __device__ static void where(int j, int &r, int &c)
+    {
+        const int i = threadIdx.x + j * FL_THREADS;
+        r = COLS ? i % FL_TILE : i / CH;
+        c = COLS ? i / FL_TILE : i % CH;
     }
+    __device__ void fetch(const bf16 *src, size_t lds, int r0, int T)
+    {
+#pragma unroll
+        for (int j = 0; j < N; j++) {
+            int r, c;
+            where(j, r, c);
+            v[j] = r0 + r < T ? *(const uint4 *)(src + (size_t)(r0 + r) * lds + 8 * c)
+                              : uint4{0u, 0u, 0u, 0u};
+        }
+    }
+    __device__ void put(bf16 *dst) const
+    {
+#pragma unroll
+        for (int j = 0; j < N; j++) {
+            int r, c;
+            where(j, r, c);
+            if (!COLS) {
+                *(uint4 *)(dst + r * LD_ROWS(HS) + 8 * c) = v[j];
+                continue;
+            }
+            unsigned short *d = (unsigned short *)dst; // bf16 bits
+            const unsigned w[4] = {v[j].x, v[j].y, v[j].z, v[j].w};
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                d[(8 * c + e) * LD_COLS + r] = (unsigned short)(w[e / 2] >> (16 * (e & 1)));
+        }
+    }
+};
+
+/* One tile (rows or transposed), and two with all their loads in flight
+ * together. */
+template <int HS, int COLS>
+__device__ void load_tile(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
+{
+    tile_chunks<HS, COLS> t;
+    t.fetch(src, lds, r0, T);
+    t.put(dst);
 }
+template <int HS, int COLS1, int COLS2>
+__device__ void load_tiles(bf16 *dst1, const bf16 *src1, size_t lds1, bf16 *dst2,
+                           const bf16 *src2, size_t lds2, int r0, int T)
+{
+    tile_chunks<HS, COLS1> t1;
+    tile_chunks<HS, COLS2> t2;
+    t1.fetch(src1, lds1, r0, T);
+    t2.fetch(src2, lds2, r0, T);
+    t1.put(dst1);
+    t2.put(dst2);
+}
+#define ROWS 0
+#define COLS 1
 
 /* The A fragments of the warp's 16 rows (from row0) of a row tile. */
 template <int HS>
@@ -216,11 +255,12 @@ typedef struct flash_args {
     const bf16 *qkv;    /* (B, T, 3C): qkv's bf16 view */
     const bf16 *dout;   /* (B, T, C), the backward's */
     float *out;         /* (B, T, C): forward; dqkv (B, T, 3C): backward */
-    bf16 *out16;        /* dqkv's bf16 view, or NULL (backward) */
-    int keep;           /* 0: dqkv's view only, a sole one (backward) */
+    bf16 *out16;        /* out's or dqkv's bf16 view, or NULL */
+    int keep;           /* 0: that view only, a sole one */
     float *lse;         /* (B, NH, T) lse2, or NULL (forward) */
     bf16 *P;            /* (B, NH, T, T), or NULL (forward) */
     float *D;           /* (B, NH, T): backward */
+    bf16 *o16;          /* (B, T, C): out in bf16, kept in att for D; or NULL */
     int T, C, NH, add;  /* add: the backward adds into dqkv (else writes) */
     float sc, sc2;      /* 1/sqrt(hs), log2(e)/sqrt(hs) */
 } flash_args;
@@ -304,7 +344,7 @@ __device__ void forward_body(const flash_args &a)
     const int T = a.T, q0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
 
-    load_rows<HS>(qs, pl.q, ld3, q0, T);
+    load_tile<HS, ROWS>(qs, pl.q, ld3, q0, T);
     __syncthreads();
     unsigned qa[HS / 16][4];
     load_a<HS>(qa, qs, w16);
@@ -316,8 +356,7 @@ __device__ void forward_body(const flash_args &a)
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     for (int k0 = 0; k0 < T; k0 += FL_TILE) {
         __syncthreads(); // every warp is done with the previous k and v
-        load_rows<HS>(ks, pl.k, ld3, k0, T);
-        load_cols<HS>(vt, pl.v, ld3, k0, T);
+        load_tiles<HS, ROWS, COLS>(ks, pl.k, ld3, vt, pl.v, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, ks);
         scale_mask(s, a.sc2, k0, T);
@@ -356,14 +395,18 @@ __device__ void forward_body(const flash_args &a)
         for (int n = 0; n < HS / 8; n++)
             o[n][2 * r] /= l[r], o[n][2 * r + 1] /= l[r];
     }
-    store_rows<HS>(a.out + pl.row * a.C + pl.col, NULL, a.C, o, q0 + w16, T, 1.0f, 0);
+    const size_t at = pl.row * a.C + pl.col;
+    store_rows<HS>(a.out + at, a.out16 ? a.out16 + at : NULL, a.C, o, q0 + w16, T, 1.0f, 0,
+                   a.keep);
+    if (a.o16) // only the bf16 copy (keep 0)
+        store_rows<HS>(a.out + at, a.o16 + at, a.C, o, q0 + w16, T, 1.0f, 0, 0);
     if (!a.P)
         return;
     // Pass 2: the normalised P for the GEMM path's backward.
     bf16 *P = a.P + pl.bh * T;
     for (int k0 = 0; k0 < T; k0 += FL_TILE) {
         __syncthreads();
-        load_rows<HS>(ks, pl.k, ld3, k0, T);
+        load_tile<HS, ROWS>(ks, pl.k, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, ks);
         scale_mask(s, a.sc2, k0, T);
@@ -375,19 +418,42 @@ __device__ void forward_body(const flash_args &a)
  * Backward
  * ---------------------------------------------------------------------- */
 
+/* Ds[r] = Σ_e dout(r, e)·o(r, e) for the tile's rows r (0 past T): dout the
+ * tile in shared memory, o from global memory (row stride ldo). Two
+ * threads a row, half the head each. */
+template <int HS>
+__device__ void row_dots(float *Ds, const bf16 *dout, const bf16 *o, size_t ldo, int r0, int T)
+{
+    static_assert(FL_THREADS == 2 * FL_TILE && HS % 16 == 0, "two threads a row, 16-byte halves");
+    const int r = threadIdx.x / 2, e0 = (threadIdx.x % 2) * (HS / 2);
+    float sum = 0.0f;
+    if (r0 + r < T)
+#pragma unroll
+        for (int e = e0; e < e0 + HS / 2; e += 8) {
+            const uint4 ov = *(const uint4 *)(o + (size_t)(r0 + r) * ldo + e);
+            const bf16 *ob = (const bf16 *)&ov, *db = dout + r * LD_ROWS(HS) + e;
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                sum += __bfloat162float(db[k]) * __bfloat162float(ob[k]);
+        }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    if (threadIdx.x % 2 == 0)
+        Ds[r] = sum;
+}
+
 /* The query kernel: D, then dq. Shared memory: two row tiles (q and dout,
- * then k and v) and kᵀ. */
+ * then k and v), kᵀ, and the tile's D. */
 template <int HS>
 __device__ void backward_query_body(const flash_args &a)
 {
     bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
     bf16 *kt = t1 + FL_TILE * LD_ROWS(HS);
+    float *Ds = (float *)(kt + HS * LD_COLS);
     const flash_place pl = flash_where<HS>(a);
     const int T = a.T, q0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
 
-    load_rows<HS>(t0, pl.q, ld3, q0, T);
-    load_rows<HS>(t1, a.dout + pl.row * a.C + pl.col, a.C, q0, T);
+    load_tiles<HS, ROWS, ROWS>(t0, pl.q, ld3, t1, a.dout + pl.row * a.C + pl.col, a.C, q0, T);
     __syncthreads();
     unsigned qa[HS / 16][4], da[HS / 16][4];
     load_a<HS>(qa, t0, w16);
@@ -400,11 +466,17 @@ __device__ void backward_query_body(const flash_args &a)
     }
 
     float s[FL_TILE / 8][4], dp[FL_TILE / 8][4];
-    // Pass 1: D_i = Σ_j p_ij·dP_ij (this lane's columns, then the row's).
-    for (int k0 = 0; k0 < T; k0 += FL_TILE) {
+    if (a.o16) {
+        row_dots<HS>(Ds, t1, a.o16 + pl.row * a.C + pl.col, a.C, q0, T);
         __syncthreads();
-        load_rows<HS>(t0, pl.k, ld3, k0, T);
-        load_rows<HS>(t1, pl.v, ld3, k0, T);
+        D[0] = Ds[w16 + lane_g()];
+        D[1] = Ds[w16 + lane_g() + 8];
+    }
+    // Pass 1 (without out's copy): D_i = Σ_j p_ij·dP_ij (this lane's
+    // columns, then the row's).
+    for (int k0 = 0; k0 < T && !a.o16; k0 += FL_TILE) {
+        __syncthreads();
+        load_tiles<HS, ROWS, ROWS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, t0);
         scale_mask(s, a.sc2, k0, T);
@@ -415,8 +487,10 @@ __device__ void backward_query_body(const flash_args &a)
             for (int e = 0; e < 4; e++)
                 D[e / 2] += exp2f(s[n][e] - lse2[e / 2]) * dp[n][e];
     }
-    D[0] = row_sum(D[0]);
-    D[1] = row_sum(D[1]);
+    if (!a.o16) {
+        D[0] = row_sum(D[0]);
+        D[1] = row_sum(D[1]);
+    }
 
     // Pass 2: dS = p∘(dP − D); dq += dS·k (scaled at the store).
     float dq[HS / 8][4];
@@ -425,9 +499,8 @@ __device__ void backward_query_body(const flash_args &a)
         dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
     for (int k0 = 0; k0 < T; k0 += FL_TILE) {
         __syncthreads();
-        load_rows<HS>(t0, pl.k, ld3, k0, T);
-        load_rows<HS>(t1, pl.v, ld3, k0, T);
-        load_cols<HS>(kt, pl.k, ld3, k0, T);
+        load_tiles<HS, ROWS, ROWS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
+        load_tile<HS, COLS>(kt, pl.k, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, t0);
         scale_mask(s, a.sc2, k0, T);
@@ -464,8 +537,7 @@ __device__ void backward_key_body(const flash_args &a)
     const size_t ld3 = pl.ld3;
     const bf16 *dout = a.dout + pl.row * a.C + pl.col;
 
-    load_rows<HS>(t0, pl.k, ld3, k0, T);
-    load_rows<HS>(t1, pl.v, ld3, k0, T);
+    load_tiles<HS, ROWS, ROWS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
     __syncthreads();
     unsigned ka[HS / 16][4], va[HS / 16][4];
     load_a<HS>(ka, t0, w16);
@@ -479,10 +551,8 @@ __device__ void backward_key_body(const flash_args &a)
             dk[n][e] = dv[n][e] = 0.0f;
     for (int q0 = 0; q0 < T; q0 += FL_TILE) {
         __syncthreads();
-        load_rows<HS>(t0, pl.q, ld3, q0, T);
-        load_rows<HS>(t1, dout, a.C, q0, T);
-        load_cols<HS>(qt, pl.q, ld3, q0, T);
-        load_cols<HS>(dt, dout, a.C, q0, T);
+        load_tiles<HS, ROWS, ROWS>(t0, pl.q, ld3, t1, dout, a.C, q0, T);
+        load_tiles<HS, COLS, COLS>(qt, pl.q, ld3, dt, dout, a.C, q0, T);
         for (int j = threadIdx.x; j < FL_TILE; j += blockDim.x) {
             const int ok = q0 + j < T; // queries past T: p = 0 and D = 0
             lse_s[j] = ok ? a.lse[pl.bh + q0 + j] : 0.0f;
@@ -511,25 +581,29 @@ __device__ void backward_key_body(const flash_args &a)
                    a.keep);
 }
 
-/* One kernel per body and head size (the fragment counts are compile-time). */
-#define FLASH_KERNELS(HS)                                                             \
-    __global__ void __launch_bounds__(FL_THREADS) flash_forward_##HS(flash_args a)    \
-    {                                                                                 \
-        forward_body<HS>(a);                                                          \
-    }                                                                                 \
-    __global__ void __launch_bounds__(FL_THREADS) flash_bwd_query_##HS(flash_args a)  \
-    {                                                                                 \
-        backward_query_body<HS>(a);                                                   \
-    }                                                                                 \
-    __global__ void __launch_bounds__(FL_THREADS) flash_bwd_key_##HS(flash_args a)    \
-    {                                                                                 \
-        backward_key_body<HS>(a);                                                     \
+/* One kernel per body and head size (the fragment counts are compile-time),
+ * with the blocks per multiprocessor each must reach (MIN_FQ for the forward
+ * and query kernels): 4 caps them at 128 registers a thread, which at head
+ * sizes up to 64 costs at most a few spilled bytes; larger heads would
+ * spill much more and take no cap. */
+#define FLASH_KERNELS(HS, MIN_FQ)                                                            \
+    __global__ void __launch_bounds__(FL_THREADS, MIN_FQ) flash_forward_##HS(flash_args a)   \
+    {                                                                                        \
+        forward_body<HS>(a);                                                                 \
+    }                                                                                        \
+    __global__ void __launch_bounds__(FL_THREADS, MIN_FQ) flash_bwd_query_##HS(flash_args a) \
+    {                                                                                        \
+        backward_query_body<HS>(a);                                                          \
+    }                                                                                        \
+    __global__ void __launch_bounds__(FL_THREADS) flash_bwd_key_##HS(flash_args a)           \
+    {                                                                                        \
+        backward_key_body<HS>(a);                                                            \
     }
-FLASH_KERNELS(16)
-FLASH_KERNELS(32)
-FLASH_KERNELS(64)
-FLASH_KERNELS(96)
-FLASH_KERNELS(128)
+FLASH_KERNELS(16, 4)
+FLASH_KERNELS(32, 4)
+FLASH_KERNELS(64, 4)
+FLASH_KERNELS(96, 1)
+FLASH_KERNELS(128, 1)
 #undef FLASH_KERNELS
 
 /* ------------------------------------------------------------------------
@@ -565,7 +639,7 @@ static size_t smem_bytes(int kind, int hs)
     const size_t rows = (size_t)FL_TILE * (hs + FL_PAD) * sizeof(bf16);
     const size_t cols = (size_t)hs * (FL_TILE + FL_PAD) * sizeof(bf16);
     return kind == K_FORWARD ? 2 * rows + cols
-           : kind == K_QUERY ? 2 * rows + cols
+           : kind == K_QUERY ? 2 * rows + cols + FL_TILE * sizeof(float)
                              : 2 * rows + 2 * cols + 2 * FL_TILE * sizeof(float);
 }
 
@@ -592,6 +666,16 @@ static void launch(int kind, const flash_args &a, int B)
     LAUNCH_CHECK("flash attention kernel");
 }
 
+/* Where the forward keeps out's bf16 copy for the backward's D: in att
+ * (B·NH·T·T floats), after lse's B·NH·T floats (rounded up to 16 bytes);
+ * NULL where it does not fit (tiny T) or there is no lse. */
+static bf16 *out_copy(float *lse, int B, int T, int C, int NH)
+{
+    const size_t at = ((size_t)B * NH * T + 3) / 4 * 4, room = (size_t)B * NH * T * T;
+    const size_t need = ((size_t)B * T * C + 1) / 2;
+    return lse && at + need <= room ? (bf16 *)(lse + at) : NULL;
+}
+
 static flash_args args_for(const float *qkv, int B, int T, int C, int NH, int keep)
 {
     flash_args a = {};
@@ -607,6 +691,11 @@ void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *q
 {
     flash_args a = args_for(qkv, B, T, C, NH, 1); // qkv's view kept for the backward
     a.out = out, a.lse = lse, a.P = P;
+    a.o16 = out_copy(lse, B, T, C, NH);
+    // out's view for the projection after it, a sole one where it may be
+    int skip = 0;
+    a.out16 = cuda_view_out_sole(out, (size_t)B * T * C, &skip);
+    a.keep = !skip;
     launch(K_FORWARD, a, B);
 }
 
@@ -616,6 +705,7 @@ void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *
     flash_args a = args_for(qkv, B, T, C, NH, 0);
     a.dout = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
     a.out = dqkv, a.lse = (float *)lse, a.D = D, a.add = add;
+    a.o16 = out_copy((float *)lse, B, T, C, NH);
     // dqkv's view for the qkv linear's backward; only the view (a sole
     // one) where dqkv is written anew
     const size_t n = (size_t)B * T * 3 * C;

@@ -223,6 +223,13 @@ int cuda_lt_linear_gelu(__nv_bfloat16 *out16, __nv_bfloat16 *pre16, const __nv_b
 int cuda_lt_dgelu(__nv_bfloat16 *dpre16, const __nv_bfloat16 *dout16, const __nv_bfloat16 *w16,
                   const __nv_bfloat16 *pre16, int N, int C, int OC);
 
+/* out16(N,OC) = inp16·w16ᵀ + bias (bias rounded to bf16), bf16 operands
+ * and output, the bias in the epilogue: a linear layer writing only its
+ * output's sole bf16 view (cuda_lt.cu). 0, or -1 without touching out16
+ * (as above: OC not a multiple of 8, alignment, no algorithm). */
+int cuda_lt_linear16(__nv_bfloat16 *out16, const __nv_bfloat16 *inp16,
+                     const __nv_bfloat16 *w16, const float *bias, int N, int C, int OC);
+
 /* Device memory in arenas (cuda_memory.cu): see ops.h's mem_alloc,
  * mem_free and mem_used. */
 void *cuda_mem_alloc(size_t bytes);
@@ -279,6 +286,11 @@ __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip);
  * as they were), or where there is no device memory for it (x's views are
  * dropped then: the op is about to overwrite x anyway). */
 __nv_bfloat16 *cuda_view_sole_only(const float *x, size_t n);
+/* cuda_view_sole_only for an output that must first pass probation: NULL
+ * on a first call for x (the op writes x in fp32) and wherever an op read
+ * x in fp32 since the last call (x is then never sole); the view after a
+ * call with no such read between. */
+__nv_bfloat16 *cuda_view_sole_proven(const float *x, size_t n);
 void cuda_view_need(const void *p);
 void cuda_view_need_range(const void *p, size_t bytes); /* every one there */
 void cuda_view_overwrite(const void *p, size_t bytes);

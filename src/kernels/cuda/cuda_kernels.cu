@@ -14,7 +14,9 @@
  * kernels, the largest of them on SiT-B/2, hold rows in registers and sum
  * the backward's columns in the same pass.
  * Reductions the CPU accumulates in double are accumulated in double here
- * too; all reductions are deterministic (no atomics).
+ * too, except the LayerNorm rows' sums on the vectorized path (float, a
+ * row of at most 1152 values: see there); all reductions are
+ * deterministic (no atomics).
  * Aliasing: elementwise forward ops may run in place (each thread reads an
  * element before writing it), as on the CPU.
  */

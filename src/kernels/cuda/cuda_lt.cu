@@ -55,7 +55,7 @@
 #define LT_WORKSPACE ((size_t)32 << 20)
 
 enum { LT_FP32, LT_FAST_16BF, LT_BF16_OPERANDS };
-enum { LT_FORWARD, LT_DW_BGRAD, LT_GELU, LT_DGELU }; /* plan kinds */
+enum { LT_FORWARD, LT_DW_BGRAD, LT_GELU, LT_DGELU, LT_FORWARD16 }; /* plan kinds */
 
 /* What each kind's GEMM is (see the top of the file). D(m,n) = op(A)·op(B)
  * over k, with (m, n, k) from the linear layer's (N, C, OC) by lt_mnk. */
@@ -75,11 +75,13 @@ static const struct lt_kind {
      "linear with the GELU_AUX_BIAS epilogue", "the GEMM, then the GELU"},
     {CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DGELU, -1, 1, CUDA_R_16BF,
      "dinp with the DGELU epilogue", "the GEMM, then the GELU's backward"},
+    {CUBLAS_OP_T, CUBLAS_OP_N, CUBLASLT_EPILOGUE_BIAS, CUDA_R_16BF, 0, CUDA_R_16BF,
+     "linear to bf16 with the bias epilogue", "the fp32 output"},
 };
 
 static void lt_mnk(int kind, int N, int C, int OC, uint64_t mnk[3])
 {
-    const int fwd = kind == LT_FORWARD || kind == LT_GELU;
+    const int fwd = kind == LT_FORWARD || kind == LT_GELU || kind == LT_FORWARD16;
     mnk[0] = (uint64_t)(fwd ? OC : C);
     mnk[1] = (uint64_t)(kind == LT_DW_BGRAD ? OC : N);
     mnk[2] = (uint64_t)(fwd ? C : kind == LT_DW_BGRAD ? N : OC);
@@ -97,7 +99,7 @@ static struct {
     int state; /* 0: not started, 1: ready, -1: off */
     int bgrad; /* the backward's plans allowed (REED_CUDA_LT_BGRAD) */
     int gelu;  /* the GELU plans allowed (REED_CUDA_LT_GELU) */
-    long bgrad_calls, gelu_calls;
+    long bgrad_calls, gelu_calls, bf16_out_calls;
     void *bias_out; /* (bias_cap bytes) BGRADB's output, added into dbias */
     size_t bias_cap;
     void *bias16; /* (bias16_cap bytes) the GELU plan's bias in bf16 */
@@ -292,6 +294,16 @@ int cuda_lt_dw_bgrad(float *dw, float *dbias, const __nv_bfloat16 *dout16,
     return 0;
 }
 
+/* The bias in bf16 for a bf16 D (cuBLASLt wants D's type): rounded as
+ * PyTorch's autocast rounds it. */
+static const __nv_bfloat16 *lt_bias16(const float *bias, int OC)
+{
+    __nv_bfloat16 *b16 = (__nv_bfloat16 *)cuda_scratch(&lt.bias16, &lt.bias16_cap,
+                                                       (size_t)OC * sizeof(__nv_bfloat16));
+    cuda_bf16_convert(b16, bias, (size_t)OC);
+    return b16;
+}
+
 int cuda_lt_gelu_on(void)
 {
     if (lt.state == 0)
@@ -306,15 +318,21 @@ int cuda_lt_linear_gelu(__nv_bfloat16 *out16, __nv_bfloat16 *pre16, const __nv_b
         !aligned(w16))
         return -1;
     lt_plan *p = lt_usable(LT_GELU, N, C, OC);
-    if (!p)
-        return -1;
-    // The bias in bf16, as D: rounded as PyTorch's autocast rounds it.
-    __nv_bfloat16 *b16 = (__nv_bfloat16 *)cuda_scratch(&lt.bias16, &lt.bias16_cap,
-                                                       (size_t)OC * sizeof(__nv_bfloat16));
-    cuda_bf16_convert(b16, bias, (size_t)OC);
-    if (lt_run(p, w16, inp16, 0.0f, out16, b16, pre16) != 0)
+    if (!p || lt_run(p, w16, inp16, 0.0f, out16, lt_bias16(bias, OC), pre16) != 0)
         return -1;
     lt.gelu_calls++;
+    return 0;
+}
+
+int cuda_lt_linear16(__nv_bfloat16 *out16, const __nv_bfloat16 *inp16,
+                     const __nv_bfloat16 *w16, const float *bias, int N, int C, int OC)
+{
+    if (!cuda_bf16_gemms() || OC % 8 || !aligned(out16) || !aligned(inp16) || !aligned(w16))
+        return -1;
+    lt_plan *p = lt_usable(LT_FORWARD16, N, C, OC);
+    if (!p || lt_run(p, w16, inp16, 0.0f, out16, lt_bias16(bias, OC), NULL) != 0)
+        return -1;
+    lt.bf16_out_calls++;
     return 0;
 }
 
@@ -334,3 +352,5 @@ int cuda_lt_dgelu(__nv_bfloat16 *dpre16, const __nv_bfloat16 *dout16, const __nv
 extern "C" long reed_cuda_lt_bgrad_calls(void) { return lt.bgrad_calls; }
 
 extern "C" long reed_cuda_lt_gelu_calls(void) { return lt.gelu_calls; }
+
+extern "C" long reed_cuda_lt_bf16_out_calls(void) { return lt.bf16_out_calls; }

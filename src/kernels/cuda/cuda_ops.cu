@@ -233,9 +233,31 @@ static void gemm_rm_batched_16(int ta, int tb, int M, int N, int K, float alpha,
  * Linear: out(N,OC) = inp(N,C) · w(OC,C)ᵀ + bias(OC)
  * ---------------------------------------------------------------------- */
 
+/* With bf16 operands, where out may be a sole bf16 view after probation
+ * (cuda_view.cu; on SiT the qkv projection, which only the attention
+ * reads, as bf16): the GEMM writes that view alone, the bias in its
+ * epilogue. 0, or -1 with out's views dropped (the caller writes out in
+ * fp32). */
+static int linear_forward_sole(float *out, const float *inp, const float *w,
+                               const float *bias, int N, int C, int OC)
+{
+    const size_t n = (size_t)N * OC;
+    if (!bias || !cuda_bf16_gemms() || OC % 8)
+        return -1;
+    __nv_bfloat16 *o16 = cuda_view_sole_proven(out, n);
+    if (o16 && cuda_lt_linear16(o16, cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1),
+                                cuda_bf16_copy(BF16_B, w, (size_t)OC * C), bias, N, C, OC) == 0)
+        return 0;
+    if (o16)
+        cuda_view_overwrite(out, n * sizeof(float));
+    return -1;
+}
+
 static void cuda_linear_forward(float *out, const float *inp, const float *w,
                                 const float *bias, int N, int C, int OC)
 {
+    if (linear_forward_sole(out, inp, w, bias, N, C, OC) == 0)
+        return;
     // The bias in cuBLASLt's epilogue where it can; else seed out with the
     // bias and add the product onto it (beta = 1), or let beta = 0 ignore
     // out's old contents.

@@ -36,6 +36,14 @@
  * ops' GEMMs write sole views themselves (cuda_view_sole_only): the MLP's
  * pre-activation, its GELU, and the gradient through the GELU; where the
  * backward runs its parts instead, it writes pre's view back to read it.
+ * So does a linear forward with a bias (cuBLASLt, bf16 D), but only for an
+ * output that passed probation (cuda_view_sole_proven): written in fp32 by
+ * one call, and read by no op in fp32 before the next call (on SiT the qkv
+ * projection, which only the attention reads through its view; not on the
+ * fused attention path, which reads qkv in fp32, nor the outputs going
+ * into the gated residual). So a linear output is never rounded to bf16
+ * for an fp32 reader, not even once. The flash forward writes the
+ * attention output's view, which only the projection after it reads.
  * Like the write rule above, this assumes an op reads
  * through a pointer only within the buffer it points into (the engine
  * carves its buffers out of one block, and each op argument is one of
@@ -65,6 +73,8 @@ typedef struct view {
     unsigned long op;     /* the op that last made or used it */
     int sole;             /* src's values not written: bf is their only copy */
     int read_back;        /* a sole view of src was read back: never sole again */
+    size_t probe_n;       /* values of src on probation (cuda_view_sole_proven) */
+    int probe_read;       /* an op read them in fp32 while on probation */
 } view;
 
 static struct {
@@ -74,6 +84,7 @@ static struct {
     int sole_off;         /* REED_CUDA_VIEW_SOLE=0, or reed_cuda_set_view_sole(0) */
     size_t sole_min;      /* values: smaller outputs are not made sole */
     int nsole;            /* sole views now */
+    int nprobe;           /* buffers on probation now */
     long sole_made, materialized; /* counts so far */
     view *v;
     int nv, cap;
@@ -151,8 +162,20 @@ static int overlaps(const view *v, const char *a, const char *b)
     return v->n && s < b && s + v->n * sizeof(float) > a;
 }
 
+/* An op reads [a, b) in fp32: the buffers on probation there fail it. */
+static void probe_reads(const char *a, const char *b)
+{
+    for (int i = 0; views.nprobe && i < views.nv; i++) {
+        view *v = &views.v[i];
+        const char *s = (const char *)v->src;
+        if (v->probe_n && s < b && s + v->probe_n * sizeof(float) > a)
+            v->probe_read = 1;
+    }
+}
+
 void cuda_view_need(const void *p)
 {
+    probe_reads((const char *)p, (const char *)p + 1);
     for (int i = 0; views.nsole && i < views.nv; i++) {
         view *v = &views.v[i];
         const char *s = (const char *)v->src, *c = (const char *)p;
@@ -163,12 +186,20 @@ void cuda_view_need(const void *p)
     }
 }
 
-void cuda_view_need_range(const void *p, size_t bytes)
+/* The sole views in [p, p + bytes) write back (a GEMM operand's copy is
+ * about to read the buffer: no fp32 reader, so no probation fails). */
+static void need_range_for_copy(const void *p, size_t bytes)
 {
     const char *a = (const char *)p;
     for (int i = 0; views.nsole && i < views.nv; i++)
         if (views.v[i].sole && overlaps(&views.v[i], a, a + bytes))
             materialize(&views.v[i], 1);
+}
+
+void cuda_view_need_range(const void *p, size_t bytes)
+{
+    probe_reads((const char *)p, (const char *)p + bytes);
+    need_range_for_copy(p, bytes);
 }
 
 /* An op is about to write [p, p + bytes): every view overlapping that is
@@ -251,6 +282,31 @@ __nv_bfloat16 *cuda_view_sole_only(const float *x, size_t n)
     return bf && skip ? bf : NULL;
 }
 
+/* Probation: the first call for x starts it (NULL: write x in fp32); an
+ * fp32 read of x before the next call fails it for good (read_back); a
+ * next call with none passes it, and from then on x's view is sole. */
+__nv_bfloat16 *cuda_view_sole_proven(const float *x, size_t n)
+{
+    if (!views_active() || !n || !may_be_sole(find(x), n))
+        return NULL;
+    view *v = find_or_add(x);
+    if (!v)
+        return NULL;
+    if (v->probe_n != n) { // new, or another size: (re)start
+        views.nprobe += !v->probe_n;
+        v->probe_n = n;
+        v->probe_read = 0;
+        return NULL;
+    }
+    if (v->probe_read) {
+        v->read_back = 1;
+        v->probe_n = 0;
+        views.nprobe--;
+        return NULL;
+    }
+    return cuda_view_sole_only(x, n);
+}
+
 /* --- REED_CUDA_VIEW_CHECK --------------------------------------------------------- */
 
 /* Per block: how many of v[i] differ from bf16(x[i]) (the first pass of a
@@ -300,7 +356,7 @@ const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int k
     const __nv_bfloat16 *got = cuda_view_get(x, n);
     if (got)
         return got;
-    cuda_view_need_range(x, n * sizeof(float)); // sole views this read covers
+    need_range_for_copy(x, n * sizeof(float)); // sole views this read covers
     __nv_bfloat16 *kept = keep ? cuda_view_out(x, n) : NULL;
     if (!kept)
         return cuda_bf16_copy(slot, x, n);
@@ -332,6 +388,7 @@ void cuda_view_freed(const void *p, size_t bytes)
         if (s >= c && s < c + bytes) {
             if (v->sole)
                 unsole(v); // the values go with the block
+            views.nprobe -= v->probe_n != 0;
             __nv_bfloat16 *bf = v->bf;
             *v = views.v[--views.nv]; // the last entry moves here; look at it next
             cuda_mem_free(bf);
@@ -385,10 +442,13 @@ static unsigned sole_exempt(const char *slot)
         const char *slot;
         unsigned args;
     } table[] = {
-        {"linear_forward", 1u << 1},                // inp
+        {"linear_forward", 1u << 0 | 1u << 1},      // out (its sole view); inp
         {"linear_backward", 1u << 3 | 1u << 4},     // dout, inp
         {"linear_gelu_forward", 1u << 0 | 1u << 1 | 1u << 2},            // out, pre; inp
         {"linear_gelu_backward", 1u << 0 | 1u << 3 | 1u << 4 | 1u << 5}, // dpre; dout, act, pre
+        {"attention_forward", 1u << 0 | 1u << 2},   // out: cuda_view_out; qkv (fp32
+                                                    // paths: need_range)
+        {"attention_backward", 1u << 3},            // qkv (the same)
         {"zero", 1u << 0},                          // p: cuda_view_overwrite
         {"upload", 1u << 0},                        // dst: the same
         {"download", 1u << 1},                      // src: cuda_view_need_range
@@ -425,7 +485,7 @@ struct tracked<R (*)(A...), M> {
         if (flush_first)
             cuda_zero_flush();
         views.op++;
-        if (views.nsole)
+        if (views.nsole || views.nprobe)
             need(std::index_sequence_for<A...>{}, a...);
         const int written[] = {0, (note_write(a), 0)...};
         (void)written;

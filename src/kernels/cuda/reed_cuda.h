@@ -98,6 +98,11 @@ long reed_cuda_lt_bgrad_calls(void);
  * benchmarks. */
 long reed_cuda_lt_gelu_calls(void);
 
+/* Linear forwards so far that wrote only their output's sole bf16 view
+ * (cuBLASLt, bf16 D; cuda_ops.cu's linear_forward_sole). For tests and
+ * benchmarks. */
+long reed_cuda_lt_bf16_out_calls(void);
+
 /* A CUDA, cuBLAS or cuDNN call failed (a bug or a sticky device error):
  * the backend calls this handler with a one-line message naming the call
  * and its file:line, then abort()s. The default prints to stderr; a UI that
