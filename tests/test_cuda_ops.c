@@ -787,50 +787,62 @@ static void test_attention_paths(double tol)
     }
 }
 
-/* The qkv linear, then the attention on its output, as in a SiT block,
- * twice on the same buffers (two steps): with bf16 operands the linear's
- * second call may write qkv as a sole bf16 view alone, once the first
- * showed only GEMMs read it (probation): the gemm and flash paths read qkv
- * through its view, the fused path in fp32, which fails probation. On each
- * path and round: out and dqkv against the CPU's chain, qkv never read
- * back. */
+/* The qkv linear, the attention on its output, and the projection's
+ * backward into the attention's, as in a SiT block, twice on the same
+ * buffers (two steps). With bf16 operands the second round may write qkv
+ * and the projection's input gradient as sole bf16 views alone, once the
+ * first round showed only GEMMs and the attention read them (probation):
+ * the gemm and flash paths read them through their views, the fused path
+ * in fp32, which fails probation. On each path: out (both rounds) and
+ * dqkv (round 2, a sole bf16 view on the gemm and flash paths) against
+ * the CPU's chain, qkv and the gradient never read back. */
 static void test_qkv_attention(int B, int T, int C, int NH, double tol)
 {
     static const char *const names[] = {"", "gemm", "fused", "flash", "flash+gemm"};
     const int N = B * T, C3 = 3 * C;
     const size_t ni = (size_t)N * C, nw = (size_t)C3 * C, nq = (size_t)N * C3;
-    const size_t na = (size_t)B * NH * T * T;
+    const size_t na = (size_t)B * NH * T * T, nwp = (size_t)C * C;
     float *inp = hrand(ni, -1, 1), *w = hrand(nw, -0.15f, 0.15f), *bias = hrand(C3, -0.3f, 0.3f);
-    float *dout = hrand(ni, -1, 1), *qkv = hbuf(nq), *out = hbuf(ni), *att = hbuf(na);
-    float *dqkv = hbuf(nq);
+    float *wp = hrand(nwp, -0.2f, 0.2f), *dproj = hrand(ni, -1, 1), *dwp = hbuf(nwp);
+    float *qkv = hbuf(nq), *out = hbuf(ni), *att = hbuf(na), *dout = hbuf(ni), *dqkv = hbuf(nq);
     cpu->linear_forward(qkv, inp, w, bias, N, C, C3);
     cpu->attention_forward(out, att, qkv, B, T, C, NH);
+    memset(dout, 0, ni * sizeof(float));
+    cpu->linear_backward(dout, dwp, NULL, dproj, out, wp, N, C, C); // dwp: not checked
     memset(dqkv, 0, nq * sizeof(float));
     cpu->attention_backward(dqkv, hbuf(na), dout, qkv, att, B, T, C, NH);
     for (int path = 1; path <= 4; path++) {
         reed_cuda_set_attention(path);
         const char *p = names[reed_cuda_attention_path(B, T, C, NH)];
         float *d_inp = dup(inp, ni), *d_w = dup(w, nw), *d_bias = dup(bias, C3);
-        float *d_dout = dup(dout, ni), *d_qkv = dnan(nq), *d_out = dnan(ni), *d_att = dnan(na);
+        float *d_wp = dup(wp, nwp), *d_dproj = dup(dproj, ni), *d_dwp = dnan(nwp);
+        float *d_qkv = dnan(nq), *d_out = dnan(ni), *d_att = dnan(na), *d_dout = dnan(ni);
         float *g_dqkv = dnan(nq), *scratch = dnan(na);
-        const long bf16_out0 = reed_cuda_lt_bf16_out_calls();
+        const long bf16_out0 = reed_cuda_lt_bf16_out_calls(), proven0 = reed_cuda_view_proven();
         for (int round = 1; round <= 2; round++) {
             gpu->linear_forward(d_qkv, d_inp, d_w, d_bias, N, C, C3);
             gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+            gpu->zero(d_dout, ni * sizeof(float));
+            gpu->linear_backward(d_dout, d_dwp, NULL, d_dproj, d_out, d_wp, N, C, C);
             gpu->zero(g_dqkv, nq * sizeof(float));
             gpu->attention_backward(g_dqkv, scratch, d_dout, d_qkv, d_att, B, T, C, NH);
             expect("qkv linear → attention out", out, d_out, ni, tol,
                    "B=%d T=%d C=%d NH=%d %s round %d", B, T, C, NH, p, round);
-            expect("qkv linear → attention dqkv", dqkv, g_dqkv, nq, tol,
-                   "B=%d T=%d C=%d NH=%d %s round %d", B, T, C, NH, p, round);
+            // Round 1 leaves dqkv unread: reading it would write its sole
+            // view back for good, and round 2's backward must write one.
+            if (round == 2)
+                expect("qkv linear → attention dqkv", dqkv, g_dqkv, nq, tol,
+                       "B=%d T=%d C=%d NH=%d %s round 2", B, T, C, NH, p);
         }
         const long bf16_out = reed_cuda_lt_bf16_out_calls() - bf16_out0;
-        printf("note qkv linear → attention %s: %ld of 2 qkv outputs written as bf16 only\n", p,
-               bf16_out);
+        const long proven = reed_cuda_view_proven() - proven0;
+        printf("note qkv linear → attention %s: %ld of 2 qkv outputs written as bf16 only; "
+               "%ld sole views after probation\n", p, bf16_out, proven);
 #ifdef REED_CUDA_EMU_TEST
-        const long want = want_bf16_out(tol, 1, C3) && path != 2; // 2: fused
-        check(bf16_out == want, "%-31s %-4s B=%d T=%d C=%d %s: %ld, want %ld (emulator)",
-              "qkv linear bf16 output", mode, B, T, C, p, bf16_out, want);
+        const int on = want_bf16_out(tol, 1, C3) && path != 2; // 2: fused
+        check(bf16_out == on && proven == 2 * on,
+              "%-31s %-4s B=%d T=%d C=%d %s: %ld and %ld, want %d and %d (emulator)",
+              "qkv, dout bf16 after probation", mode, B, T, C, p, bf16_out, proven, on, 2 * on);
 #endif
     }
     reed_cuda_set_attention(0);

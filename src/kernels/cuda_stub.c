@@ -35,6 +35,7 @@ void reed_cuda_view_sole_counts(long *made, long *materialized) { *made = *mater
 long reed_cuda_lt_bgrad_calls(void) { return 0; }
 long reed_cuda_lt_gelu_calls(void) { return 0; }
 long reed_cuda_lt_bf16_out_calls(void) { return 0; }
+long reed_cuda_view_proven(void) { return 0; }
 long reed_cuda_copies_folded(void) { return 0; }
 void reed_cuda_set_fatal_handler(void (*handler)(const char *msg)) { (void)handler; }
 void reed_cuda_profile_reset(void) {}

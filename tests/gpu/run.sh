@@ -397,7 +397,7 @@ REED_CUDA_TEST_LARGE=1 run_ctest "ctest cuda" 60 150 "cuda"
 # REED_CUDA_VERBOSE: the "CUDA attention ..." line gives the times of the
 # attention paths at B2's shape and the one the run keeps; the "cuBLASLt"
 # lines whether each linear shape found its bias, BGRADB and GELU epilogues.
-REED_CUDA_VERBOSE=1 BENCH_ERR_LINES=30 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
+REED_CUDA_VERBOSE=1 BENCH_ERR_LINES=60 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 # Where the step's time goes: GPU and host time per op over 3 steps.
 REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
@@ -420,6 +420,7 @@ REED_CUDA_LN_VEC=0 reed_bench "reed B2 bf16 scalar LayerNorm" 15 60 B2 bf16 2 10
 # The whole step with attention forced onto the GEMM path (the auto choice
 # above weighs the paths on attention alone, at batch 32).
 REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 gemm attention" 15 60 B2 bf16 2 10
+REED_CUDA_ATTENTION=flash reed_bench "reed B2 bf16 flash attention" 15 60 B2 bf16 2 10
 # The cuBLAS ceiling at B2's linear shapes: fp32 operands (FAST_16BF, as
 # the engine) against bf16 operands.
 show "gemm ceiling" 20 60 build-gpu/bench_gemm_cuda 65536 10
@@ -429,6 +430,22 @@ reed_bench "reed sitS fp32" 20 60 sitS fp32 3 20
 torch_bench "torch sitS fp32" 20 60 sitS fp32 3 20
 run_ctest "ctest parity" 25 90 "test_parity"
 torch_bench "torch B2 bf16 compiled" 100 160 B2 bf16 3 10 --compile --compile-limit 60
+# Nsight Compute on the flash attention kernels (the last layer's forward,
+# then the first backward's query and key kernels, on the flash path) and
+# the LayerNorm backward: throughput against the card's peaks, occupancy,
+# and where the warps stall. Where ncu is missing, skipped.
+NCU_ARGS=(--clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats
+  --section WarpStateStats)
+B2_ONE_STEP=(--config B2 --device cuda --precision bf16 --threads "$T" --warmup 0 --steps 1
+  --data random)
+if command -v ncu >/dev/null; then
+  REED_CUDA_ATTENTION=flash show "ncu flash" 60 120 ncu "${NCU_ARGS[@]}" -k "regex:flash_(forward|bwd)" \
+    --launch-skip 11 --launch-count 3 "$REED_BENCH" "${B2_ONE_STEP[@]}"
+  show "ncu layernorm" 40 90 ncu "${NCU_ARGS[@]}" -k "regex:ln_vec_backward" --launch-count 1 \
+    "$REED_BENCH" "${B2_ONE_STEP[@]}"
+else
+  record "ncu flash" skipped "no ncu"
+fi
 
 # --- summary and table ----------------------------------------------------------------------------
 echo

@@ -19,18 +19,27 @@ OUT=${OUT:-/tmp/reed-cuda-emu}
 SAN=${SAN:--fsanitize=address,undefined}
 mkdir -p "$OUT"
 cd "$OUT"
+rm -f ./*.o test_emu
+jobs=()
 # The rewritten header sits next to the .cpp files, so their #include finds it first.
 python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/cuda_internal.h" > cuda_internal.h
 for f in cuda_ops cuda_memory cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view cuda_flash; do
   python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/$f.cu" > $f.cpp
   g++ -std=c++17 -g -O1 $SAN -Wall -Wextra -Wno-unused-parameter -DREED_CUDNN=1 -DREED_CUDA_EMU=1 -D__CUDACC__ -I"$EMU/include" -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c $f.cpp -o $f.o &
+  jobs+=($!)
 done
 g++ -std=c++17 -g -O1 $SAN -I"$EMU/include" -c "$EMU/emu.cpp" -o emu.o &
+jobs+=($!)
 g++ -std=c++17 -g -O1 $SAN -I"$EMU/include" -c "$EMU/cublaslt.cpp" -o cublaslt.o &
+jobs+=($!)
 for f in cpu_ops cpu_model_ops cpu_conv; do
   gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -fopenmp -fno-trapping-math -I"$SRC/src/kernels" -I/usr/include/x86_64-linux-gnu/openblas-openmp -c "$SRC/src/kernels/cpu/$f.c" -o $f.o &
+  jobs+=($!)
 done
 gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -DREED_CUDA_EMU_TEST=1 -Wall -Wextra -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c "$SRC/tests/test_cuda_ops.c" -o test_cuda_ops.o
-wait
+# Every compile must succeed: a failed one would leave an old .o to link.
+for j in "${jobs[@]}"; do
+  wait "$j" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }
+done
 g++ $SAN ./*.o -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -fopenmp -lm -o test_emu
 echo "built $OUT/test_emu (run it from the source tree: ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 $OUT/test_emu)"

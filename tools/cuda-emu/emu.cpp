@@ -319,9 +319,14 @@ static float operand(const void *p, cudaDataType t, size_t i)
 
 static cublasStatus_t gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
                             const void *A, cudaDataType At, int lda, const void *B, cudaDataType Bt, int ldb,
-                            float beta, float *C, int ldc, cublasComputeType_t ct)
+                            float beta, void *C, cudaDataType Ct, int ldc, cublasComputeType_t ct)
 {
     if (m < 0 || n < 0 || k < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    // C in fp32, or in bf16 on bf16 operands (as cuBLAS: A, B, C 16BF, compute 32F)
+    if (Ct != CUDA_R_32F && !(Ct == CUDA_R_16BF && At == CUDA_R_16BF)) {
+        fprintf(stderr, "emu: cublas output type %d with operand type %d\n", Ct, At);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
     // bf16 operands go with plain fp32 compute; FAST_16BF with fp32 ones.
     if (At != Bt || (At == CUDA_R_16BF && ct != CUBLAS_COMPUTE_32F)) {
         fprintf(stderr, "emu: cublas operand types %d, %d with compute type %d\n", At, Bt, ct);
@@ -345,8 +350,17 @@ static cublasStatus_t gemm1(cublasOperation_t ta, cublasOperation_t tb, int m, i
                 if (bf) { a = to_bf16(a); b = to_bf16(b); }
                 acc += (double)a * b;
             }
-            float *c = &C[i + (size_t)j * ldc];
-            *c = beta == 0.0f ? (float)(alpha * acc) : (float)(alpha * acc + beta * (double)*c);
+            const size_t at = i + (size_t)j * ldc;
+            const float old = beta == 0.0f ? 0.0f : operand(C, Ct, at);
+            const float v = beta == 0.0f ? (float)(alpha * acc) : (float)(alpha * acc + beta * (double)old);
+            if (Ct == CUDA_R_16BF) { // rounded to nearest even, stored as bf16 bits
+                const float r = to_bf16(v);
+                uint32_t u;
+                memcpy(&u, &r, 4);
+                ((uint16_t *)C)[at] = (uint16_t)(u >> 16);
+            } else {
+                ((float *)C)[at] = v;
+            }
         }
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -356,9 +370,8 @@ cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperatio
                             cudaDataType Bt, int ldb, const void *beta, void *C, cudaDataType Ct, int ldc,
                             cublasComputeType_t ct, cublasGemmAlgo_t)
 {
-    if (Ct != CUDA_R_32F) return CUBLAS_STATUS_INVALID_VALUE;
     return gemm1(ta, tb, m, n, k, *(const float *)alpha, A, At, lda, B, Bt, ldb, *(const float *)beta,
-                 (float *)C, ldc, ct);
+                 C, Ct, ldc, ct);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -367,12 +380,12 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
                                           const void *beta, void *C, cudaDataType Ct, int ldc, long long sC,
                                           int batch, cublasComputeType_t ct, cublasGemmAlgo_t)
 {
-    if (Ct != CUDA_R_32F) return CUBLAS_STATUS_INVALID_VALUE;
     const size_t asz = At == CUDA_R_16BF ? 2 : 4, bsz = Bt == CUDA_R_16BF ? 2 : 4;
+    const size_t csz = Ct == CUDA_R_16BF ? 2 : 4;
     for (int i = 0; i < batch; i++) {
         cublasStatus_t s = gemm1(ta, tb, m, n, k, *(const float *)alpha, (const char *)A + i * sA * asz, At, lda,
-                                 (const char *)B + i * sB * bsz, Bt, ldb, *(const float *)beta, (float *)C + i * sC,
-                                 ldc, ct);
+                                 (const char *)B + i * sB * bsz, Bt, ldb, *(const float *)beta,
+                                 (char *)C + i * sC * csz, Ct, ldc, ct);
         if (s) return s;
     }
     return CUBLAS_STATUS_SUCCESS;

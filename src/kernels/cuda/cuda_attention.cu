@@ -556,17 +556,18 @@ static dim3 attn_grid(const attn_dims &d, int B)
     return dim3((unsigned)((d.T + d.br - 1) / d.br), (unsigned)d.NH, (unsigned)B);
 }
 
-/* The fused kernels read qkv in fp32: a sole view of it (the qkv linear's
- * bf16 output) is written back first; the other paths read the view. */
-static void need_qkv(const float *qkv, int B, const attn_dims &d)
+/* The fused kernels read qkv (and dout) in fp32: a sole view of it (the
+ * qkv linear's bf16 output, the projection's input gradient) is written
+ * back first; the other paths read the views. */
+static void need_fp32(const float *x, size_t n)
 {
-    cuda_view_need_range(qkv, (size_t)B * d.T * 3 * d.C * sizeof(float));
+    cuda_view_need_range(x, n * sizeof(float));
 }
 
 static void fused_forward(float *out, float *lse, const float *qkv, int B,
                           attn_dims d)
 {
-    need_qkv(qkv, B, d);
+    need_fp32(qkv, (size_t)B * d.T * 3 * d.C);
     d.vec = aligned16(qkv); // then every row start is (C, hs multiples of 16)
     const size_t smem = smem_bytes(d.br, d.Tp, d.hs, 1);
     attn_forward_kernel<<<attn_grid(d, B), ATT_THREADS, smem, g_cuda.stream>>>(
@@ -579,7 +580,8 @@ static void fused_backward(float *dqkv, float *scratch, const float *dout,
                            const float *qkv, const float *lse, int B,
                            attn_dims d)
 {
-    need_qkv(qkv, B, d);
+    need_fp32(qkv, (size_t)B * d.T * 3 * d.C);
+    need_fp32(dout, (size_t)B * d.T * d.C);
     d.vec = aligned16(qkv) && aligned16(dout);
     const size_t smem = smem_bytes(d.br, d.Tp, d.hs, 2);
     attn_backward_query_kernel<<<attn_grid(d, B), ATT_THREADS, smem,

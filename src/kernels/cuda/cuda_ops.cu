@@ -173,14 +173,22 @@ static size_t span(int rows, int cols, int ld)
 }
 
 /* gemm_rm on bf16 operands laid out as A and B. */
+/* C in fp32 (Ct CUDA_R_32F) or bf16 (CUDA_R_16BF). */
+static void gemm_rm_16x(int ta, int tb, int M, int N, int K, float alpha,
+                        const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
+                        float beta, void *C, cudaDataType Ct, int ldc)
+{
+    CUBLAS_CHECK(cublasGemmEx(g_cuda.cublas, op_of(tb), op_of(ta), N, M, K,
+                              &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda,
+                              &beta, C, Ct, ldc, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+}
+
 static void gemm_rm_16(int ta, int tb, int M, int N, int K, float alpha,
                        const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B,
                        int ldb, float beta, float *C, int ldc)
 {
-    CUBLAS_CHECK(cublasGemmEx(g_cuda.cublas, op_of(tb), op_of(ta), N, M, K,
-                              &alpha, B, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda,
-                              &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    gemm_rm_16x(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, CUDA_R_32F, ldc);
 }
 
 void gemm_rm(int ta, int tb, int M, int N, int K, float alpha, const float *A,
@@ -217,16 +225,26 @@ void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
 }
 
 /* gemm_rm_batched on bf16 operands. */
+/* C in fp32 (Ct CUDA_R_32F) or bf16 (CUDA_R_16BF). */
+static void gemm_rm_batched_16x(int ta, int tb, int M, int N, int K, float alpha,
+                                const __nv_bfloat16 *A, int lda, long long sA,
+                                const __nv_bfloat16 *B, int ldb, long long sB, float beta,
+                                void *C, cudaDataType Ct, int ldc, long long sC, int batch)
+{
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        g_cuda.cublas, op_of(tb), op_of(ta), N, M, K, &alpha, B, CUDA_R_16BF,
+        ldb, sB, A, CUDA_R_16BF, lda, sA, &beta, C, Ct, ldc, sC, batch,
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 static void gemm_rm_batched_16(int ta, int tb, int M, int N, int K, float alpha,
                                const __nv_bfloat16 *A, int lda, long long sA,
                                const __nv_bfloat16 *B, int ldb, long long sB,
                                float beta, float *C, int ldc, long long sC,
                                int batch)
 {
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-        g_cuda.cublas, op_of(tb), op_of(ta), N, M, K, &alpha, B, CUDA_R_16BF,
-        ldb, sB, A, CUDA_R_16BF, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, batch,
-        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    gemm_rm_batched_16x(ta, tb, M, N, K, alpha, A, lda, sA, B, ldb, sB, beta, C, CUDA_R_32F, ldc,
+                        sC, batch);
 }
 
 /* ------------------------------------------------------------------------
@@ -283,14 +301,16 @@ static void cuda_linear_forward(float *out, const float *inp, const float *w,
  * inp's view is usually the one its forward kept. (Making dout's copy in
  * the bias gradient's pass over fp32 dout was slower on an H200: 997
  * against 856 µs per call at SiT-B/2.) */
-static void linear_backward_16(float *dinp, float *dw, float *dbias, const float *dout,
-                               const float *inp, const float *w, int N, int C, int OC,
-                               float bi)
+static void linear_backward_16(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *dbias,
+                               const float *dout, const float *inp, const float *w, int N,
+                               int C, int OC, float bi)
 {
     const __nv_bfloat16 *d16 = cuda_view_or_copy(BF16_A, dout, (size_t)N * OC, 0);
-    if (dinp)
-        gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC, cuda_bf16_copy(BF16_B, w, (size_t)OC * C), C,
-                   bi, dinp, C);
+    const __nv_bfloat16 *w16 = dinp ? cuda_bf16_copy(BF16_B, w, (size_t)OC * C) : NULL;
+    if (dinp16) // dinp's sole view alone (bi is 0)
+        gemm_rm_16x(0, 0, N, C, OC, 1.0f, d16, OC, w16, C, 0.0f, dinp16, CUDA_R_16BF, C);
+    else if (dinp)
+        gemm_rm_16(0, 0, N, C, OC, 1.0f, d16, OC, w16, C, bi, dinp, C);
     if (dw) {
         const __nv_bfloat16 *i16 = cuda_view_or_copy(BF16_B, inp, (size_t)N * C, 0);
         if (dbias && cuda_lt_dw_bgrad(dw, dbias, d16, i16, N, C, OC) == 0)
@@ -301,12 +321,14 @@ static void linear_backward_16(float *dinp, float *dw, float *dbias, const float
         cuda_colsum_add_bf16(dbias, d16, N, OC);
 }
 
-/* The linear backward with dinp = bi·dinp + dout·w (bi 0: written). */
-static void linear_backward_beta(float *dinp, float *dw, float *dbias, const float *dout,
-                                 const float *inp, const float *w, int N, int C, int OC, float bi)
+/* The linear backward with dinp = bi·dinp + dout·w (bi 0: written; with
+ * dinp16, bf16 operands and bi 0, only that sole view of dinp is). */
+static void linear_backward_beta(float *dinp, __nv_bfloat16 *dinp16, float *dw, float *dbias,
+                                 const float *dout, const float *inp, const float *w, int N,
+                                 int C, int OC, float bi)
 {
     if (cuda_bf16_gemms() && (dinp || dw || dbias)) {
-        linear_backward_16(dinp, dw, dbias, dout, inp, w, N, C, OC, bi);
+        linear_backward_16(dinp, dinp16, dw, dbias, dout, inp, w, N, C, OC, bi);
         return;
     }
     // dinp(N,C) += dout(N,OC) · w(OC,C)
@@ -324,9 +346,19 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
                                  const float *dout, const float *inp,
                                  const float *w, int N, int C, int OC)
 {
-    // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead.
-    const float bi = cuda_zero_take(dinp, (size_t)N * C * sizeof(float)) ? 0.0f : 1.0f;
-    linear_backward_beta(dinp, dw, dbias, dout, inp, w, N, C, OC, bi);
+    // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead,
+    // as its sole bf16 view alone where it passed probation (cuda_view.cu:
+    // on SiT the attention output's gradient, which the attention backward
+    // reads as bf16); else added to, its sole view (if any) written back
+    // first.
+    const size_t n = (size_t)N * C;
+    const float bi = cuda_zero_take(dinp, n * sizeof(float)) ? 0.0f : 1.0f;
+    __nv_bfloat16 *dinp16 = NULL;
+    if (dinp && bi == 0.0f && cuda_bf16_gemms())
+        dinp16 = cuda_view_sole_proven(dinp, n);
+    else if (dinp)
+        cuda_view_need_range(dinp, n * sizeof(float));
+    linear_backward_beta(dinp, dinp16, dw, dbias, dout, inp, w, N, C, OC, bi);
 }
 
 /* ------------------------------------------------------------------------
@@ -389,10 +421,10 @@ static void cuda_linear_gelu_backward(float *dpre, float *dw, float *dbias, cons
         const size_t n = (size_t)N * C;
         cuda_view_need_range(pre, n * sizeof(float));
         cuda_view_overwrite(dpre, n * sizeof(float));
-        linear_backward_beta(dpre, NULL, NULL, dout, act, w, N, C, OC, 0.0f);
+        linear_backward_beta(dpre, NULL, NULL, NULL, dout, act, w, N, C, OC, 0.0f);
         cuda_gelu_backward_write(dpre, dpre, pre, n);
     }
-    linear_backward_beta(NULL, dw, dbias, dout, act, w, N, C, OC, 1.0f);
+    linear_backward_beta(NULL, NULL, dw, dbias, dout, act, w, N, C, OC, 1.0f);
 }
 
 /* ------------------------------------------------------------------------
@@ -408,9 +440,11 @@ static void cuda_linear_gelu_backward(float *dpre, float *dw, float *dbias, cons
  * b per head: NH cuBLAS calls per GEMM.
  *
  * On bf16 operands (cuda_bf16_gemms) qkv and dout are copied to bf16 once
- * per call, the scores go to a scratch buffer, and att keeps P as bf16 (the
- * first half of its bytes): the softmax writes it, the backward reads it,
- * and its softmax step writes dS as bf16 for the last two GEMMs.
+ * per call (or read through their views), the scores go to a scratch
+ * buffer, and att keeps P as bf16 (the first half of its bytes): the
+ * softmax writes it, the backward reads it, and its softmax step writes dS
+ * as bf16 for the last two GEMMs. A freshly zeroed dqkv is written as its
+ * sole bf16 view where it may be one (the GEMMs' output in bf16).
  * ---------------------------------------------------------------------- */
 
 /* The GEMM path's sizes: 3C, the head size, the score scale 1/sqrt(hs),
@@ -462,6 +496,25 @@ static void attention_forward_gemm16(float *out, float *att, const float *qkv,
     }
 }
 
+/* Where the GEMM backward writes dqkv: a freshly zeroed dqkv (beta 0) as
+ * its sole bf16 view where it may be one (the qkv linear's backward reads
+ * only that), else dqkv itself. at(i): element i. */
+typedef struct dqkv_out {
+    void *p;
+    cudaDataType type;
+} dqkv_out;
+
+static dqkv_out dqkv_target(float *dqkv, size_t n, float beta)
+{
+    __nv_bfloat16 *d16 = beta == 0.0f ? cuda_view_sole_only(dqkv, n) : NULL;
+    return d16 ? dqkv_out{d16, CUDA_R_16BF} : dqkv_out{dqkv, CUDA_R_32F};
+}
+
+static void *dqkv_at(const dqkv_out &d, size_t i)
+{
+    return (char *)d.p + i * (d.type == CUDA_R_16BF ? sizeof(__nv_bfloat16) : sizeof(float));
+}
+
 static void attention_backward_gemm16(float *dqkv, float *scratch,
                                       const float *dout, const float *qkv,
                                       const float *att, int B, int T, int C,
@@ -471,14 +524,15 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
     const __nv_bfloat16 *qkv16 = cuda_view_or_copy(BF16_A, qkv, (size_t)B * T * a.C3, 0);
     const __nv_bfloat16 *g16 = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
     const __nv_bfloat16 *P = (const __nv_bfloat16 *)att;
+    const dqkv_out d = dqkv_target(dqkv, (size_t)B * T * a.C3, beta);
     for (int h = 0; h < NH; h++) {
         const __nv_bfloat16 *v = qkv16 + (size_t)h * a.hs + 2 * C;
         const __nv_bfloat16 *g = g16 + (size_t)h * a.hs;
         // dP = dout·vᵀ; dv += Pᵀ·dout
         gemm_rm_batched_16(0, 1, T, T, a.hs, 1.0f, g, C, a.so, v, a.C3, a.sq, 0.0f,
                            scratch + (size_t)h * T * T, T, a.sp, B);
-        gemm_rm_batched_16(1, 0, T, a.hs, T, 1.0f, P + (size_t)h * T * T, T, a.sp,
-                           g, C, a.so, beta, dqkv + (size_t)h * a.hs + 2 * C, a.C3, a.sq, B);
+        gemm_rm_batched_16x(1, 0, T, a.hs, T, 1.0f, P + (size_t)h * T * T, T, a.sp, g, C, a.so,
+                            beta, dqkv_at(d, (size_t)h * a.hs + 2 * C), d.type, a.C3, a.sq, B);
     }
     // dS = P∘(dP − rowsum(dP∘P)), as bf16 (slot C; slot B's dout is done)
     __nv_bfloat16 *dS = cuda_bf16_slot(BF16_C, a.rows * T);
@@ -486,12 +540,12 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
     for (int h = 0; h < NH; h++) {
         const __nv_bfloat16 *q = qkv16 + (size_t)h * a.hs, *k = q + C;
         const __nv_bfloat16 *D = dS + (size_t)h * T * T;
-        float *dq = dqkv + (size_t)h * a.hs, *dk = dq + C;
+        const size_t dq = (size_t)h * a.hs, dk = dq + C;
         // dq += dS·k·scale; dk += dSᵀ·q·scale
-        gemm_rm_batched_16(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, beta, dq,
-                           a.C3, a.sq, B);
-        gemm_rm_batched_16(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, beta, dk,
-                           a.C3, a.sq, B);
+        gemm_rm_batched_16x(0, 0, T, a.hs, T, a.sc, D, T, a.sp, k, a.C3, a.sq, beta,
+                            dqkv_at(d, dq), d.type, a.C3, a.sq, B);
+        gemm_rm_batched_16x(1, 0, T, a.hs, T, a.sc, D, T, a.sp, q, a.C3, a.sq, beta,
+                            dqkv_at(d, dk), d.type, a.C3, a.sq, B);
     }
 }
 

@@ -30,8 +30,8 @@
  * views (linear's inp, its backward's dout and inp, the linear_gelu ops'
  * inputs) or overwrites whole itself (zero, and the producers' outputs).
  * On SiT-B/2 the producers are ln_modulate and gelu forward, and
- * gelu_backward, gated_add_backward and the flash backward on a freshly
- * zeroed gradient; nothing reads their fp32 output in a training step,
+ * gelu_backward, gated_add_backward and the attention backward (flash and
+ * GEMM paths) on a freshly zeroed gradient; nothing reads their fp32 output in a training step,
  * which saves about 2.4 GB of writes per block and step. The linear_gelu
  * ops' GEMMs write sole views themselves (cuda_view_sole_only): the MLP's
  * pre-activation, its GELU, and the gradient through the GELU; where the
@@ -42,8 +42,11 @@
  * projection, which only the attention reads through its view; not on the
  * fused attention path, which reads qkv in fp32, nor the outputs going
  * into the gated residual). So a linear output is never rounded to bf16
- * for an fp32 reader, not even once. The flash forward writes the
- * attention output's view, which only the projection after it reads.
+ * for an fp32 reader, not even once. The linear backward treats a freshly
+ * zeroed input gradient the same way (on SiT the projection's, which only
+ * the attention backward reads, through its view). The flash forward
+ * writes the attention output's view, which only the projection after it
+ * reads.
  * Like the write rule above, this assumes an op reads
  * through a pointer only within the buffer it points into (the engine
  * carves its buffers out of one block, and each op argument is one of
@@ -86,6 +89,7 @@ static struct {
     int nsole;            /* sole views now */
     int nprobe;           /* buffers on probation now */
     long sole_made, materialized; /* counts so far */
+    long proven;          /* sole views made after probation (counted) */
     view *v;
     int nv, cap;
     unsigned long op;     /* ops started so far: the running op's number */
@@ -304,7 +308,9 @@ __nv_bfloat16 *cuda_view_sole_proven(const float *x, size_t n)
         views.nprobe--;
         return NULL;
     }
-    return cuda_view_sole_only(x, n);
+    __nv_bfloat16 *bf = cuda_view_sole_only(x, n);
+    views.proven += bf != NULL;
+    return bf;
 }
 
 /* --- REED_CUDA_VIEW_CHECK --------------------------------------------------------- */
@@ -443,12 +449,13 @@ static unsigned sole_exempt(const char *slot)
         unsigned args;
     } table[] = {
         {"linear_forward", 1u << 0 | 1u << 1},      // out (its sole view); inp
-        {"linear_backward", 1u << 3 | 1u << 4},     // dout, inp
+        {"linear_backward", 1u << 0 | 1u << 3 | 1u << 4}, // dinp (need_range when
+                                                          // added to); dout, inp
         {"linear_gelu_forward", 1u << 0 | 1u << 1 | 1u << 2},            // out, pre; inp
         {"linear_gelu_backward", 1u << 0 | 1u << 3 | 1u << 4 | 1u << 5}, // dpre; dout, act, pre
         {"attention_forward", 1u << 0 | 1u << 2},   // out: cuda_view_out; qkv (fp32
                                                     // paths: need_range)
-        {"attention_backward", 1u << 3},            // qkv (the same)
+        {"attention_backward", 1u << 2 | 1u << 3},  // dout, qkv (the same)
         {"zero", 1u << 0},                          // p: cuda_view_overwrite
         {"upload", 1u << 0},                        // dst: the same
         {"download", 1u << 1},                      // src: cuda_view_need_range
@@ -529,6 +536,8 @@ extern "C" int reed_cuda_set_views(int on)
 }
 
 extern "C" long reed_cuda_view_hits(void) { return views.hits; }
+
+extern "C" long reed_cuda_view_proven(void) { return views.proven; }
 
 extern "C" int reed_cuda_set_view_sole(int on)
 {

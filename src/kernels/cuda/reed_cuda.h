@@ -103,6 +103,11 @@ long reed_cuda_lt_gelu_calls(void);
  * benchmarks. */
 long reed_cuda_lt_bf16_out_calls(void);
 
+/* Sole views made for outputs that first passed probation (cuda_view.cu:
+ * linear forward outputs and fresh input gradients read only as bf16).
+ * For tests. */
+long reed_cuda_view_proven(void);
+
 /* A CUDA, cuBLAS or cuDNN call failed (a bug or a sticky device error):
  * the backend calls this handler with a one-line message naming the call
  * and its file:line, then abort()s. The default prints to stderr; a UI that
