@@ -83,6 +83,33 @@ void emu_mma_16816(float d[4], const unsigned a[4], const unsigned b[2])
     __syncwarp();
 }
 
+/* ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i .. 8i + 7
+ * post the addresses of the 8 rows (8 bf16 each) of matrix i; every lane
+ * then reads its register i of matrix i: without trans, row lane/4,
+ * columns 2·(lane%4) and + 1; with trans, rows 2·(lane%4) and + 1 of
+ * column lane/4 (the lower index in the low half). */
+static const unsigned short *ldsm_row[1024];
+
+void emu_ldmatrix_x4(unsigned r[4], const void *addr, int trans)
+{
+    const unsigned lin = cur->lin, w0 = lin - lin % 32, lane = lin % 32;
+    ldsm_row[lin] = (const unsigned short *)addr;
+    __syncwarp();
+    for (unsigned i = 0; i < 4; i++) {
+        const unsigned short *const *rows = &ldsm_row[w0 + 8 * i];
+        unsigned lo, hi;
+        if (trans) {
+            lo = rows[2 * (lane % 4)][lane / 4];
+            hi = rows[2 * (lane % 4) + 1][lane / 4];
+        } else {
+            lo = rows[lane / 4][2 * (lane % 4)];
+            hi = rows[lane / 4][2 * (lane % 4) + 1];
+        }
+        r[i] = lo | hi << 16;
+    }
+    __syncwarp();
+}
+
 static void set_tid(unsigned lin)
 {
     threadIdx.x = lin % blockDim.x;

@@ -12,9 +12,13 @@
  * Two C fragments side by side, packed to bf16, are one A fragment
  * (FlashAttention-2's arrangement): scores s and probabilities p never
  * leave registers. Shared memory holds bf16 tiles of 64 rows of q, k, v or
- * dout, and tiles transposed (hs rows of 64 tokens) where a product wants
- * pairs of adjacent tokens as its B operand; rows padded by FL_PAD, so that
- * a fragment load from 8 rows × 4 pairs hits 32 different banks.
+ * dout, rows padded by FL_PAD; fragments come out of them by ldmatrix
+ * (four 8×8 matrices a warp-wide instruction, each row 16 bytes, the 8
+ * rows of a matrix in 8 different bank quads), transposed (.trans) where a
+ * product over tokens wants pairs of adjacent tokens as its B operand.
+ * (The tiles were first read with 4-byte loads and kept transposed copies
+ * written 2 bytes at a time; Nsight Compute then showed the three kernels
+ * bound by L1/shared-memory throughput, 71 to 83% of peak, at SiT-B/2.)
  *
  * Units: s = q·k·log2(e)/sqrt(hs) (log2 units), p = exp2(s − lse2) with
  * lse2 = log2 Σ_j exp2(s_j) per query row; the natural-log gradient is
@@ -68,24 +72,18 @@ __device__ __forceinline__ void mma_16816(float d[4], const unsigned a[4], const
 #endif
 }
 
-/* Two adjacent bf16 as one register (the lower index in the low half). */
-__device__ __forceinline__ unsigned ld_pair(const bf16 *p) { return *(const unsigned *)p; }
 
 __device__ __forceinline__ int lane_g(void) { return (threadIdx.x % 32) >> 2; }
 __device__ __forceinline__ int lane_t(void) { return threadIdx.x & 3; }
 
-/* Row stride (bf16) of a tile of hs-wide rows, and of a transposed tile. */
+/* Row stride (bf16) of a tile of hs-wide rows. */
 #define LD_ROWS(HS) ((HS) + FL_PAD)
-#define LD_COLS (FL_TILE + FL_PAD)
 
 /* A tile's 16-byte chunks on their way from global to shared memory:
  * each thread fetches its N chunks of rows r0 .. r0 + FL_TILE − 1 of src
  * (hs bf16 each, row stride lds; zero past T) into registers, all loads in
- * flight at once, and later puts them into a tile as rows (COLS 0: dst row
- * r at r·LD_ROWS) or transposed (COLS 1: dst(hs rows)[e][r] = element e of
- * row r). The transposed mapping gives adjacent threads adjacent rows, so
- * a warp's 2-byte stores go to adjacent addresses. */
-template <int HS, int COLS> struct tile_chunks {
+ * flight at once, and later puts them into a tile (row r at r·LD_ROWS). */
+template <int HS> struct tile_chunks {
     static constexpr int CH = HS / 8; // chunks per row
     static constexpr int N = FL_TILE * CH / FL_THREADS;
     static_assert(FL_TILE * CH % FL_THREADS == 0, "whole chunks per thread");
@@ -95,8 +93,8 @@ template <int HS, int COLS> struct tile_chunks {
     __device__ static void where(int j, int &r, int &c)
     {
         const int i = threadIdx.x + j * FL_THREADS;
-        r = COLS ? i % FL_TILE : i / CH;
-        c = COLS ? i / FL_TILE : i % CH;
+        r = i / CH;
+        c = i % CH;
     }
     __device__ void fetch(const bf16 *src, size_t lds, int r0, int T)
     {
@@ -114,82 +112,100 @@ template <int HS, int COLS> struct tile_chunks {
         for (int j = 0; j < N; j++) {
             int r, c;
             where(j, r, c);
-            if (!COLS) {
-                *(uint4 *)(dst + r * LD_ROWS(HS) + 8 * c) = v[j];
-                continue;
-            }
-            unsigned short *d = (unsigned short *)dst; // bf16 bits
-            const unsigned w[4] = {v[j].x, v[j].y, v[j].z, v[j].w};
-#pragma unroll
-            for (int e = 0; e < 8; e++)
-                d[(8 * c + e) * LD_COLS + r] = (unsigned short)(w[e / 2] >> (16 * (e & 1)));
+            *(uint4 *)(dst + r * LD_ROWS(HS) + 8 * c) = v[j];
         }
     }
 };
 
-/* One tile (rows or transposed), and two with all their loads in flight
- * together. */
-template <int HS, int COLS>
+/* One tile, and two with all their loads in flight together. */
+template <int HS>
 __device__ void load_tile(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
 {
-    tile_chunks<HS, COLS> t;
+    tile_chunks<HS> t;
     t.fetch(src, lds, r0, T);
     t.put(dst);
 }
-template <int HS, int COLS1, int COLS2>
+template <int HS>
 __device__ void load_tiles(bf16 *dst1, const bf16 *src1, size_t lds1, bf16 *dst2,
                            const bf16 *src2, size_t lds2, int r0, int T)
 {
-    tile_chunks<HS, COLS1> t1;
-    tile_chunks<HS, COLS2> t2;
+    tile_chunks<HS> t1, t2;
     t1.fetch(src1, lds1, r0, T);
     t2.fetch(src2, lds2, r0, T);
     t1.put(dst1);
     t2.put(dst2);
 }
-#define ROWS 0
-#define COLS 1
 
-/* The A fragments of the warp's 16 rows (from row0) of a row tile. */
+/* r[i] = the lane's fragment of 8×8 matrix i (bf16 pairs), lanes 8i to
+ * 8i + 7 giving the addresses of its rows (16 bytes each, in shared
+ * memory): ldmatrix .x4, or with TRANS its .trans (the matrices
+ * transposed). The emulator (tools/cuda-emu) runs no PTX and supplies the
+ * same loads. */
+template <bool TRANS> __device__ __forceinline__ void ldsm_x4(unsigned r[4], const bf16 *row)
+{
+#ifdef REED_CUDA_EMU
+    emu_ldmatrix_x4(r, row, TRANS);
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+
+/* The A fragments of the warp's 16 rows (from row0) of a row tile: per
+ * 16 columns, matrices rows 0–7 and 8–15 of columns 0–7, then of 8–15
+ * (lane l gives row l % 16, columns from 8·(l / 16)). */
 template <int HS>
 __device__ __forceinline__ void load_a(unsigned (&fa)[HS / 16][4], const bf16 *tile, int row0)
 {
-    const bf16 *r = tile + (row0 + lane_g()) * LD_ROWS(HS) + 2 * lane_t();
+    const int l = threadIdx.x % 32;
+    const bf16 *r = tile + (row0 + l % 16) * LD_ROWS(HS) + 8 * (l / 16);
 #pragma unroll
-    for (int kk = 0; kk < HS / 16; kk++) {
-        fa[kk][0] = ld_pair(r + 16 * kk);
-        fa[kk][1] = ld_pair(r + 8 * LD_ROWS(HS) + 16 * kk);
-        fa[kk][2] = ld_pair(r + 16 * kk + 8);
-        fa[kk][3] = ld_pair(r + 8 * LD_ROWS(HS) + 16 * kk + 8);
-    }
+    for (int kk = 0; kk < HS / 16; kk++)
+        ldsm_x4<false>(fa[kk], r + 16 * kk);
 }
 
 /* c(16 × FL_TILE) = a(16 × hs) · tileᵀ, tile a row tile (FL_TILE rows of
- * hs): c[n] holds columns 8n .. 8n + 7. */
+ * hs): c[n] holds columns 8n .. 8n + 7. The B fragment of rows 8n .. 8n+7
+ * and 16 columns is two 8×8 matrices as stored; one ldmatrix takes them
+ * for n and n + 1 (lane l gives row 8·(n + l / 16) + l % 8, columns from
+ * 8·((l / 8) % 2)). */
 template <int HS>
 __device__ __forceinline__ void product_rows(float c[FL_TILE / 8][4],
                                              const unsigned (&fa)[HS / 16][4], const bf16 *tile)
 {
-    const bf16 *r = tile + lane_g() * LD_ROWS(HS) + 2 * lane_t();
+    const int l = threadIdx.x % 32;
+    const bf16 *r = tile + (8 * (l / 16) + l % 8) * LD_ROWS(HS) + 8 * ((l / 8) % 2);
 #pragma unroll
-    for (int n = 0; n < FL_TILE / 8; n++) {
+    for (int n = 0; n < FL_TILE / 8; n += 2) {
         c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+        c[n + 1][0] = c[n + 1][1] = c[n + 1][2] = c[n + 1][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < HS / 16; kk++) {
-            const bf16 *p = r + 8 * n * LD_ROWS(HS) + 16 * kk;
-            const unsigned b[2] = {ld_pair(p), ld_pair(p + 8)};
+            unsigned b[4];
+            ldsm_x4<false>(b, r + 8 * n * LD_ROWS(HS) + 16 * kk);
             mma_16816(c[n], fa[kk], b);
+            mma_16816(c[n + 1], fa[kk], b + 2);
         }
     }
 }
 
-/* acc(16 × hs) += p(16 × FL_TILE) · x, x given transposed (hs rows of
- * FL_TILE): p's C fragments, packed to bf16, are the A fragments. */
+/* acc(16 × hs) += p(16 × FL_TILE) · x, x a row tile (FL_TILE tokens of
+ * hs): p's C fragments, packed to bf16, are the A fragments. The B
+ * fragment of tokens 16kt .. 16kt+15 and columns 8n .. 8n+7 is two 8×8
+ * matrices transposed; one ldmatrix .trans takes them for n and n + 1
+ * (lane l gives token 16kt + l % 8 + 8·((l / 8) % 2), columns from
+ * 8·(n + l / 16)). */
 template <int HS>
 __device__ __forceinline__ void accumulate_cols(float (&acc)[HS / 8][4],
-                                                const float p[FL_TILE / 8][4], const bf16 *xt)
+                                                const float p[FL_TILE / 8][4], const bf16 *x)
 {
-    const bf16 *r = xt + lane_g() * LD_COLS + 2 * lane_t();
+    const int l = threadIdx.x % 32;
+    const bf16 *r = x + (l % 8 + 8 * ((l / 8) % 2)) * LD_ROWS(HS) + 8 * (l / 16);
 #pragma unroll
     for (int kt = 0; kt < FL_TILE / 16; kt++) {
         const unsigned pa[4] = {bf16_pair(p[2 * kt][0], p[2 * kt][1]),
@@ -197,10 +213,11 @@ __device__ __forceinline__ void accumulate_cols(float (&acc)[HS / 8][4],
                                 bf16_pair(p[2 * kt + 1][0], p[2 * kt + 1][1]),
                                 bf16_pair(p[2 * kt + 1][2], p[2 * kt + 1][3])};
 #pragma unroll
-        for (int n = 0; n < HS / 8; n++) {
-            const bf16 *x = r + 8 * n * LD_COLS + 16 * kt;
-            const unsigned b[2] = {ld_pair(x), ld_pair(x + 8)};
+        for (int n = 0; n < HS / 8; n += 2) {
+            unsigned b[4];
+            ldsm_x4<true>(b, r + 16 * kt * LD_ROWS(HS) + 8 * n);
             mma_16816(acc[n], pa, b);
+            mma_16816(acc[n + 1], pa, b + 2);
         }
     }
 }
@@ -339,12 +356,12 @@ template <int HS>
 __device__ void forward_body(const flash_args &a)
 {
     bf16 *qs = (bf16 *)flash_smem, *ks = qs + FL_TILE * LD_ROWS(HS);
-    bf16 *vt = ks + FL_TILE * LD_ROWS(HS);
+    bf16 *vs = ks + FL_TILE * LD_ROWS(HS);
     const flash_place pl = flash_where<HS>(a);
     const int T = a.T, q0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
 
-    load_tile<HS, ROWS>(qs, pl.q, ld3, q0, T);
+    load_tile<HS>(qs, pl.q, ld3, q0, T);
     __syncthreads();
     unsigned qa[HS / 16][4];
     load_a<HS>(qa, qs, w16);
@@ -356,7 +373,7 @@ __device__ void forward_body(const flash_args &a)
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     for (int k0 = 0; k0 < T; k0 += FL_TILE) {
         __syncthreads(); // every warp is done with the previous k and v
-        load_tiles<HS, ROWS, COLS>(ks, pl.k, ld3, vt, pl.v, ld3, k0, T);
+        load_tiles<HS>(ks, pl.k, ld3, vs, pl.v, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, ks);
         scale_mask(s, a.sc2, k0, T);
@@ -381,7 +398,7 @@ __device__ void forward_body(const flash_args &a)
                 l[r] += s[n][2 * r] + s[n][2 * r + 1];
             }
         }
-        accumulate_cols<HS>(o, s, vt);
+        accumulate_cols<HS>(o, s, vs);
     }
     float lse2[2];
 #pragma unroll
@@ -406,7 +423,7 @@ __device__ void forward_body(const flash_args &a)
     bf16 *P = a.P + pl.bh * T;
     for (int k0 = 0; k0 < T; k0 += FL_TILE) {
         __syncthreads();
-        load_tile<HS, ROWS>(ks, pl.k, ld3, k0, T);
+        load_tile<HS>(ks, pl.k, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, ks);
         scale_mask(s, a.sc2, k0, T);
@@ -442,18 +459,17 @@ __device__ void row_dots(float *Ds, const bf16 *dout, const bf16 *o, size_t ldo,
 }
 
 /* The query kernel: D, then dq. Shared memory: two row tiles (q and dout,
- * then k and v), kᵀ, and the tile's D. */
+ * then k and v) and the tile's D. */
 template <int HS>
 __device__ void backward_query_body(const flash_args &a)
 {
     bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
-    bf16 *kt = t1 + FL_TILE * LD_ROWS(HS);
-    float *Ds = (float *)(kt + HS * LD_COLS);
+    float *Ds = (float *)(t1 + FL_TILE * LD_ROWS(HS));
     const flash_place pl = flash_where<HS>(a);
     const int T = a.T, q0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
 
-    load_tiles<HS, ROWS, ROWS>(t0, pl.q, ld3, t1, a.dout + pl.row * a.C + pl.col, a.C, q0, T);
+    load_tiles<HS>(t0, pl.q, ld3, t1, a.dout + pl.row * a.C + pl.col, a.C, q0, T);
     __syncthreads();
     unsigned qa[HS / 16][4], da[HS / 16][4];
     load_a<HS>(qa, t0, w16);
@@ -476,7 +492,7 @@ __device__ void backward_query_body(const flash_args &a)
     // columns, then the row's).
     for (int k0 = 0; k0 < T && !a.o16; k0 += FL_TILE) {
         __syncthreads();
-        load_tiles<HS, ROWS, ROWS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
+        load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, t0);
         scale_mask(s, a.sc2, k0, T);
@@ -499,8 +515,7 @@ __device__ void backward_query_body(const flash_args &a)
         dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
     for (int k0 = 0; k0 < T; k0 += FL_TILE) {
         __syncthreads();
-        load_tiles<HS, ROWS, ROWS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
-        load_tile<HS, COLS>(kt, pl.k, ld3, k0, T);
+        load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
         __syncthreads();
         product_rows<HS>(s, qa, t0);
         scale_mask(s, a.sc2, k0, T);
@@ -510,7 +525,7 @@ __device__ void backward_query_body(const flash_args &a)
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 s[n][e] = exp2f(s[n][e] - lse2[e / 2]) * (dp[n][e] - D[e / 2]);
-        accumulate_cols<HS>(dq, s, kt);
+        accumulate_cols<HS>(dq, s, t0); // t0: k
     }
     const size_t at = pl.row * ld3 + pl.col; // dq's first element
     store_rows<HS>(a.out + at, a.out16 ? a.out16 + at : NULL, ld3, dq, q0 + w16, T, a.sc,
@@ -524,20 +539,18 @@ __device__ void backward_query_body(const flash_args &a)
 }
 
 /* The key kernel: dv and dk for 64 keys. Shared memory: two row tiles (k
- * and v, then q and dout), qᵀ and doutᵀ, and lse2 and D of the query
- * tile. */
+ * and v, then q and dout), and lse2 and D of the query tile. */
 template <int HS>
 __device__ void backward_key_body(const flash_args &a)
 {
     bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
-    bf16 *qt = t1 + FL_TILE * LD_ROWS(HS), *dt = qt + HS * LD_COLS;
-    float *lse_s = (float *)(dt + HS * LD_COLS), *D_s = lse_s + FL_TILE;
+    float *lse_s = (float *)(t1 + FL_TILE * LD_ROWS(HS)), *D_s = lse_s + FL_TILE;
     const flash_place pl = flash_where<HS>(a);
     const int T = a.T, k0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
     const bf16 *dout = a.dout + pl.row * a.C + pl.col;
 
-    load_tiles<HS, ROWS, ROWS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
+    load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
     __syncthreads();
     unsigned ka[HS / 16][4], va[HS / 16][4];
     load_a<HS>(ka, t0, w16);
@@ -551,8 +564,7 @@ __device__ void backward_key_body(const flash_args &a)
             dk[n][e] = dv[n][e] = 0.0f;
     for (int q0 = 0; q0 < T; q0 += FL_TILE) {
         __syncthreads();
-        load_tiles<HS, ROWS, ROWS>(t0, pl.q, ld3, t1, dout, a.C, q0, T);
-        load_tiles<HS, COLS, COLS>(qt, pl.q, ld3, dt, dout, a.C, q0, T);
+        load_tiles<HS>(t0, pl.q, ld3, t1, dout, a.C, q0, T);
         for (int j = threadIdx.x; j < FL_TILE; j += blockDim.x) {
             const int ok = q0 + j < T; // queries past T: p = 0 and D = 0
             lse_s[j] = ok ? a.lse[pl.bh + q0 + j] : 0.0f;
@@ -570,8 +582,8 @@ __device__ void backward_key_body(const flash_args &a)
                 s[n][e] = exp2f(s[n][e] - lse_s[j]);  // pᵀ
                 dp[n][e] = s[n][e] * (dp[n][e] - D_s[j]); // dSᵀ
             }
-        accumulate_cols<HS>(dv, s, dt);  // dv += pᵀ·dout
-        accumulate_cols<HS>(dk, dp, qt); // dk += dSᵀ·q (scaled at the store)
+        accumulate_cols<HS>(dv, s, t1);  // dv += pᵀ·dout
+        accumulate_cols<HS>(dk, dp, t0); // dk += dSᵀ·q (scaled at the store)
     }
     const size_t dk_at = pl.row * ld3 + pl.col + a.C, dv_at = dk_at + a.C;
     bf16 *v16 = a.out16; // dqkv's view
@@ -633,14 +645,14 @@ static int head_index(int hs)
 
 int cuda_flash_covers(int hs) { return head_index(hs) >= 0; }
 
-/* Shared memory of a kernel: row tiles, transposed tiles, floats. */
+/* Shared memory of a kernel: row tiles, and floats (the query kernel's D,
+ * the key kernel's lse2 and D of a query tile). */
 static size_t smem_bytes(int kind, int hs)
 {
     const size_t rows = (size_t)FL_TILE * (hs + FL_PAD) * sizeof(bf16);
-    const size_t cols = (size_t)hs * (FL_TILE + FL_PAD) * sizeof(bf16);
-    return kind == K_FORWARD ? 2 * rows + cols
-           : kind == K_QUERY ? 2 * rows + cols + FL_TILE * sizeof(float)
-                             : 2 * rows + 2 * cols + 2 * FL_TILE * sizeof(float);
+    return kind == K_FORWARD ? 3 * rows
+           : kind == K_QUERY ? 2 * rows + FL_TILE * sizeof(float)
+                             : 2 * rows + 2 * FL_TILE * sizeof(float);
 }
 
 static pthread_once_t smem_once = PTHREAD_ONCE_INIT;

@@ -40,6 +40,7 @@ unsigned emu_lane(void);
 /* The warp's mma.sync m16n8k16 (bf16 operands, fp32 accumulation), d += a·b
  * with fragments laid out as on the GPU: see emu.cpp. */
 void emu_mma_16816(float d[4], const unsigned a[4], const unsigned b[2]);
+void emu_ldmatrix_x4(unsigned r[4], const void *addr, int trans);
 
 /* A launch of `fn` (the kernel `kernel`) with `smem` bytes of dynamic shared
  * memory: launch.py rewrites kernel<<<grid, block[, smem[, stream]]>>>(...)
