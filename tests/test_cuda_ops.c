@@ -811,6 +811,11 @@ static void test_qkv_attention(int B, int T, int C, int NH, double tol)
     cpu->linear_backward(dout, dwp, NULL, dproj, out, wp, N, C, C); // dwp: not checked
     memset(dqkv, 0, nq * sizeof(float));
     cpu->attention_backward(dqkv, hbuf(na), dout, qkv, att, B, T, C, NH);
+    // Round 3: sole views off, a new input: the linear writes qkv in fp32,
+    // and nothing may read the second round's sole view of it.
+    float *inp3 = hrand(ni, -1, 1), *qkv3 = hbuf(nq), *out3 = hbuf(ni);
+    cpu->linear_forward(qkv3, inp3, w, bias, N, C, C3);
+    cpu->attention_forward(out3, att, qkv3, B, T, C, NH);
     for (int path = 1; path <= 4; path++) {
         reed_cuda_set_attention(path);
         const char *p = names[reed_cuda_attention_path(B, T, C, NH)];
@@ -836,6 +841,13 @@ static void test_qkv_attention(int B, int T, int C, int NH, double tol)
         }
         const long bf16_out = reed_cuda_lt_bf16_out_calls() - bf16_out0;
         const long proven = reed_cuda_view_proven() - proven0;
+        reed_cuda_set_view_sole(0);
+        gpu->upload(d_inp, inp3, ni * sizeof(float));
+        gpu->linear_forward(d_qkv, d_inp, d_w, d_bias, N, C, C3);
+        gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+        expect("qkv linear → attention out", out3, d_out, ni, tol,
+               "B=%d T=%d C=%d NH=%d %s round 3, sole views off", B, T, C, NH, p);
+        reed_cuda_set_view_sole(1);
         printf("note qkv linear → attention %s: %ld of 2 qkv outputs written as bf16 only; "
                "%ld sole views after probation\n", p, bf16_out, proven);
 #ifdef REED_CUDA_EMU_TEST
@@ -846,6 +858,48 @@ static void test_qkv_attention(int B, int T, int C, int NH, double tol)
 #endif
     }
     reed_cuda_set_attention(0);
+    release();
+}
+
+/* The flash forward leaves out as a sole bf16 view; a forward on another
+ * path (fp32 out) on new inputs must not leave that view readable. */
+static void test_attention_switch(int B, int T, int C, int NH, double tol)
+{
+    static const int others[] = {1, 2}; // gemm, fused
+    const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+    const size_t na = (size_t)B * NH * T * T;
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        float *qkv1 = hrand(nq, -1, 1), *qkv2 = hrand(nq, -1, 1), *out = hbuf(no);
+        float *att = hbuf(na), *d_out = dnan(no), *d_att = dnan(na);
+        cpu->attention_forward(out, att, qkv2, B, T, C, NH);
+        reed_cuda_set_attention(3); // flash
+        gpu->attention_forward(d_out, d_att, dup(qkv1, nq), B, T, C, NH);
+        reed_cuda_set_attention(others[i]);
+        gpu->attention_forward(d_out, d_att, dup(qkv2, nq), B, T, C, NH);
+        expect("attention_forward after flash", out, d_out, no, tol, "B=%d T=%d C=%d NH=%d path %d",
+               B, T, C, NH, others[i]);
+    }
+    reed_cuda_set_attention(0);
+    release();
+}
+
+/* linear_gelu_forward twice on the same buffers, new inputs the second
+ * time, no backward between (as in sampling): the second out against the
+ * CPU's (with REED_CUDA_LT_GELU=0 this takes the parts, whose first layer
+ * must write pre in fp32 for the GELU kernel). */
+static void test_linear_gelu_twice(int N, int C, int F, double tol)
+{
+    const size_t ni = (size_t)N * C, nf = (size_t)N * F, nw = (size_t)F * C;
+    float *w = hrand(nw, -0.5f, 0.5f), *b = hrand(F, -1, 1), *pre = hbuf(nf), *out = hbuf(nf);
+    float *d_w = dup(w, nw), *d_b = dup(b, F), *d_inp = dnan(ni), *d_pre = dnan(nf);
+    float *d_out = dnan(nf), *inp = NULL;
+    for (int round = 1; round <= 2; round++) {
+        inp = hrand(ni, -1, 1);
+        gpu->upload(d_inp, inp, ni * sizeof(float));
+        gpu->linear_gelu_forward(d_out, d_pre, d_inp, d_w, d_b, N, C, F);
+    }
+    cpu->linear_gelu_forward(out, pre, inp, w, b, N, C, F);
+    expect("linear_gelu_forward twice out", out, d_out, nf, tol, "N=%d C=%d F=%d round 2", N, C, F);
     release();
 }
 
@@ -1792,6 +1846,8 @@ int main(void)
         test_resample_tokens(4, 196, 49, 64); // fp32 in the bf16 mode too
         test_attention_paths(TOL_BF16);
         test_qkv_attention(2, 64, 128, 2, TOL_BF16);
+        test_attention_switch(2, 64, 128, 2, TOL_BF16);
+        test_linear_gelu_twice(64, 32, 128, TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");
         if (cudnn) {
             reed_cuda_set_cudnn(0);

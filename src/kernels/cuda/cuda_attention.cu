@@ -824,6 +824,11 @@ void cuda_attention_forward(float *out, float *att, const float *qkv, int B,
 {
     attn_plan plan;
     const int path = attention_path(B, T, C, NH, &plan);
+    // The fused and GEMM paths write out in fp32: its views (a sole one of
+    // an earlier flash forward among them, which the op's exemption left)
+    // go first. The flash path replaces them itself.
+    if (path != ATT_PATH_FLASH && path != ATT_PATH_FLASH_GEMM)
+        cuda_view_overwrite(out, (size_t)B * T * C * sizeof(float));
     if (path == ATT_PATH_FUSED)
         fused_forward(out, att, qkv, B, plan.fwd);
     else if (path == ATT_PATH_FLASH)

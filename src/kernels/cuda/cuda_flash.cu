@@ -680,12 +680,14 @@ static void launch(int kind, const flash_args &a, int B)
 
 /* Where the forward keeps out's bf16 copy for the backward's D: in att
  * (B·NH·T·T floats), after lse's B·NH·T floats (rounded up to 16 bytes);
- * NULL where it does not fit (tiny T) or there is no lse. */
+ * NULL where it does not fit (tiny T), att is not 16-byte aligned, or
+ * there is no lse. */
 static bf16 *out_copy(float *lse, int B, int T, int C, int NH)
 {
     const size_t at = ((size_t)B * NH * T + 3) / 4 * 4, room = (size_t)B * NH * T * T;
     const size_t need = ((size_t)B * T * C + 1) / 2;
-    return lse && at + need <= room ? (bf16 *)(lse + at) : NULL;
+    const int aligned = (uintptr_t)lse % 16 == 0; // for row_dots' 16-byte loads
+    return lse && aligned && at + need <= room ? (bf16 *)(lse + at) : NULL;
 }
 
 static flash_args args_for(const float *qkv, int B, int T, int C, int NH, int keep)

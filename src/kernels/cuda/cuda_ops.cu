@@ -260,22 +260,23 @@ static int linear_forward_sole(float *out, const float *inp, const float *w,
                                const float *bias, int N, int C, int OC)
 {
     const size_t n = (size_t)N * OC;
-    if (!bias || !cuda_bf16_gemms() || OC % 8)
-        return -1;
-    __nv_bfloat16 *o16 = cuda_view_sole_proven(out, n);
+    __nv_bfloat16 *o16 = bias && cuda_bf16_gemms() && OC % 8 == 0 ? cuda_view_sole_proven(out, n)
+                                                                    : NULL;
     if (o16 && cuda_lt_linear16(o16, cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1),
                                 cuda_bf16_copy(BF16_B, w, (size_t)OC * C), bias, N, C, OC) == 0)
         return 0;
-    if (o16)
-        cuda_view_overwrite(out, n * sizeof(float));
+    // out is written in fp32 now: its views (one made above, or an earlier
+    // call's sole view, which the op's exemption left in place) go first.
+    cuda_view_overwrite(out, n * sizeof(float));
     return -1;
 }
 
-static void cuda_linear_forward(float *out, const float *inp, const float *w,
+/* out in fp32 (the linear op's path without sole views, and the
+ * linear_gelu fallback's first layer, whose output the GELU kernel reads
+ * in fp32 outside the op table's bookkeeping). */
+static void linear_forward_fp32(float *out, const float *inp, const float *w,
                                 const float *bias, int N, int C, int OC)
 {
-    if (linear_forward_sole(out, inp, w, bias, N, C, OC) == 0)
-        return;
     // The bias in cuBLASLt's epilogue where it can; else seed out with the
     // bias and add the product onto it (beta = 1), or let beta = 0 ignore
     // out's old contents.
@@ -293,6 +294,13 @@ static void cuda_linear_forward(float *out, const float *inp, const float *w,
         return;
     }
     gemm_rm(0, 1, N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+}
+
+static void cuda_linear_forward(float *out, const float *inp, const float *w,
+                                const float *bias, int N, int C, int OC)
+{
+    if (linear_forward_sole(out, inp, w, bias, N, C, OC) != 0)
+        linear_forward_fp32(out, inp, w, bias, N, C, OC);
 }
 
 /* bf16 operands: one bf16 copy of dout (or its view) for both GEMMs and the
@@ -348,8 +356,9 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
 {
     // dinp freshly zeroed (cuda_zero.cu): written with beta = 0 instead,
     // as its sole bf16 view alone where it passed probation (cuda_view.cu:
-    // on SiT the attention output's gradient, which the attention backward
-    // reads as bf16); else added to, its sole view (if any) written back
+    // a gradient only the attention backward reads, say; on SiT that one
+    // shares its buffer with gradients the LayerNorm backward reads in
+    // fp32, and fails); else added to, its sole view (if any) written back
     // first.
     const size_t n = (size_t)N * C;
     const float bi = cuda_zero_take(dinp, n * sizeof(float)) ? 0.0f : 1.0f;
@@ -393,7 +402,7 @@ static void cuda_linear_gelu_forward(float *out, float *pre, const float *inp, c
     // made above, or an earlier step's) go first.
     cuda_view_overwrite(out, n * sizeof(float));
     cuda_view_overwrite(pre, n * sizeof(float));
-    cuda_linear_forward(pre, inp, w, bias, N, C, OC);
+    linear_forward_fp32(pre, inp, w, bias, N, C, OC);
     cuda_gelu_forward(out, pre, n);
 }
 

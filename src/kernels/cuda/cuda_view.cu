@@ -43,8 +43,9 @@
  * fused attention path, which reads qkv in fp32, nor the outputs going
  * into the gated residual). So a linear output is never rounded to bf16
  * for an fp32 reader, not even once. The linear backward treats a freshly
- * zeroed input gradient the same way (on SiT the projection's, which only
- * the attention backward reads, through its view). The flash forward
+ * zeroed input gradient the same way (on SiT the projection's would pass,
+ * read only by the attention backward, but it shares its buffer with the
+ * gradients the LayerNorm backward reads in fp32). The flash forward
  * writes the attention output's view, which only the projection after it
  * reads.
  * Like the write rule above, this assumes an op reads
@@ -78,6 +79,7 @@ typedef struct view {
     int read_back;        /* a sole view of src was read back: never sole again */
     size_t probe_n;       /* values of src on probation (cuda_view_sole_proven) */
     int probe_read;       /* an op read them in fp32 while on probation */
+    int proven;           /* probation passed: sole from now on (until read back) */
 } view;
 
 static struct {
@@ -296,17 +298,19 @@ __nv_bfloat16 *cuda_view_sole_proven(const float *x, size_t n)
     view *v = find_or_add(x);
     if (!v)
         return NULL;
-    if (v->probe_n != n) { // new, or another size: (re)start
+    if (!v->proven && v->probe_n != n) { // new, or another size: (re)start
         views.nprobe += !v->probe_n;
         v->probe_n = n;
         v->probe_read = 0;
         return NULL;
     }
-    if (v->probe_read) {
-        v->read_back = 1;
+    if (v->probe_n) { // the second call: passed or failed, probation ends
         v->probe_n = 0;
         views.nprobe--;
-        return NULL;
+        v->proven = !v->probe_read;
+        v->read_back |= v->probe_read;
+        if (!v->proven)
+            return NULL;
     }
     __nv_bfloat16 *bf = cuda_view_sole_only(x, n);
     views.proven += bf != NULL;
