@@ -445,6 +445,7 @@ if command -v ncu >/dev/null; then
     "$REED_BENCH" "${B2_ONE_STEP[@]}"
 else
   record "ncu flash" skipped "no ncu"
+  record "ncu layernorm" skipped "no ncu"
 fi
 
 # --- summary and table ----------------------------------------------------------------------------

@@ -549,7 +549,6 @@ static int fused_plan(int T, int C, int NH, attn_plan *plan)
     return plan->fwd.br && plan->bwd.br;
 }
 
-static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 static dim3 attn_grid(const attn_dims &d, int B)
 {

@@ -686,8 +686,8 @@ static bf16 *out_copy(float *lse, int B, int T, int C, int NH)
 {
     const size_t at = ((size_t)B * NH * T + 3) / 4 * 4, room = (size_t)B * NH * T * T;
     const size_t need = ((size_t)B * T * C + 1) / 2;
-    const int aligned = (uintptr_t)lse % 16 == 0; // for row_dots' 16-byte loads
-    return lse && aligned && at + need <= room ? (bf16 *)(lse + at) : NULL;
+    // row_dots reads the copy 16 bytes at a time
+    return lse && aligned16(lse) && at + need <= room ? (bf16 *)(lse + at) : NULL;
 }
 
 static flash_args args_for(const float *qkv, int B, int T, int C, int NH, int keep)

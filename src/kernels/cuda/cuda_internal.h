@@ -99,6 +99,9 @@ static inline unsigned grid_for(size_t n, int threads)
     return (unsigned)(blocks < cap ? blocks : cap);
 }
 
+/* Whether p is 16-byte aligned (for float4 and uint4 accesses). */
+static inline int aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
 /* Blocks for one warp per row over `rows` rows, ROW_WARPS warps (of 32
  * threads) per block. rows must be > 0. */
 #define ROW_WARPS 4

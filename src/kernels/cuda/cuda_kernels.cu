@@ -410,8 +410,6 @@ __global__ void ln_vec_forward_kernel(float *out, __nv_bfloat16 *o16, float *mea
     }
 }
 
-static int aligned16(const void *p) { return (uintptr_t)p % 16 == 0; }
-
 /* REED_CUDA_LN_VEC=0 keeps the scalar kernels (to time the two). */
 static int ln_vec_on(void)
 {
@@ -438,7 +436,7 @@ static void ln_forward_launch(float *out, __nv_bfloat16 *o16, float *mean,
                               const float *scale, int ldm, int T, int N, int C,
                               float eps)
 {
-    if (PL % 4 == 0 && ln_vec_ok(C, ldm, out, inp, shift, scale, o16)) {
+    if (ln_vec_ok(C, ldm, out, inp, shift, scale, o16)) {
         ln_vec_forward_kernel<PL / 4><<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
             out, o16, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
         LAUNCH_CHECK("ln_vec_forward_kernel");
@@ -705,7 +703,7 @@ static void ln_backward_launch(float *dinp, double *partial, const float *dout,
                                const float *rstd, const float *scale, int ldm,
                                int B, int T, int C, int chunks)
 {
-    if (PL % 4 == 0 && ln_vec_ok(C, ldm, dinp, dout, inp, scale, NULL)) {
+    if (ln_vec_ok(C, ldm, dinp, dout, inp, scale, NULL)) {
         ln_vec_backward_kernel<PL / 4><<<B * chunks, ROW_THREADS, 0, g_cuda.stream>>>(
             dinp, partial, dout, inp, mean, rstd, scale, ldm, T, C, chunks);
         LAUNCH_CHECK("ln_vec_backward_kernel");

@@ -311,14 +311,23 @@ int cuda_lt_gelu_on(void)
     return lt.state > 0 && lt.gelu && cuda_bf16_gemms();
 }
 
+/* A forward kind with a bf16 D (LT_GELU: pre16 its aux; LT_FORWARD16:
+ * pre16 NULL), the bias rounded to bf16: 0, or -1 where it does not apply. */
+static int lt_forward16(int kind, __nv_bfloat16 *out16, __nv_bfloat16 *pre16,
+                        const __nv_bfloat16 *inp16, const __nv_bfloat16 *w16, const float *bias,
+                        int N, int C, int OC)
+{
+    if (!cuda_bf16_gemms() || OC % 8 || !aligned(out16) || !aligned(pre16) || !aligned(inp16) ||
+        !aligned(w16))
+        return -1;
+    lt_plan *p = lt_usable(kind, N, C, OC);
+    return p && lt_run(p, w16, inp16, 0.0f, out16, lt_bias16(bias, OC), pre16) == 0 ? 0 : -1;
+}
+
 int cuda_lt_linear_gelu(__nv_bfloat16 *out16, __nv_bfloat16 *pre16, const __nv_bfloat16 *inp16,
                         const __nv_bfloat16 *w16, const float *bias, int N, int C, int OC)
 {
-    if (!cuda_lt_gelu_on() || OC % 8 || !aligned(out16) || !aligned(pre16) || !aligned(inp16) ||
-        !aligned(w16))
-        return -1;
-    lt_plan *p = lt_usable(LT_GELU, N, C, OC);
-    if (!p || lt_run(p, w16, inp16, 0.0f, out16, lt_bias16(bias, OC), pre16) != 0)
+    if (!cuda_lt_gelu_on() || lt_forward16(LT_GELU, out16, pre16, inp16, w16, bias, N, C, OC))
         return -1;
     lt.gelu_calls++;
     return 0;
@@ -327,10 +336,7 @@ int cuda_lt_linear_gelu(__nv_bfloat16 *out16, __nv_bfloat16 *pre16, const __nv_b
 int cuda_lt_linear16(__nv_bfloat16 *out16, const __nv_bfloat16 *inp16,
                      const __nv_bfloat16 *w16, const float *bias, int N, int C, int OC)
 {
-    if (!cuda_bf16_gemms() || OC % 8 || !aligned(out16) || !aligned(inp16) || !aligned(w16))
-        return -1;
-    lt_plan *p = lt_usable(LT_FORWARD16, N, C, OC);
-    if (!p || lt_run(p, w16, inp16, 0.0f, out16, lt_bias16(bias, OC), NULL) != 0)
+    if (lt_forward16(LT_FORWARD16, out16, NULL, inp16, w16, bias, N, C, OC))
         return -1;
     lt.bf16_out_calls++;
     return 0;

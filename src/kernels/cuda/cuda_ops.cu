@@ -172,8 +172,8 @@ static size_t span(int rows, int cols, int ld)
     return rows > 0 && cols > 0 ? (size_t)(rows - 1) * ld + cols : 0;
 }
 
-/* gemm_rm on bf16 operands laid out as A and B. */
-/* C in fp32 (Ct CUDA_R_32F) or bf16 (CUDA_R_16BF). */
+/* gemm_rm on bf16 operands laid out as A and B, C in fp32 (Ct
+ * CUDA_R_32F) or bf16 (CUDA_R_16BF). */
 static void gemm_rm_16x(int ta, int tb, int M, int N, int K, float alpha,
                         const __nv_bfloat16 *A, int lda, const __nv_bfloat16 *B, int ldb,
                         float beta, void *C, cudaDataType Ct, int ldc)
@@ -224,8 +224,8 @@ void gemm_rm_batched(int ta, int tb, int M, int N, int K, float alpha,
         gemm_compute_type(), CUBLAS_GEMM_DEFAULT));
 }
 
-/* gemm_rm_batched on bf16 operands. */
-/* C in fp32 (Ct CUDA_R_32F) or bf16 (CUDA_R_16BF). */
+/* gemm_rm_batched on bf16 operands, C in fp32 (Ct CUDA_R_32F) or bf16
+ * (CUDA_R_16BF). */
 static void gemm_rm_batched_16x(int ta, int tb, int M, int N, int K, float alpha,
                                 const __nv_bfloat16 *A, int lda, long long sA,
                                 const __nv_bfloat16 *B, int ldb, long long sB, float beta,
@@ -659,7 +659,7 @@ static void cuda_table_fill(reed_ops *t)
     t->linear_backward = cuda_linear_backward;     // 2 GEMM + column sum
     t->linear_gelu_forward = cuda_linear_gelu_forward;   // GELU_AUX_BIAS epilogue, or the parts
     t->linear_gelu_backward = cuda_linear_gelu_backward; // DGELU epilogue, or the parts
-    t->layernorm_forward = cuda_layernorm_forward; // warp per row, double moments
+    t->layernorm_forward = cuda_layernorm_forward; // warp per row, row in registers
     t->layernorm_backward = cuda_layernorm_backward;
     t->modulate_forward = cuda_modulate_forward;   // x·(1+scale)+shift
     t->modulate_backward = cuda_modulate_backward; // + per-sample column sums
