@@ -861,6 +861,63 @@ static void test_qkv_attention(int B, int T, int C, int NH, double tol)
     release();
 }
 
+/* The flash kernels' variants (reed_cuda_set_flash: forward 1 wide and 2
+ * by cp.async, backward 1 the key kernel 32 queries a pass and 2 that by
+ * cp.async) compute the same values as variants 0: out, and dqkv from
+ * each variant's own forward, equal bitwise, and against the CPU; on
+ * shapes with partial tiles (T past a multiple of 64 and of the wide
+ * forward's 128) at head sizes 16, 32 and 64. */
+static void test_flash_variants(double tol)
+{
+    // T = 3: no room for out's copy, so the backward's variant 2 takes the
+    // plain query kernel
+    static const int shapes[][4] = {{2, 16, 32, 2}, {2, 49, 96, 3}, {1, 150, 128, 2},
+                                    {2, 200, 256, 4}, {1, 300, 32, 2}, {2, 3, 32, 2}};
+    reed_cuda_set_attention(3); // flash
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        const int B = shapes[i][0], T = shapes[i][1], C = shapes[i][2], NH = shapes[i][3];
+        const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
+        const size_t na = (size_t)B * NH * T * T;
+        float *qkv = hrand(nq, -1, 1), *dout = hrand(no, -1, 1), *dqkv0 = hrand(nq, -1, 1);
+        float *out = hbuf(no), *att = hbuf(na), *dqkv = hbuf(nq);
+        memcpy(dqkv, dqkv0, nq * sizeof(float));
+        cpu->attention_forward(out, att, qkv, B, T, C, NH);
+        cpu->attention_backward(dqkv, hbuf(na), dout, qkv, att, B, T, C, NH);
+        const float *got[3][2]; // [run]: out, dqkv
+        for (int v = 0; v < 3; v++) {
+            reed_cuda_set_flash(v, v);
+            float *d_qkv = dup(qkv, nq), *d_out = dnan(no), *d_att = dnan(na);
+            float *g_dqkv = dup(dqkv0, nq);
+            long before[2], after[2];
+            reed_cuda_flash_variant_calls(&before[0], &before[1]);
+            gpu->attention_forward(d_out, d_att, d_qkv, B, T, C, NH);
+            gpu->attention_backward(g_dqkv, dnan(na), dup(dout, no), d_qkv, d_att, B, T, C, NH);
+            reed_cuda_flash_variant_calls(&after[0], &after[1]);
+            check(after[0] - before[0] == (v > 0) && after[1] - before[1] == (v > 0),
+                  "flash kernels %d launched          B=%d T=%d C=%d NH=%d: variant kernels "
+                  "%ld forward, %ld backward", v, B, T, C, NH, after[0] - before[0],
+                  after[1] - before[1]);
+            got[v][0] = download(d_out, no);
+            got[v][1] = download(g_dqkv, nq);
+            if (v == 0)
+                continue;
+            expect("attention_forward, flash kernels", out, d_out, no, tol,
+                   "B=%d T=%d C=%d NH=%d fwd %d", B, T, C, NH, v);
+            expect("attention_backward, flash kernels", dqkv, g_dqkv, nq, tol,
+                   "B=%d T=%d C=%d NH=%d bwd %d", B, T, C, NH, v);
+            const int same_out = !memcmp(got[0][0], got[v][0], no * sizeof(float));
+            const int same_dqkv = !memcmp(got[0][1], got[v][1], nq * sizeof(float));
+            check(same_out && same_dqkv,
+                  "flash kernels %d = 0, bitwise      B=%d T=%d C=%d NH=%d: out %s, dqkv %s", v,
+                  B, T, C, NH, same_out ? "same" : "DIFFERENT",
+                  same_dqkv ? "same" : "DIFFERENT");
+        }
+        release();
+    }
+    reed_cuda_set_flash(-1, -1);
+    reed_cuda_set_attention(0);
+}
+
 /* The flash forward leaves out as a sole bf16 view; a forward on another
  * path (fp32 out) on new inputs must not leave that view readable. */
 static void test_attention_switch(int B, int T, int C, int NH, double tol)
@@ -1847,6 +1904,7 @@ int main(void)
         test_attention_paths(TOL_BF16);
         test_qkv_attention(2, 64, 128, 2, TOL_BF16);
         test_attention_switch(2, 64, 128, 2, TOL_BF16);
+        test_flash_variants(TOL_BF16);
         test_linear_gelu_twice(64, 32, 128, TOL_BF16);
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");
         if (cudnn) {

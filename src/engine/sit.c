@@ -267,6 +267,7 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     size_t pmax = max_projector_dim(m);
     a->d_resid = carve(cv, BT * H);
     a->d_mod = carve(cv, BT * H);
+    a->d_atty = carve(cv, BT * H);
     a->d_small = carve(cv, BT * H);
     a->d_mlp = carve(cv, BT * F);
     a->d_qkv = carve(cv, BT * 3 * H);
@@ -467,10 +468,10 @@ static void block_backward(const reed_ops *ops, const sit_model *m,
     /* attention branch: mid = x_in + gate1·attproj */
     ops->zero(a->d_small, n * sizeof(float));
     ops->gated_add_backward(a->d_small, dgate1, a->d_resid, b->attproj, b->ada + 2 * H, ldm, B, T, H);
-    ops->zero(a->d_mod, n * sizeof(float));
-    ops->linear_backward(a->d_mod, g->proj_w, g->proj_b, a->d_small, b->atty, p->proj_w, BT, H, H);
+    ops->zero(a->d_atty, n * sizeof(float));
+    ops->linear_backward(a->d_atty, g->proj_w, g->proj_b, a->d_small, b->atty, p->proj_w, BT, H, H);
     ops->zero(a->d_qkv, n * 3 * sizeof(float));
-    ops->attention_backward(a->d_qkv, a->d_att, a->d_mod, b->qkv, b->att, B, T, H, NH);
+    ops->attention_backward(a->d_qkv, a->d_att, a->d_atty, b->qkv, b->att, B, T, H, NH);
     ops->zero(a->d_mod, n * sizeof(float));
     ops->linear_backward(a->d_mod, g->qkv_w, g->qkv_b, a->d_qkv, b->mod1, p->qkv_w, BT, H, 3 * H);
     ops->ln_modulate_backward(a->d_resid, dshift1, dscale1, a->d_mod, x_in, b->mean1, b->rstd1,

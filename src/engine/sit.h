@@ -100,6 +100,8 @@ typedef struct sit_acts {
     sit_projector_acts proj[REED_MAX_SOURCES];
     /* backward scratch */
     float *d_resid, *d_mod, *d_mlp, *d_qkv, *d_att, *d_small; /* d_mlp: (B,T,F) */
+    float *d_atty; /* (B,T,H): the attention output's gradient, read only by the
+                    * attention backward (so the CUDA backend may keep it bf16) */
     float *d_ada, *d_c, *d_cond, *d_th, *d_proj_n, *d_proj_p, *d_proj_p2, *d_out;
 } sit_acts;
 

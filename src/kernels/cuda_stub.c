@@ -23,6 +23,8 @@ int reed_cuda_precision(void) { return 0; }
 int reed_cuda_set_cudnn(int on) { (void)on; return 0; }
 long reed_cuda_conv_fallbacks(void) { return 0; }
 void reed_cuda_set_attention(int mode) { (void)mode; }
+void reed_cuda_set_flash(int forward, int backward) { (void)forward, (void)backward; }
+void reed_cuda_flash_variant_calls(long *forward, long *backward) { *forward = *backward = 0; }
 int reed_cuda_attention_path(int B, int T, int C, int NH)
 {
     (void)B, (void)T, (void)C, (void)NH;

@@ -421,6 +421,15 @@ REED_CUDA_LN_VEC=0 reed_bench "reed B2 bf16 scalar LayerNorm" 15 60 B2 bf16 2 10
 # above weighs the paths on attention alone, at batch 32).
 REED_CUDA_ATTENTION=gemm reed_bench "reed B2 bf16 gemm attention" 15 60 B2 bf16 2 10
 REED_CUDA_ATTENTION=flash reed_bench "reed B2 bf16 flash attention" 15 60 B2 bf16 2 10
+# The flash path's other kernels (reed_cuda.h: reed_cuda_set_flash):
+# 1, the wide forward (32 query rows a warp, cp.async) and the key kernel at
+# 32 queries a pass; 2, the forward by cp.async at 16 rows a warp, and the
+# query and key kernels by cp.async. The auto line above shows the times of
+# each and which the timing kept.
+REED_CUDA_ATTENTION=flash REED_CUDA_FLASH_FWD=1 REED_CUDA_FLASH_BWD=1 \
+  reed_bench "reed B2 bf16 flash kernels 1" 15 60 B2 bf16 2 10
+REED_CUDA_ATTENTION=flash REED_CUDA_FLASH_FWD=2 REED_CUDA_FLASH_BWD=2 \
+  reed_bench "reed B2 bf16 flash kernels 2" 15 60 B2 bf16 2 10
 # The cuBLAS ceiling at B2's linear shapes: fp32 operands (FAST_16BF, as
 # the engine) against bf16 operands.
 show "gemm ceiling" 20 60 build-gpu/bench_gemm_cuda 65536 10
@@ -441,10 +450,17 @@ B2_ONE_STEP=(--config B2 --device cuda --precision bf16 --threads "$T" --warmup 
 if command -v ncu >/dev/null; then
   REED_CUDA_ATTENTION=flash show "ncu flash" 60 120 ncu "${NCU_ARGS[@]}" -k "regex:flash_(forward|bwd)" \
     --launch-skip 11 --launch-count 3 "$REED_BENCH" "${B2_ONE_STEP[@]}"
+  for v in 1 2; do
+    REED_CUDA_ATTENTION=flash REED_CUDA_FLASH_FWD=$v REED_CUDA_FLASH_BWD=$v show "ncu flash $v" 60 \
+      120 ncu "${NCU_ARGS[@]}" -k "regex:flash_(forward|bwd)" --launch-skip 11 --launch-count 3 \
+      "$REED_BENCH" "${B2_ONE_STEP[@]}"
+  done
   show "ncu layernorm" 40 90 ncu "${NCU_ARGS[@]}" -k "regex:ln_vec_backward" --launch-count 1 \
     "$REED_BENCH" "${B2_ONE_STEP[@]}"
 else
   record "ncu flash" skipped "no ncu"
+  record "ncu flash 1" skipped "no ncu"
+  record "ncu flash 2" skipped "no ncu"
   record "ncu layernorm" skipped "no ncu"
 fi
 

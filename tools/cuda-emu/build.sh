@@ -19,7 +19,7 @@ OUT=${OUT:-/tmp/reed-cuda-emu}
 SAN=${SAN:--fsanitize=address,undefined}
 mkdir -p "$OUT"
 cd "$OUT"
-rm -f ./*.o test_emu
+rm -rf ./*.o model test_emu test_parity_emu
 jobs=()
 # The rewritten header sits next to the .cpp files, so their #include finds it first.
 python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/cuda_internal.h" > cuda_internal.h
@@ -41,5 +41,26 @@ gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -DREED_CUDA_EMU_TEST=1 -Wall -Wextra -I"$
 for j in "${jobs[@]}"; do
   wait "$j" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }
 done
-g++ $SAN ./*.o -L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas -fopenmp -lm -o test_emu
+BLAS="-L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas"
+g++ $SAN ./*.o $BLAS -fopenmp -lm -o test_emu
 echo "built $OUT/test_emu (run it from the source tree: ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 $OUT/test_emu)"
+
+# The whole model on the emulated backend: tests/test_parity.c with the
+# engine (its cuda-bf16 mode runs the bf16 views, sole views and attention
+# paths through SiT steps), in a folder of its own so test_emu's link above
+# keeps only the op tests.
+mkdir -p model
+jobs=()
+for f in "$SRC"/src/engine/*.c "$SRC"/src/lua/*.c "$SRC"/tests/test_parity.c; do
+  gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -DREED_CUDA=1 -DREED_VERSION='"emu"' -fopenmp -fno-trapping-math \
+    -I"$SRC/src" -I"$SRC/src/engine" -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" \
+    -I/usr/include/x86_64-linux-gnu/openblas-openmp $(pkg-config --cflags lua5.4 libpng) \
+    -c "$f" -o "model/$(basename "$f" .c).o" &
+  jobs+=($!)
+  if [ ${#jobs[@]} -ge 4 ]; then wait "${jobs[0]}" || { echo "build.sh: a compile failed" >&2; exit 1; }; jobs=("${jobs[@]:1}"); fi
+done
+for j in "${jobs[@]}"; do
+  wait "$j" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }
+done
+g++ $SAN model/*.o $(ls ./*.o | grep -v test_cuda_ops.o) $BLAS $(pkg-config --libs lua5.4 libpng) -lz -fopenmp -lm -o test_parity_emu
+echo "built $OUT/test_parity_emu (from the source tree: ... $OUT/test_parity_emu cuda-bf16)"

@@ -110,6 +110,49 @@ void emu_ldmatrix_x4(unsigned r[4], const void *addr, int trans)
     __syncwarp();
 }
 
+/* cp.async: each thread's copies queued with their group (-1 until
+ * committed), made at the wait that covers them; the destination holds
+ * garbage from the issue on, so a read of it by any thread before the
+ * data lands (another warp still using a stage being refilled, say) sees
+ * garbage. */
+struct cp_copy { void *dst; const void *src; int bytes, group; };
+static std::vector<cp_copy> cp_queue[1024];
+static int cp_groups[1024]; /* groups committed by the thread */
+
+void emu_cp_async16(void *dst, const void *src, int bytes)
+{
+    if ((uintptr_t)dst % 16 || (uintptr_t)src % 16) {
+        fprintf(stderr, "emu: cp.async of 16 bytes at unaligned addresses %p <- %p\n", dst, src);
+        abort();
+    }
+    memset(dst, 0xff, 16);
+    cp_queue[cur->lin].push_back(cp_copy{dst, src, bytes, -1});
+}
+
+void emu_cp_async_commit(void)
+{
+    const unsigned lin = cur->lin;
+    for (cp_copy &c : cp_queue[lin])
+        if (c.group < 0) c.group = cp_groups[lin];
+    cp_groups[lin]++;
+}
+
+void emu_cp_async_wait(int n)
+{
+    std::vector<cp_copy> &q = cp_queue[cur->lin];
+    const int done_below = cp_groups[cur->lin] - n; // groups older than the n newest
+    std::vector<cp_copy> left;
+    for (const cp_copy &c : q) {
+        if (c.group >= 0 && c.group < done_below) {
+            if (c.bytes) memcpy(c.dst, c.src, 16);
+            else memset(c.dst, 0, 16);
+        } else {
+            left.push_back(c);
+        }
+    }
+    q.swap(left);
+}
+
 static void set_tid(unsigned lin)
 {
     threadIdx.x = lin % blockDim.x;
@@ -192,6 +235,8 @@ static void run_block(unsigned nt, size_t smem)
         f.done = false;
         f.lin = t;
         f.wait = RUNNING;
+        cp_queue[t].clear();
+        cp_groups[t] = 0;
     }
     emu_threads += nt;
     do {
@@ -203,6 +248,12 @@ static void run_block(unsigned nt, size_t smem)
             swapcontext(&sched, &cur->ctx);
         }
     } while (release_barriers(nt));
+    for (unsigned t = 0; t < nt; t++)
+        if (!cp_queue[t].empty()) {
+            fprintf(stderr, "emu: thread %u ended with %zu cp.async copies never waited for\n", t,
+                    cp_queue[t].size());
+            abort();
+        }
 }
 
 /* Per-kernel cudaFuncAttributeMaxDynamicSharedMemorySize. */

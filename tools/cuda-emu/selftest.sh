@@ -3,8 +3,9 @@
 # race checks are for (selftest/races.cu): a read of another thread's shared
 # write with no barrier is wrong in one of the two thread orders
 # (EMU_ORDER=reverse), the same read after __syncthreads is right in both,
-# and a read of shared memory this block never wrote is garbage (a value
-# left by another block is poisoned away). Under a minute.
+# a read of shared memory this block never wrote is garbage (a value
+# left by another block is poisoned away), and a cp.async refill of a
+# buffer another thread has still to read shows. Under a minute.
 set -euo pipefail
 EMU=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/reed-cuda-emu-selftest}
@@ -26,5 +27,8 @@ expect synced forward right
 expect synced reverse right
 expect leftover forward wrong # block 1 reads what only block 0 wrote
 expect leftover reverse wrong
+expect stage forward wrong    # a cp.async refill of a stage still being read
+expect stage_synced forward right
+expect stage_synced reverse right
 echo "selftest: $fails failed"
 [[ $fails == 0 ]]

@@ -521,6 +521,7 @@ static int pick_rows(int Tp, int hs, int nscore)
 
 typedef struct attn_plan {
     attn_dims fwd, bwd;
+    int flash[2]; /* the flash kernels' variants, forward and backward */
 } attn_plan;
 
 /* The fused kernels' dims for a shape, or 0 when they do not cover it:
@@ -674,17 +675,24 @@ static int tune_alloc(tune_bufs *t, int B, int T, int C, int NH)
     return 0;
 }
 
+/* One forward of the path (the ops' code below, on the timing's buffers). */
+static void path_forward(int path, float *out, float *att, const float *qkv, int B, int T, int C,
+                         int NH, const attn_plan *plan)
+{
+    if (path == ATT_PATH_FUSED)
+        fused_forward(out, att, qkv, B, plan->fwd);
+    else if (path == ATT_PATH_FLASH)
+        cuda_flash_forward(out, att, NULL, qkv, B, T, C, NH, plan->flash[0]);
+    else if (path == ATT_PATH_FLASH_GEMM)
+        cuda_flash_forward(out, NULL, (bf16 *)att, qkv, B, T, C, NH, 0);
+    else
+        cuda_attention_forward_gemm(out, att, qkv, B, T, C, NH);
+}
+
 static void run_forward(int path, const tune_bufs *t, int B, int T, int C, int NH,
                         const attn_plan *plan)
 {
-    if (path == ATT_PATH_FUSED)
-        fused_forward(t->out, t->att, t->qkv, B, plan->fwd);
-    else if (path == ATT_PATH_FLASH)
-        cuda_flash_forward(t->out, t->att, NULL, t->qkv, B, T, C, NH);
-    else if (path == ATT_PATH_FLASH_GEMM)
-        cuda_flash_forward(t->out, NULL, (bf16 *)t->att, t->qkv, B, T, C, NH);
-    else
-        cuda_attention_forward_gemm(t->out, t->att, t->qkv, B, T, C, NH);
+    path_forward(path, t->out, t->att, t->qkv, B, T, C, NH, plan);
 }
 
 static void run_backward(int path, const tune_bufs *t, int B, int T, int C, int NH,
@@ -693,7 +701,8 @@ static void run_backward(int path, const tune_bufs *t, int B, int T, int C, int 
     if (path == ATT_PATH_FUSED)
         fused_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, plan->bwd);
     else if (path == ATT_PATH_FLASH)
-        cuda_flash_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH, 1);
+        cuda_flash_backward(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C, NH, 1,
+                            plan->flash[1]);
     else
         cuda_attention_backward_gemm(t->dqkv, t->scratch, t->dout, t->qkv, t->att, B, T, C,
                                      NH, 1.0f);
@@ -735,53 +744,121 @@ static int first_path(int covered)
                                                 : ATT_PATH_GEMM;
 }
 
-/* The fastest covering path for the shape; first_path when the timing
- * buffers do not fit. */
-static int autotune(int B, int T, int C, int NH, const attn_plan *plan, int covered)
+#define FLASH_VARIANTS_MAX 3 /* each way */
+static int flash_set[2] = {-1, -1}; /* reed_cuda_set_flash; -1: auto */
+
+/* The flash kernels' variant forced for a direction (0 forward, 1
+ * backward): reed_cuda_set_flash's, else REED_CUDA_FLASH_FWD or
+ * REED_CUDA_FLASH_BWD (0 to 2), read once; -1 when timed. */
+static int flash_forced(int dir)
+{
+    static int from_env[2] = {-2, -2};
+    if (flash_set[dir] >= 0)
+        return flash_set[dir];
+    if (from_env[dir] == -2) {
+        const char *s = getenv(dir ? "REED_CUDA_FLASH_BWD" : "REED_CUDA_FLASH_FWD");
+        from_env[dir] = s && s[0] >= '0' && s[0] <= '2' && !s[1] ? s[0] - '0' : -1;
+    }
+    return from_env[dir];
+}
+
+/* The flash path's variants without timing: forced, else 0. */
+static void flash_default(attn_plan *plan)
+{
+    for (int dir = 0; dir < 2; dir++)
+        plan->flash[dir] = flash_forced(dir) > 0 ? flash_forced(dir) : 0;
+}
+
+/* Times the flash path with each kernel variant (ms[v]) and keeps in plan
+ * the fastest of each direction, whatever is forced now (attention_path
+ * applies that), so the cache holds what the timing found; ms_best gets
+ * the times of those kept. */
+static void time_flash(const tune_bufs *t, int B, int T, int C, int NH, attn_plan *plan,
+                       float ms[FLASH_VARIANTS_MAX][2], float ms_best[2])
+{
+    const int nv = cuda_flash_variants(C / NH);
+    for (int v = 0; v < nv; v++) {
+        plan->flash[0] = plan->flash[1] = v;
+        time_path(ATT_PATH_FLASH, t, B, T, C, NH, plan, ms[v]);
+    }
+    for (int dir = 0; dir < 2; dir++) {
+        int best = 0;
+        for (int v = 1; v < nv; v++)
+            if (ms[v][dir] < ms[best][dir])
+                best = v;
+        plan->flash[dir] = best;
+        ms_best[dir] = ms[best][dir];
+    }
+}
+
+static void print_timing(int T, int C, int NH, int B, int covered, float ms[ATT_PATHS][2],
+                         float msv[FLASH_VARIANTS_MAX][2], const attn_plan *plan, int best)
 {
     static const char *const names[ATT_PATHS] = {"", "GEMM", "fused", "flash", "flash+GEMM"};
+    fprintf(stderr, "CUDA attention T=%d C=%d NH=%d (batch %d, forward + backward):", T, C, NH,
+            B);
+    for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++)
+        if (covered & PATH_BIT(p))
+            fprintf(stderr, " %s %.3f + %.3f ms,", names[p], ms[p][0], ms[p][1]);
+    fprintf(stderr, " keeps %s", names[best]);
+    const int nv = cuda_flash_variants(C / NH);
+    if (covered & PATH_BIT(ATT_PATH_FLASH) && nv > 1) {
+        fprintf(stderr, " (flash kernels:");
+        for (int v = 0; v < nv; v++)
+            fprintf(stderr, " %d: %.3f + %.3f ms,", v, msv[v][0], msv[v][1]);
+        fprintf(stderr, " keeps %d + %d)", plan->flash[0], plan->flash[1]);
+    }
+    fputc('\n', stderr);
+}
+
+/* The fastest covering path for the shape (and, for flash, its kernels in
+ * plan); first_path when the timing buffers do not fit. */
+static int autotune(int B, int T, int C, int NH, attn_plan *plan, int covered)
+{
     int Bt = B < TUNE_BATCH ? B : TUNE_BATCH;
     tune_bufs t;
     if (tune_alloc(&t, Bt, T, C, NH)) {
         Bt = B < TUNE_BATCH_SMALL ? B : TUNE_BATCH_SMALL;
-        if (tune_alloc(&t, Bt, T, C, NH))
+        if (tune_alloc(&t, Bt, T, C, NH)) {
+            plan->flash[0] = plan->flash[1] = 0; // cached: not what is forced now
             return first_path(covered);
+        }
     }
-    float ms[ATT_PATHS][2] = {{0}};
+    float ms[ATT_PATHS][2] = {{0}}, msv[FLASH_VARIANTS_MAX][2] = {{0}};
     int best = ATT_PATH_GEMM;
     for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++) {
         if (!(covered & PATH_BIT(p)))
             continue;
-        time_path(p, &t, Bt, T, C, NH, plan, ms[p]);
+        if (p == ATT_PATH_FLASH)
+            time_flash(&t, Bt, T, C, NH, plan, msv, ms[p]);
+        else
+            time_path(p, &t, Bt, T, C, NH, plan, ms[p]);
         if (ms[p][0] + ms[p][1] < ms[best][0] + ms[best][1])
             best = p;
     }
     cuda_mem_free(t.base);
     const char *v = getenv("REED_CUDA_VERBOSE");
-    if (v && v[0] && strcmp(v, "0")) {
-        fprintf(stderr, "CUDA attention T=%d C=%d NH=%d (batch %d, forward + backward):", T, C,
-                NH, Bt);
-        for (int p = ATT_PATH_GEMM; p < ATT_PATHS; p++)
-            if (covered & PATH_BIT(p))
-                fprintf(stderr, " %s %.3f + %.3f ms,", names[p], ms[p][0], ms[p][1]);
-        fprintf(stderr, " keeps %s\n", names[best]);
-    }
+    if (v && v[0] && strcmp(v, "0"))
+        print_timing(T, C, NH, Bt, covered, ms, msv, plan, best);
     return best;
 }
 
 static struct {
-    int T, C, NH, path;
+    int T, C, NH, path, flash[2];
 } tuned[TUNE_SLOTS];
 static int ntuned;
 static pthread_mutex_t tune_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static int tuned_path(int B, int T, int C, int NH, const attn_plan *plan, int covered)
+static int tuned_path(int B, int T, int C, int NH, attn_plan *plan, int covered)
 {
     pthread_mutex_lock(&tune_lock);
     int path = 0;
     for (int i = 0; i < ntuned && !path; i++)
-        if (tuned[i].T == T && tuned[i].C == C && tuned[i].NH == NH)
+        if (tuned[i].T == T && tuned[i].C == C && tuned[i].NH == NH) {
             path = tuned[i].path;
+            plan->flash[0] = tuned[i].flash[0];
+            plan->flash[1] = tuned[i].flash[1];
+        }
     if (!path && ntuned == TUNE_SLOTS) {
         path = first_path(covered);
     } else if (!path) {
@@ -789,6 +866,8 @@ static int tuned_path(int B, int T, int C, int NH, const attn_plan *plan, int co
         tuned[ntuned].T = T;
         tuned[ntuned].C = C;
         tuned[ntuned].NH = NH;
+        tuned[ntuned].flash[0] = plan->flash[0];
+        tuned[ntuned].flash[1] = plan->flash[1];
         tuned[ntuned++].path = path;
     }
     pthread_mutex_unlock(&tune_lock);
@@ -800,6 +879,7 @@ static int tuned_path(int B, int T, int C, int NH, const attn_plan *plan, int co
  * kernels' dims in plan when it is the fused one. */
 static int attention_path(int B, int T, int C, int NH, attn_plan *plan)
 {
+    flash_default(plan);
     if (!g_cuda.bf16 || !g_cuda.cublas || B <= 0 || B > 65535 || T < 1 || NH <= 0 || C % NH)
         return ATT_PATH_GEMM; // fp32 mode, backend not started, or a shape the grids can't take
     int covered = PATH_BIT(ATT_PATH_GEMM);
@@ -810,8 +890,13 @@ static int attention_path(int B, int T, int C, int NH, attn_plan *plan)
     const int mode = attention_mode();
     if (mode != ATT_AUTO)
         return covered & PATH_BIT(mode) ? mode : ATT_PATH_GEMM;
-    return covered == PATH_BIT(ATT_PATH_GEMM) ? ATT_PATH_GEMM
-                                              : tuned_path(B, T, C, NH, plan, covered);
+    if (covered == PATH_BIT(ATT_PATH_GEMM))
+        return ATT_PATH_GEMM;
+    const int path = tuned_path(B, T, C, NH, plan, covered);
+    for (int dir = 0; dir < 2; dir++) // a variant forced since the timing
+        if (flash_forced(dir) >= 0)
+            plan->flash[dir] = flash_forced(dir);
+    return path;
 }
 
 /* ------------------------------------------------------------------------
@@ -828,14 +913,7 @@ void cuda_attention_forward(float *out, float *att, const float *qkv, int B,
     // go first. The flash path replaces them itself.
     if (path != ATT_PATH_FLASH && path != ATT_PATH_FLASH_GEMM)
         cuda_view_overwrite(out, (size_t)B * T * C * sizeof(float));
-    if (path == ATT_PATH_FUSED)
-        fused_forward(out, att, qkv, B, plan.fwd);
-    else if (path == ATT_PATH_FLASH)
-        cuda_flash_forward(out, att, NULL, qkv, B, T, C, NH);
-    else if (path == ATT_PATH_FLASH_GEMM)
-        cuda_flash_forward(out, NULL, (bf16 *)att, qkv, B, T, C, NH);
-    else
-        cuda_attention_forward_gemm(out, att, qkv, B, T, C, NH);
+    path_forward(path, out, att, qkv, B, T, C, NH, &plan);
 }
 
 void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
@@ -858,7 +936,7 @@ void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
     const size_t bytes = (size_t)B * T * 3 * C * sizeof(float);
     const int add = !cuda_zero_take(dqkv, bytes);
     if (path == ATT_PATH_FLASH)
-        cuda_flash_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH, add);
+        cuda_flash_backward(dqkv, scratch, dout, qkv, att, B, T, C, NH, add, plan.flash[1]);
     else
         cuda_attention_backward_gemm(dqkv, scratch, dout, qkv, att, B, T, C, NH,
                                      add ? 1.0f : 0.0f);
@@ -867,6 +945,12 @@ void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
 extern "C" void reed_cuda_set_attention(int mode)
 {
     mode_set = mode > ATT_AUTO && mode < ATT_PATHS ? mode : ATT_AUTO;
+}
+
+extern "C" void reed_cuda_set_flash(int forward, int backward)
+{
+    flash_set[0] = forward >= 0 && forward < FLASH_VARIANTS_MAX ? forward : -1;
+    flash_set[1] = backward >= 0 && backward < FLASH_VARIANTS_MAX ? backward : -1;
 }
 
 extern "C" int reed_cuda_attention_path(int B, int T, int C, int NH)

@@ -42,7 +42,10 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include "cuda_internal.h"
+#include "reed_cuda.h"
 
 typedef __nv_bfloat16 bf16;
 
@@ -136,6 +139,70 @@ __device__ void load_tiles(bf16 *dst1, const bf16 *src1, size_t lds1, bf16 *dst2
     t2.put(dst2);
 }
 
+/* cp.async: 16 bytes from global to shared memory without a stop in
+ * registers, or 16 zero bytes where !valid (src, which must still be a
+ * valid address, is not read); commit closes a group of them, and
+ * wait<N> waits until at most N of this thread's groups are still in
+ * flight. The emulator (tools/cuda-emu) makes each copy at the wait that
+ * covers it, so a read before that wait sees stale shared memory. */
+__device__ __forceinline__ void cp_async16(bf16 *dst, const bf16 *src, bool valid)
+{
+#ifdef REED_CUDA_EMU
+    emu_cp_async16(dst, src, valid ? 16 : 0);
+#else
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                 "r"(valid ? 16 : 0));
+#endif
+}
+__device__ __forceinline__ void cp_async_commit(void)
+{
+#ifdef REED_CUDA_EMU
+    emu_cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void cp_async_wait(void)
+{
+#ifdef REED_CUDA_EMU
+    emu_cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+/* A tile's rows r0 .. r0 + FL_TILE − 1 of src (zero past T) on their way
+ * into dst by cp.async, each thread's chunks as tile_chunks lays them out;
+ * src itself (row 0, which exists) stands in for the rows past T. */
+template <int HS>
+__device__ void tile_async(bf16 *dst, const bf16 *src, size_t lds, int r0, int T)
+{
+#pragma unroll
+    for (int j = 0; j < tile_chunks<HS>::N; j++) {
+        int r, c;
+        tile_chunks<HS>::where(j, r, c);
+        const bool valid = r0 + r < T;
+        cp_async16(dst + r * LD_ROWS(HS) + 8 * c,
+                   valid ? src + (size_t)(r0 + r) * lds + 8 * c : src, valid);
+    }
+}
+
+/* The start of a step of a loop over tiles in two stages: the next step's
+ * tiles on their way (fetch_next, unless this is the last step), then
+ * this step's waited for, and a barrier so every thread's part is in. */
+template <typename F> __device__ __forceinline__ void stage_in(bool more, F fetch_next)
+{
+    if (more) {
+        fetch_next();
+        cp_async_commit();
+        cp_async_wait<1>(); // every group but the newest: this step's
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 /* r[i] = the lane's fragment of 8×8 matrix i (bf16 pairs), lanes 8i to
  * 8i + 7 giving the addresses of its rows (16 bytes each, in shared
  * memory): ldmatrix .x4, or with TRANS its .trans (the matrices
@@ -169,57 +236,90 @@ __device__ __forceinline__ void load_a(unsigned (&fa)[HS / 16][4], const bf16 *t
         ldsm_x4<false>(fa[kk], r + 16 * kk);
 }
 
-/* c(16 × FL_TILE) = a(16 × hs) · tileᵀ, tile a row tile (FL_TILE rows of
- * hs): c[n] holds columns 8n .. 8n + 7. The B fragment of rows 8n .. 8n+7
+/* c[m](16 × NC) = a[m](16 × hs) · tileᵀ for the warp's M groups of 16
+ * rows, tile a row tile (NC of its rows, from the pointer given, of hs):
+ * c[m][n] holds columns 8n .. 8n + 7. The B fragment of rows 8n .. 8n+7
  * and 16 columns is two 8×8 matrices as stored; one ldmatrix takes them
  * for n and n + 1 (lane l gives row 8·(n + l / 16) + l % 8, columns from
- * 8·((l / 8) % 2)). */
-template <int HS>
-__device__ __forceinline__ void product_rows(float c[FL_TILE / 8][4],
-                                             const unsigned (&fa)[HS / 16][4], const bf16 *tile)
+ * 8·((l / 8) % 2)), and every group multiplies by them (with M = 2, half
+ * the shared-memory reads a product). */
+template <int HS, int NC, int M>
+__device__ __forceinline__ void product_rows_m(float (&c)[M][NC / 8][4],
+                                               const unsigned (&fa)[M][HS / 16][4],
+                                               const bf16 *tile)
 {
     const int l = threadIdx.x % 32;
     const bf16 *r = tile + (8 * (l / 16) + l % 8) * LD_ROWS(HS) + 8 * ((l / 8) % 2);
 #pragma unroll
-    for (int n = 0; n < FL_TILE / 8; n += 2) {
-        c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
-        c[n + 1][0] = c[n + 1][1] = c[n + 1][2] = c[n + 1][3] = 0.0f;
+    for (int n = 0; n < NC / 8; n += 2) {
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                c[m][n][e] = c[m][n + 1][e] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < HS / 16; kk++) {
             unsigned b[4];
             ldsm_x4<false>(b, r + 8 * n * LD_ROWS(HS) + 16 * kk);
-            mma_16816(c[n], fa[kk], b);
-            mma_16816(c[n + 1], fa[kk], b + 2);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_16816(c[m][n], fa[m][kk], b);
+                mma_16816(c[m][n + 1], fa[m][kk], b + 2);
+            }
         }
     }
 }
 
-/* acc(16 × hs) += p(16 × FL_TILE) · x, x a row tile (FL_TILE tokens of
- * hs): p's C fragments, packed to bf16, are the A fragments. The B
- * fragment of tokens 16kt .. 16kt+15 and columns 8n .. 8n+7 is two 8×8
- * matrices transposed; one ldmatrix .trans takes them for n and n + 1
- * (lane l gives token 16kt + l % 8 + 8·((l / 8) % 2), columns from
- * 8·(n + l / 16)). */
-template <int HS>
-__device__ __forceinline__ void accumulate_cols(float (&acc)[HS / 8][4],
-                                                const float p[FL_TILE / 8][4], const bf16 *x)
+/* The one-group product (c(16 × NC), NC columns from 64 down). */
+template <int HS, int NC = FL_TILE>
+__device__ __forceinline__ void product_rows(float (&c)[NC / 8][4],
+                                             const unsigned (&fa)[HS / 16][4], const bf16 *tile)
+{
+    product_rows_m<HS, NC, 1>(*reinterpret_cast<float(*)[1][NC / 8][4]>(&c),
+                              *reinterpret_cast<const unsigned(*)[1][HS / 16][4]>(&fa), tile);
+}
+
+/* acc[m](16 × hs) += p[m](16 × NC) · x for the warp's M groups of 16 rows,
+ * x a row tile (NC tokens, from the pointer given, of hs): p's C fragments,
+ * packed to bf16, are the A fragments. The B fragment of tokens 16kt ..
+ * 16kt+15 and columns 8n .. 8n+7 is two 8×8 matrices transposed; one
+ * ldmatrix .trans takes them for n and n + 1 (lane l gives token 16kt +
+ * l % 8 + 8·((l / 8) % 2), columns from 8·(n + l / 16)). */
+template <int HS, int NC, int M>
+__device__ __forceinline__ void accumulate_cols_m(float (&acc)[M][HS / 8][4],
+                                                  const float (&p)[M][NC / 8][4], const bf16 *x)
 {
     const int l = threadIdx.x % 32;
     const bf16 *r = x + (l % 8 + 8 * ((l / 8) % 2)) * LD_ROWS(HS) + 8 * (l / 16);
 #pragma unroll
-    for (int kt = 0; kt < FL_TILE / 16; kt++) {
-        const unsigned pa[4] = {bf16_pair(p[2 * kt][0], p[2 * kt][1]),
-                                bf16_pair(p[2 * kt][2], p[2 * kt][3]),
-                                bf16_pair(p[2 * kt + 1][0], p[2 * kt + 1][1]),
-                                bf16_pair(p[2 * kt + 1][2], p[2 * kt + 1][3])};
+    for (int kt = 0; kt < NC / 16; kt++) {
+        unsigned pa[M][4];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            pa[m][0] = bf16_pair(p[m][2 * kt][0], p[m][2 * kt][1]);
+            pa[m][1] = bf16_pair(p[m][2 * kt][2], p[m][2 * kt][3]);
+            pa[m][2] = bf16_pair(p[m][2 * kt + 1][0], p[m][2 * kt + 1][1]);
+            pa[m][3] = bf16_pair(p[m][2 * kt + 1][2], p[m][2 * kt + 1][3]);
+        }
 #pragma unroll
         for (int n = 0; n < HS / 8; n += 2) {
             unsigned b[4];
             ldsm_x4<true>(b, r + 16 * kt * LD_ROWS(HS) + 8 * n);
-            mma_16816(acc[n], pa, b);
-            mma_16816(acc[n + 1], pa, b + 2);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                mma_16816(acc[m][n], pa[m], b);
+                mma_16816(acc[m][n + 1], pa[m], b + 2);
+            }
         }
     }
+}
+
+template <int HS, int NC = FL_TILE>
+__device__ __forceinline__ void accumulate_cols(float (&acc)[HS / 8][4],
+                                                const float (&p)[NC / 8][4], const bf16 *x)
+{
+    accumulate_cols_m<HS, NC, 1>(*reinterpret_cast<float(*)[1][HS / 8][4]>(&acc),
+                                 *reinterpret_cast<const float(*)[1][NC / 8][4]>(&p), x);
 }
 
 /* Column j of fragment element e of c[n]: 8n + 2t + (e & 1); row: g + 8·(e ≥ 2). */
@@ -312,10 +412,11 @@ __device__ flash_place flash_where(const flash_args &a)
 }
 
 /* s = c·sc2, −inf at columns (from col0) past T. */
-__device__ __forceinline__ void scale_mask(float s[FL_TILE / 8][4], float sc2, int col0, int T)
+template <int NC = FL_TILE>
+__device__ __forceinline__ void scale_mask(float (&s)[NC / 8][4], float sc2, int col0, int T)
 {
 #pragma unroll
-    for (int n = 0; n < FL_TILE / 8; n++)
+    for (int n = 0; n < NC / 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++)
             s[n][e] = col0 + frag_col(n, e) < T ? s[n][e] * sc2 : -INFINITY;
@@ -352,6 +453,61 @@ __device__ __forceinline__ void store_p(bf16 *P, const float s[FL_TILE / 8][4],
     }
 }
 
+/* One key tile of the online softmax for the warp's 16 rows, g (r = 0)
+ * and g + 8 (r = 1): the running maximum m and sum l updated, o rescaled,
+ * s turned into p̃ = exp2(s − m). */
+template <int HS>
+__device__ __forceinline__ void online_softmax(float (&s)[FL_TILE / 8][4], float (&o)[HS / 8][4],
+                                               float (&m)[2], float (&l)[2])
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float mx = m[r];
+#pragma unroll
+        for (int n = 0; n < FL_TILE / 8; n++)
+            mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+        mx = row_max(mx);
+        const float corr = exp2f(m[r] - mx); // 0 at the first tile
+        m[r] = mx;
+        l[r] *= corr;
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+            o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
+#pragma unroll
+        for (int n = 0; n < FL_TILE / 8; n++) {
+            s[n][2 * r] = exp2f(s[n][2 * r] - mx);
+            s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - mx);
+            l[r] += s[n][2 * r] + s[n][2 * r + 1];
+        }
+    }
+}
+
+/* The end of the forward for the warp's 16 rows from row0: lse2 = m +
+ * log2 l (to a.lse unless NULL), out = o / l (and its views and bf16
+ * copy). */
+template <int HS>
+__device__ __forceinline__ void finish_rows(const flash_args &a, const flash_place &pl,
+                                            float (&o)[HS / 8][4], const float (&m)[2],
+                                            float (&l)[2], int row0, float (&lse2)[2])
+{
+    const int T = a.T;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] = row_sum(l[r]);
+        lse2[r] = m[r] + log2f(l[r]);
+        const int i = row0 + lane_g() + 8 * r;
+        if (a.lse && lane_t() == 0 && i < T)
+            a.lse[pl.bh + i] = lse2[r];
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+            o[n][2 * r] /= l[r], o[n][2 * r + 1] /= l[r];
+    }
+    const size_t at = pl.row * a.C + pl.col;
+    store_rows<HS>(a.out + at, a.out16 ? a.out16 + at : NULL, a.C, o, row0, T, 1.0f, 0, a.keep);
+    if (a.o16) // only the bf16 copy (keep 0)
+        store_rows<HS>(a.out + at, a.o16 + at, a.C, o, row0, T, 1.0f, 0, 0);
+}
+
 template <int HS>
 __device__ void forward_body(const flash_args &a)
 {
@@ -377,46 +533,11 @@ __device__ void forward_body(const flash_args &a)
         __syncthreads();
         product_rows<HS>(s, qa, ks);
         scale_mask(s, a.sc2, k0, T);
-        // The online softmax, rows g (r = 0) and g + 8 (r = 1).
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float mx = m[r];
-#pragma unroll
-            for (int n = 0; n < FL_TILE / 8; n++)
-                mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-            mx = row_max(mx);
-            const float corr = exp2f(m[r] - mx); // 0 at the first tile
-            m[r] = mx;
-            l[r] *= corr;
-#pragma unroll
-            for (int n = 0; n < HS / 8; n++)
-                o[n][2 * r] *= corr, o[n][2 * r + 1] *= corr;
-#pragma unroll
-            for (int n = 0; n < FL_TILE / 8; n++) {
-                s[n][2 * r] = exp2f(s[n][2 * r] - mx);
-                s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - mx);
-                l[r] += s[n][2 * r] + s[n][2 * r + 1];
-            }
-        }
+        online_softmax<HS>(s, o, m, l);
         accumulate_cols<HS>(o, s, vs);
     }
     float lse2[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] = row_sum(l[r]);
-        lse2[r] = m[r] + log2f(l[r]);
-        const int i = q0 + w16 + lane_g() + 8 * r;
-        if (a.lse && lane_t() == 0 && i < T)
-            a.lse[pl.bh + i] = lse2[r];
-#pragma unroll
-        for (int n = 0; n < HS / 8; n++)
-            o[n][2 * r] /= l[r], o[n][2 * r + 1] /= l[r];
-    }
-    const size_t at = pl.row * a.C + pl.col;
-    store_rows<HS>(a.out + at, a.out16 ? a.out16 + at : NULL, a.C, o, q0 + w16, T, 1.0f, 0,
-                   a.keep);
-    if (a.o16) // only the bf16 copy (keep 0)
-        store_rows<HS>(a.out + at, a.o16 + at, a.C, o, q0 + w16, T, 1.0f, 0, 0);
+    finish_rows<HS>(a, pl, o, m, l, q0 + w16, lse2);
     if (!a.P)
         return;
     // Pass 2: the normalised P for the GEMM path's backward.
@@ -428,6 +549,71 @@ __device__ void forward_body(const flash_args &a)
         product_rows<HS>(s, qa, ks);
         scale_mask(s, a.sc2, k0, T);
         store_p(P, s, lse2, q0 + w16, k0, T);
+    }
+}
+
+/* The forward (no P) with the key tiles coming in by cp.async into two
+ * stages, the next one in flight while this one is used, and M groups of
+ * 16 query rows a warp (64·M rows a block) that share every k and v
+ * fragment read from shared memory: with M = 2 (the wide forward) half the
+ * reads of forward_body a product (Nsight Compute found that one bound by
+ * L1 and shared-memory throughput). Shared memory: q (64·M rows), then the
+ * stages' k and v tiles. Each row's arithmetic is forward_body's, in the
+ * same order. */
+template <int HS, int M>
+__device__ void forward_async_body(const flash_args &a)
+{
+    constexpr int TILE = FL_TILE * LD_ROWS(HS); // one tile of 64 rows, in bf16
+    bf16 *qs = (bf16 *)flash_smem, *kv = qs + M * TILE;
+    flash_place pl = flash_where<HS>(a);
+    pl.r0 = blockIdx.x * M * FL_TILE;
+    pl.w16 = 16 * M * (threadIdx.x / 32); // the warp's first row
+    const int T = a.T, q0 = pl.r0, w0 = pl.w16;
+    const size_t ld3 = pl.ld3;
+
+    // q and the first key tile in one group, the next tile in the next.
+#pragma unroll
+    for (int g = 0; g < M; g++)
+        tile_async<HS>(qs + g * TILE, pl.q, ld3, q0 + g * FL_TILE, T);
+    tile_async<HS>(kv, pl.k, ld3, 0, T);
+    tile_async<HS>(kv + TILE, pl.v, ld3, 0, T);
+    cp_async_commit();
+
+    unsigned qa[M][HS / 16][4];
+    float o[M][HS / 8][4], m[M][2], l[M][2], s[M][FL_TILE / 8][4];
+#pragma unroll
+    for (int g = 0; g < M; g++) {
+        m[g][0] = m[g][1] = -INFINITY;
+        l[g][0] = l[g][1] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < HS / 8; n++)
+            o[g][n][0] = o[g][n][1] = o[g][n][2] = o[g][n][3] = 0.0f;
+    }
+    for (int k0 = 0, st = 0; k0 < T; k0 += FL_TILE, st ^= 1) {
+        const bf16 *ks = kv + 2 * st * TILE, *vs = ks + TILE;
+        stage_in(k0 + FL_TILE < T, [&] { // the next tile into the other stage
+            bf16 *next = kv + 2 * (st ^ 1) * TILE;
+            tile_async<HS>(next, pl.k, ld3, k0 + FL_TILE, T);
+            tile_async<HS>(next + TILE, pl.v, ld3, k0 + FL_TILE, T);
+        });
+        if (k0 == 0) {
+#pragma unroll
+            for (int g = 0; g < M; g++)
+                load_a<HS>(qa[g], qs, w0 + 16 * g);
+        }
+        product_rows_m<HS, FL_TILE, M>(s, qa, ks);
+#pragma unroll
+        for (int g = 0; g < M; g++) {
+            scale_mask(s[g], a.sc2, k0, T);
+            online_softmax<HS>(s[g], o[g], m[g], l[g]);
+        }
+        accumulate_cols_m<HS, FL_TILE, M>(o, s, vs);
+        __syncthreads(); // every warp is done with this stage before it is refilled
+    }
+#pragma unroll
+    for (int g = 0; g < M; g++) {
+        float lse2[2];
+        finish_rows<HS>(a, pl, o[g], m[g], l[g], q0 + w0 + 16 * g, lse2);
     }
 }
 
@@ -459,16 +645,25 @@ __device__ void row_dots(float *Ds, const bf16 *dout, const bf16 *o, size_t ldo,
 }
 
 /* The query kernel: D, then dq. Shared memory: two row tiles (q and dout,
- * then k and v) and the tile's D. */
-template <int HS>
+ * then k and v) and the tile's D; with ASYNC (out's copy needed for D)
+ * two more, the k and v tiles coming in by cp.async in two stages: the
+ * first in the extra tiles while q and dout load, the second in q's and
+ * dout's once those are in registers. */
+template <int HS, bool ASYNC>
 __device__ void backward_query_body(const flash_args &a)
 {
-    bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
-    float *Ds = (float *)(t1 + FL_TILE * LD_ROWS(HS));
+    constexpr int TILE = FL_TILE * LD_ROWS(HS);
+    bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + TILE, *t2 = t1 + TILE, *t3 = t2 + TILE;
+    float *Ds = (float *)(ASYNC ? t3 + TILE : t2);
     const flash_place pl = flash_where<HS>(a);
     const int T = a.T, q0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
 
+    if constexpr (ASYNC) {
+        tile_async<HS>(t2, pl.k, ld3, 0, T);
+        tile_async<HS>(t3, pl.v, ld3, 0, T);
+        cp_async_commit();
+    }
     load_tiles<HS>(t0, pl.q, ld3, t1, a.dout + pl.row * a.C + pl.col, a.C, q0, T);
     __syncthreads();
     unsigned qa[HS / 16][4], da[HS / 16][4];
@@ -482,15 +677,15 @@ __device__ void backward_query_body(const flash_args &a)
     }
 
     float s[FL_TILE / 8][4], dp[FL_TILE / 8][4];
-    if (a.o16) {
+    if (a.o16) { // always with ASYNC (cuda_flash_backward)
         row_dots<HS>(Ds, t1, a.o16 + pl.row * a.C + pl.col, a.C, q0, T);
-        __syncthreads();
+        __syncthreads(); // also: q and dout are out of t0 and t1 for good
         D[0] = Ds[w16 + lane_g()];
         D[1] = Ds[w16 + lane_g() + 8];
     }
     // Pass 1 (without out's copy): D_i = Σ_j p_ij·dP_ij (this lane's
     // columns, then the row's).
-    for (int k0 = 0; k0 < T && !a.o16; k0 += FL_TILE) {
+    for (int k0 = 0; k0 < T && !ASYNC && !a.o16; k0 += FL_TILE) {
         __syncthreads();
         load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
         __syncthreads();
@@ -513,19 +708,30 @@ __device__ void backward_query_body(const flash_args &a)
 #pragma unroll
     for (int n = 0; n < HS / 8; n++)
         dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
-    for (int k0 = 0; k0 < T; k0 += FL_TILE) {
-        __syncthreads();
-        load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
-        __syncthreads();
-        product_rows<HS>(s, qa, t0);
+    for (int k0 = 0, st = 0; k0 < T; k0 += FL_TILE, st ^= 1) {
+        const bf16 *kt = t0, *vt = t1;
+        if constexpr (ASYNC) {
+            kt = st ? t0 : t2, vt = st ? t1 : t3;
+            stage_in(k0 + FL_TILE < T, [&] {
+                tile_async<HS>(st ? t2 : t0, pl.k, ld3, k0 + FL_TILE, T);
+                tile_async<HS>(st ? t3 : t1, pl.v, ld3, k0 + FL_TILE, T);
+            });
+        } else {
+            __syncthreads();
+            load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
+            __syncthreads();
+        }
+        product_rows<HS>(s, qa, kt);
         scale_mask(s, a.sc2, k0, T);
-        product_rows<HS>(dp, da, t1);
+        product_rows<HS>(dp, da, vt);
 #pragma unroll
         for (int n = 0; n < FL_TILE / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++)
                 s[n][e] = exp2f(s[n][e] - lse2[e / 2]) * (dp[n][e] - D[e / 2]);
-        accumulate_cols<HS>(dq, s, t0); // t0: k
+        accumulate_cols<HS>(dq, s, kt);
+        if constexpr (ASYNC)
+            __syncthreads(); // every warp is done with this stage before it is refilled
     }
     const size_t at = pl.row * ld3 + pl.col; // dq's first element
     store_rows<HS>(a.out + at, a.out16 ? a.out16 + at : NULL, ld3, dq, q0 + w16, T, a.sc,
@@ -539,51 +745,84 @@ __device__ void backward_query_body(const flash_args &a)
 }
 
 /* The key kernel: dv and dk for 64 keys. Shared memory: two row tiles (k
- * and v, then q and dout), and lse2 and D of the query tile. */
-template <int HS>
+ * and v, then q and dout), and lse2 and D of the query tile; with ASYNC
+ * two more tiles, the q and dout tiles coming in by cp.async in two
+ * stages (the first in the extra tiles while k and v load, the second in
+ * k's and v's once those are in registers). Each
+ * query tile is taken NQ queries at a time (64, or 32 to keep half the
+ * scores and dP in registers: fewer registers, more blocks a
+ * multiprocessor); dk and dv add the same products in the same order
+ * either way, so all give identical results. */
+template <int HS, int NQ, bool ASYNC>
 __device__ void backward_key_body(const flash_args &a)
 {
-    bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + FL_TILE * LD_ROWS(HS);
-    float *lse_s = (float *)(t1 + FL_TILE * LD_ROWS(HS)), *D_s = lse_s + FL_TILE;
+    static_assert(FL_TILE % NQ == 0 && NQ % 16 == 0, "whole passes of 16 queries");
+    constexpr int TILE = FL_TILE * LD_ROWS(HS);
+    bf16 *t0 = (bf16 *)flash_smem, *t1 = t0 + TILE, *t2 = t1 + TILE, *t3 = t2 + TILE;
+    float *ls = (float *)(ASYNC ? t3 + TILE : t2), *ds = ls + FL_TILE; // lse2, D
     const flash_place pl = flash_where<HS>(a);
     const int T = a.T, k0 = pl.r0, w16 = pl.w16;
     const size_t ld3 = pl.ld3;
     const bf16 *dout = a.dout + pl.row * a.C + pl.col;
 
+    if constexpr (ASYNC) {
+        tile_async<HS>(t2, pl.q, ld3, 0, T);
+        tile_async<HS>(t3, dout, a.C, 0, T);
+        cp_async_commit();
+    }
     load_tiles<HS>(t0, pl.k, ld3, t1, pl.v, ld3, k0, T);
     __syncthreads();
     unsigned ka[HS / 16][4], va[HS / 16][4];
     load_a<HS>(ka, t0, w16);
     load_a<HS>(va, t1, w16);
+    if constexpr (ASYNC)
+        __syncthreads(); // k and v are out of t0 and t1 for good
 
-    float dk[HS / 8][4], dv[HS / 8][4], s[FL_TILE / 8][4], dp[FL_TILE / 8][4];
+    float dk[HS / 8][4], dv[HS / 8][4], s[NQ / 8][4], dp[NQ / 8][4];
 #pragma unroll
     for (int n = 0; n < HS / 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++)
             dk[n][e] = dv[n][e] = 0.0f;
-    for (int q0 = 0; q0 < T; q0 += FL_TILE) {
-        __syncthreads();
-        load_tiles<HS>(t0, pl.q, ld3, t1, dout, a.C, q0, T);
+    for (int q0 = 0, st = 0; q0 < T; q0 += FL_TILE, st ^= 1) {
+        const bf16 *qt = t0, *dt = t1;
+        if constexpr (!ASYNC) {
+            __syncthreads();
+            load_tiles<HS>(t0, pl.q, ld3, t1, dout, a.C, q0, T);
+        }
         for (int j = threadIdx.x; j < FL_TILE; j += blockDim.x) {
             const int ok = q0 + j < T; // queries past T: p = 0 and D = 0
-            lse_s[j] = ok ? a.lse[pl.bh + q0 + j] : 0.0f;
-            D_s[j] = ok ? a.D[pl.bh + q0 + j] : 0.0f;
+            ls[j] = ok ? a.lse[pl.bh + q0 + j] : 0.0f;
+            ds[j] = ok ? a.D[pl.bh + q0 + j] : 0.0f;
         }
-        __syncthreads();
-        product_rows<HS>(s, ka, t0);  // sᵀ = k·qᵀ
-        scale_mask(s, a.sc2, q0, T);
-        product_rows<HS>(dp, va, t1); // dPᵀ = v·doutᵀ
+        if constexpr (ASYNC) {
+            qt = st ? t0 : t2, dt = st ? t1 : t3;
+            stage_in(q0 + FL_TILE < T, [&] {
+                tile_async<HS>(st ? t2 : t0, pl.q, ld3, q0 + FL_TILE, T);
+                tile_async<HS>(st ? t3 : t1, dout, a.C, q0 + FL_TILE, T);
+            });
+        } else {
+            __syncthreads();
+        }
 #pragma unroll
-        for (int n = 0; n < FL_TILE / 8; n++)
+        for (int j0 = 0; j0 < FL_TILE; j0 += NQ) {
+            const bf16 *q = qt + j0 * LD_ROWS(HS), *d = dt + j0 * LD_ROWS(HS);
+            product_rows<HS, NQ>(s, ka, q);  // sᵀ = k·qᵀ
+            scale_mask<NQ>(s, a.sc2, q0 + j0, T);
+            product_rows<HS, NQ>(dp, va, d); // dPᵀ = v·doutᵀ
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int j = frag_col(n, e);
-                s[n][e] = exp2f(s[n][e] - lse_s[j]);  // pᵀ
-                dp[n][e] = s[n][e] * (dp[n][e] - D_s[j]); // dSᵀ
-            }
-        accumulate_cols<HS>(dv, s, t1);  // dv += pᵀ·dout
-        accumulate_cols<HS>(dk, dp, t0); // dk += dSᵀ·q (scaled at the store)
+            for (int n = 0; n < NQ / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int j = j0 + frag_col(n, e);
+                    s[n][e] = exp2f(s[n][e] - ls[j]);      // pᵀ
+                    dp[n][e] = s[n][e] * (dp[n][e] - ds[j]); // dSᵀ
+                }
+            accumulate_cols<HS, NQ>(dv, s, d);  // dv += pᵀ·dout
+            accumulate_cols<HS, NQ>(dk, dp, q); // dk += dSᵀ·q (scaled at the store)
+        }
+        if constexpr (ASYNC)
+            __syncthreads(); // every warp is done with this stage before it is refilled
     }
     const size_t dk_at = pl.row * ld3 + pl.col + a.C, dv_at = dk_at + a.C;
     bf16 *v16 = a.out16; // dqkv's view
@@ -597,7 +836,13 @@ __device__ void backward_key_body(const flash_args &a)
  * with the blocks per multiprocessor each must reach (MIN_FQ for the forward
  * and query kernels): 4 caps them at 128 registers a thread, which at head
  * sizes up to 64 costs at most a few spilled bytes; larger heads would
- * spill much more and take no cap. */
+ * spill much more and take no cap. Head sizes up to 64 also get the other
+ * variants (cuda_flash_variants): the forwards by cp.async, wide (255
+ * registers at head size 64 for sm_90, 16 bytes spilled; 2 blocks a
+ * multiprocessor) and not (capped as the forward); the key kernels taking
+ * 32 queries a pass, capped at 168 registers (3 blocks; the 64-query one
+ * takes 240, so 2 blocks), one of them by cp.async with its query
+ * kernel. */
 #define FLASH_KERNELS(HS, MIN_FQ)                                                            \
     __global__ void __launch_bounds__(FL_THREADS, MIN_FQ) flash_forward_##HS(flash_args a)   \
     {                                                                                        \
@@ -605,34 +850,71 @@ __device__ void backward_key_body(const flash_args &a)
     }                                                                                        \
     __global__ void __launch_bounds__(FL_THREADS, MIN_FQ) flash_bwd_query_##HS(flash_args a) \
     {                                                                                        \
-        backward_query_body<HS>(a);                                                          \
+        backward_query_body<HS, false>(a);                                                   \
     }                                                                                        \
     __global__ void __launch_bounds__(FL_THREADS) flash_bwd_key_##HS(flash_args a)           \
     {                                                                                        \
-        backward_key_body<HS>(a);                                                            \
+        backward_key_body<HS, FL_TILE, false>(a);                                            \
+    }
+#define FLASH_VARIANTS(HS)                                                                   \
+    __global__ void __launch_bounds__(FL_THREADS, 2) flash_forward_wide_##HS(flash_args a)   \
+    {                                                                                        \
+        forward_async_body<HS, 2>(a);                                                        \
+    }                                                                                        \
+    __global__ void __launch_bounds__(FL_THREADS, 4) flash_forward_async_##HS(flash_args a)  \
+    {                                                                                        \
+        forward_async_body<HS, 1>(a);                                                        \
+    }                                                                                        \
+    __global__ void __launch_bounds__(FL_THREADS, 3) flash_bwd_key_half_##HS(flash_args a)   \
+    {                                                                                        \
+        backward_key_body<HS, FL_TILE / 2, false>(a);                                        \
+    }                                                                                        \
+    __global__ void __launch_bounds__(FL_THREADS, 4) flash_bwd_query_async_##HS(flash_args a) \
+    {                                                                                        \
+        backward_query_body<HS, true>(a);                                                    \
+    }                                                                                        \
+    __global__ void __launch_bounds__(FL_THREADS, 3) flash_bwd_key_async_##HS(flash_args a)  \
+    {                                                                                        \
+        backward_key_body<HS, FL_TILE / 2, true>(a);                                         \
     }
 FLASH_KERNELS(16, 4)
 FLASH_KERNELS(32, 4)
 FLASH_KERNELS(64, 4)
 FLASH_KERNELS(96, 1)
 FLASH_KERNELS(128, 1)
+FLASH_VARIANTS(16)
+FLASH_VARIANTS(32)
+FLASH_VARIANTS(64)
 #undef FLASH_KERNELS
+#undef FLASH_VARIANTS
 
 /* ------------------------------------------------------------------------
  * Launchers
  * ---------------------------------------------------------------------- */
 
-enum { K_FORWARD, K_QUERY, K_KEY, K_KINDS };
+/* The kernels of a head size: forward variants 0 to 2; the query kernel
+ * and its cp.async form; key kernel variants 0 to 2. */
+enum {
+    K_FORWARD, K_FORWARD_WIDE, K_FORWARD_ASYNC,
+    K_QUERY, K_QUERY_ASYNC,
+    K_KEY, K_KEY_HALF, K_KEY_ASYNC,
+    K_KINDS
+};
 typedef void (*flash_kernel)(flash_args);
 #define HEAD_SIZES 5
 static const int head_size[HEAD_SIZES] = {16, 32, 64, 96, 128};
+#define WITH_VARIANTS(HS)                                                                 \
+    {flash_forward_##HS,    flash_forward_wide_##HS,    flash_forward_async_##HS,         \
+     flash_bwd_query_##HS,  flash_bwd_query_async_##HS,                                   \
+     flash_bwd_key_##HS,    flash_bwd_key_half_##HS,    flash_bwd_key_async_##HS}
+#define WITHOUT_VARIANTS(HS)                                                              \
+    {flash_forward_##HS, NULL, NULL, flash_bwd_query_##HS, NULL, flash_bwd_key_##HS, NULL, NULL}
 static const flash_kernel kernels[HEAD_SIZES][K_KINDS] = {
-    {flash_forward_16, flash_bwd_query_16, flash_bwd_key_16},
-    {flash_forward_32, flash_bwd_query_32, flash_bwd_key_32},
-    {flash_forward_64, flash_bwd_query_64, flash_bwd_key_64},
-    {flash_forward_96, flash_bwd_query_96, flash_bwd_key_96},
-    {flash_forward_128, flash_bwd_query_128, flash_bwd_key_128},
+    WITH_VARIANTS(16),     WITH_VARIANTS(32),      WITH_VARIANTS(64),
+    WITHOUT_VARIANTS(96),  WITHOUT_VARIANTS(128),
 };
+#undef WITH_VARIANTS
+#undef WITHOUT_VARIANTS
 
 /* The kernels' row for head size hs, or -1. */
 static int head_index(int hs)
@@ -645,14 +927,33 @@ static int head_index(int hs)
 
 int cuda_flash_covers(int hs) { return head_index(hs) >= 0; }
 
+int cuda_flash_variants(int hs)
+{
+    const int i = head_index(hs);
+    return i < 0 ? 0 : kernels[i][K_FORWARD_WIDE] ? 3 : 1;
+}
+
 /* Shared memory of a kernel: row tiles, and floats (the query kernel's D,
  * the key kernel's lse2 and D of a query tile). */
 static size_t smem_bytes(int kind, int hs)
 {
     const size_t rows = (size_t)FL_TILE * (hs + FL_PAD) * sizeof(bf16);
-    return kind == K_FORWARD ? 3 * rows
-           : kind == K_QUERY ? 2 * rows + FL_TILE * sizeof(float)
-                             : 2 * rows + 2 * FL_TILE * sizeof(float);
+    switch (kind) {
+    case K_FORWARD:
+        return 3 * rows;
+    case K_FORWARD_WIDE: // q (two tiles), two stages of k and v
+        return 6 * rows;
+    case K_FORWARD_ASYNC:
+        return 5 * rows;
+    case K_QUERY:
+        return 2 * rows + FL_TILE * sizeof(float);
+    case K_QUERY_ASYNC: // and two stages of k and v
+        return 4 * rows + FL_TILE * sizeof(float);
+    case K_KEY_ASYNC: // two stages of q and dout
+        return 4 * rows + 2 * FL_TILE * sizeof(float);
+    default:
+        return 2 * rows + 2 * FL_TILE * sizeof(float);
+    }
 }
 
 static pthread_once_t smem_once = PTHREAD_ONCE_INIT;
@@ -664,16 +965,24 @@ static void smem_init(void)
     CUDA_CHECK(cudaDeviceGetAttribute(&max, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
     for (int i = 0; i < HEAD_SIZES; i++)
         for (int k = 0; k < K_KINDS; k++)
-            CUDA_CHECK(cudaFuncSetAttribute(kernels[i][k],
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, max));
+            if (kernels[i][k])
+                CUDA_CHECK(cudaFuncSetAttribute(kernels[i][k],
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, max));
 }
+
+/* Launches of forward variants 1 and 2, and of key kernel variants 1 and 2. */
+static std::atomic<long> variant_calls[2];
 
 static void launch(int kind, const flash_args &a, int B)
 {
     pthread_once(&smem_once, smem_init);
-    const int hs = a.C / a.NH;
+    if (kind == K_FORWARD_WIDE || kind == K_FORWARD_ASYNC)
+        variant_calls[0]++;
+    else if (kind == K_KEY_HALF || kind == K_KEY_ASYNC)
+        variant_calls[1]++;
+    const int hs = a.C / a.NH, rows = kind == K_FORWARD_WIDE ? 2 * FL_TILE : FL_TILE;
     const flash_kernel k = kernels[head_index(hs)][kind];
-    const dim3 grid((unsigned)((a.T + FL_TILE - 1) / FL_TILE), (unsigned)a.NH, (unsigned)B);
+    const dim3 grid((unsigned)((a.T + rows - 1) / rows), (unsigned)a.NH, (unsigned)B);
     k<<<grid, FL_THREADS, smem_bytes(kind, hs), g_cuda.stream>>>(a);
     LAUNCH_CHECK("flash attention kernel");
 }
@@ -701,7 +1010,7 @@ static flash_args args_for(const float *qkv, int B, int T, int C, int NH, int ke
 }
 
 void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *qkv, int B,
-                        int T, int C, int NH)
+                        int T, int C, int NH, int variant)
 {
     flash_args a = args_for(qkv, B, T, C, NH, 1); // qkv's view kept for the backward
     a.out = out, a.lse = lse, a.P = P;
@@ -710,11 +1019,13 @@ void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *q
     int skip = 0;
     a.out16 = cuda_view_out_sole(out, (size_t)B * T * C, &skip);
     a.keep = !skip;
-    launch(K_FORWARD, a, B);
+    static const int kind[3] = {K_FORWARD, K_FORWARD_WIDE, K_FORWARD_ASYNC};
+    const int v = !P && variant < cuda_flash_variants(C / NH) ? variant : 0;
+    launch(kind[v], a, B);
 }
 
 void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *qkv,
-                         const float *lse, int B, int T, int C, int NH, int add)
+                         const float *lse, int B, int T, int C, int NH, int add, int variant)
 {
     flash_args a = args_for(qkv, B, T, C, NH, 0);
     a.dout = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
@@ -726,6 +1037,15 @@ void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *
     int skip = 0;
     a.out16 = add ? cuda_view_out(dqkv, n) : cuda_view_out_sole(dqkv, n, &skip);
     a.keep = !skip;
-    launch(K_QUERY, a, B);
-    launch(K_KEY, a, B);
+    static const int key[3] = {K_KEY, K_KEY_HALF, K_KEY_ASYNC};
+    const int v = variant < cuda_flash_variants(C / NH) ? variant : 0;
+    // the cp.async query kernel takes D from out's copy only
+    launch(v == 2 && a.o16 ? K_QUERY_ASYNC : K_QUERY, a, B);
+    launch(key[v], a, B);
+}
+
+extern "C" void reed_cuda_flash_variant_calls(long *forward, long *backward)
+{
+    *forward = variant_calls[0].load();
+    *backward = variant_calls[1].load();
 }

@@ -496,12 +496,18 @@ void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
  * each row's log2 Σ exp2 of its scores in log2 units) unless NULL, and P
  * (B·NH·T·T bf16: the probabilities, as the GEMM path keeps them) unless
  * NULL. The backward adds the gradient into dqkv, or writes it when add is
- * 0, from the forward's lse; D (B·NH·T floats) is scratch. */
+ * 0, from the forward's lse; D (B·NH·T floats) is scratch. Each direction
+ * has kernel variants that compute the same values (variants: how many a
+ * head size has, 3 or 1; 0 where not covered): the forward's 1 (32 query
+ * rows a warp, key tiles by cp.async) and 2 (16 rows a warp, cp.async),
+ * without P only; the backward's 1 (the key kernel 32 queries a pass) and
+ * 2 (the same by cp.async, with the query kernel by cp.async). */
 int cuda_flash_covers(int hs);
+int cuda_flash_variants(int hs);
 void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *qkv, int B,
-                        int T, int C, int NH);
+                        int T, int C, int NH, int variant);
 void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *qkv,
-                         const float *lse, int B, int T, int C, int NH, int add);
+                         const float *lse, int B, int T, int C, int NH, int add, int variant);
 /* cuda_ops.cu: the GEMM path, att holding the probabilities */
 void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
                                  int B, int T, int C, int NH);

@@ -50,14 +50,29 @@ long reed_cuda_conv_fallbacks(void);
  *   4, flash + GEMM: the flash forward, also writing the probability
  *     matrix, then the GEMM path's backward (as 3 covers).
  * Mode 0 (the default) is auto: the first time a shape (T, C, NH) is
- * seen, time forward + backward of every covering path on min(B, 32)
- * samples and keep the fastest (REED_CUDA_VERBOSE=1 prints the times to
- * stderr); 1 to 4 force a path where it covers the shape. The environment
+ * seen, time forward + backward of every covering path on min(B, 256)
+ * samples (32 where the buffers for 256 do not fit) and keep the fastest
+ * (REED_CUDA_VERBOSE=1 prints the times to stderr); 1 to 4 force a path
+ * where it covers the shape. The environment
  * variable REED_CUDA_ATTENTION=auto|gemm|fused|flash|flashgemm sets the
  * mode until this is called. The backward of a batch must run under the
  * mode and precision of its forward (att means different things on the
  * paths). */
 void reed_cuda_set_attention(int mode);
+/* The flash path's kernels: at head sizes up to 64 each direction has
+ * three variants that compute the same values: forward 0 (16 query rows a
+ * warp), 1 (32 rows a warp, k and v tiles by cp.async) and 2 (16 rows a
+ * warp, cp.async); backward 0 (the key kernel 64 queries a pass), 1 (32
+ * a pass, fewer registers) and 2 (as 1, the query and key kernels'
+ * tiles by cp.async). In auto mode the timing above tries them and keeps
+ * the fastest of each direction; a forced path takes 0 unless a variant
+ * is forced. set_flash(forward, backward) forces one (0 to 2; -1 lets it
+ * be timed), as do REED_CUDA_FLASH_FWD and REED_CUDA_FLASH_BWD (0 to 2)
+ * until it is called. For tests and benchmarks. */
+void reed_cuda_set_flash(int forward, int backward);
+/* Launches so far of the variant kernels: forwards 1 and 2, key kernels
+ * 1 and 2. For tests. */
+void reed_cuda_flash_variant_calls(long *forward, long *backward);
 /* The path attention takes for this shape now (1 to 4, as above); in
  * auto mode this may run the timing. 0 in a build without CUDA. For tests
  * and benchmarks. */

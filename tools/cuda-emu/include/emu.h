@@ -41,6 +41,15 @@ unsigned emu_lane(void);
  * with fragments laid out as on the GPU: see emu.cpp. */
 void emu_mma_16816(float d[4], const unsigned a[4], const unsigned b[2]);
 void emu_ldmatrix_x4(unsigned r[4], const void *addr, int trans);
+/* cp.async (16 bytes, or zeros when bytes is 0; both addresses 16-byte
+ * aligned), commit_group and wait_group: a thread's copies wait in a queue
+ * and are made at the wait that covers their group (the latest a GPU may
+ * make them), the destination garbage from the issue on, so a read of it
+ * before the data lands sees garbage; a thread ending with copies still
+ * queued aborts. */
+void emu_cp_async16(void *dst, const void *src, int bytes);
+void emu_cp_async_commit(void);
+void emu_cp_async_wait(int n);
 
 /* A launch of `fn` (the kernel `kernel`) with `smem` bytes of dynamic shared
  * memory: launch.py rewrites kernel<<<grid, block[, smem[, stream]]>>>(...)
