@@ -37,6 +37,12 @@
  *    dS = p∘(dP − D), dq += dS·k/sqrt(hs); D goes to scratch;
  *  - per 64 keys, 4 warps of 16 keys: over the query tiles, sᵀ = k·qᵀ,
  *    pᵀ, dPᵀ = v·doutᵀ, dSᵀ; dv += pᵀ·dout, dk += dSᵀ·q/sqrt(hs).
+ * Variants (head sizes up to 64; cuda_attention.cu times them and keeps
+ * the fastest): forwards whose key tiles come in by cp.async, with 16 or
+ * 32 query rows a warp; a key kernel that takes a query tile 32 queries at
+ * a time (fewer registers); and that with the query and key kernels'
+ * tiles by cp.async. Each gives the same values as the kernels above:
+ * every accumulator gets the same products in the same order.
  */
 #include <math.h>
 #include <pthread.h>
