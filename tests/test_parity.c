@@ -9,7 +9,8 @@
  * With `cuda` the same step runs on the CUDA backend in fp32 (inputs and
  * weights uploaded, results downloaded for the comparison); it exits 77
  * (skipped) when no GPU is usable. With `cuda-bf16` it runs in the bf16
- * mode, once on each attention path that covers the fixture, with sole
+ * mode, once on each attention path that covers the fixture (the flash
+ * path once with each of its kernel variants), with sole
  * views of any size (REED_CUDA_VIEW_SOLE_MIN=0 unless set), so the bf16
  * views, sole views and their probation run on a whole model: outputs,
  * losses and gradients are held to TOL_BF16, and the three AdamW steps
@@ -30,7 +31,8 @@ static const double TOL = 1e-4;
 /* bf16 operands (8 significant bits) in every GEMM and attention product:
  * errors of a few 1e-3 relative to a tensor's largest value */
 static const double TOL_BF16 = 3e-2;
-static double tol = TOL; /* the run's */
+static int bf16;          /* cuda-bf16: the bf16 mode, every attention path */
+static double tol = TOL; /* the run's: TOL, or TOL_BF16 in bf16 */
 static int failures;
 static double worst_overall;
 static const reed_ops *OPS; /* the backend under test */
@@ -377,7 +379,7 @@ static void run_fixture(const char *path) {
         snprintf(name, sizeof name, "grad.%s", m.tensors[i].name);
         compare(name, grads + m.tensors[i].offset, need(fx.f, name)->data, m.tensors[i].size);
     }
-    if (tol == TOL_BF16) {
+    if (bf16) {
         printf("  AdamW steps in bf16: printed, not checked\n");
         tol = INFINITY;
         check_adamw(&fx, &m, params, &p, &g, grads, &a, &b);
@@ -434,7 +436,7 @@ static void run_fixture_paths(const char *path) {
 int main(int argc, char **argv) {
     reed_cpu_set_threads(2);
     OPS = &reed_ops_cpu;
-    int bf16 = argc > 1 && strcmp(argv[1], "cuda-bf16") == 0;
+    bf16 = argc > 1 && strcmp(argv[1], "cuda-bf16") == 0;
     if (bf16) setenv("REED_CUDA_VIEW_SOLE_MIN", "0", 0); /* read when the backend starts */
     if (argc > 1 && (strcmp(argv[1], "cuda") == 0 || bf16)) {
         char why[256];
@@ -456,7 +458,7 @@ int main(int argc, char **argv) {
     static const char *const fixtures[] = {"tests/fixtures/parity_a.safetensors",
                                            "tests/fixtures/parity_b.safetensors"};
     for (int i = 0; i < 2; i++)
-        if (tol == TOL_BF16)
+        if (bf16)
             run_fixture_paths(fixtures[i]);
         else
             run_fixture(fixtures[i]);

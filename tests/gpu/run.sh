@@ -448,12 +448,12 @@ NCU_ARGS=(--clock-control none --section SpeedOfLight --section Occupancy --sect
 B2_ONE_STEP=(--config B2 --device cuda --precision bf16 --threads "$T" --warmup 0 --steps 1
   --data random)
 if command -v ncu >/dev/null; then
-  REED_CUDA_ATTENTION=flash show "ncu flash" 60 120 ncu "${NCU_ARGS[@]}" -k "regex:flash_(forward|bwd)" \
-    --launch-skip 11 --launch-count 3 "$REED_BENCH" "${B2_ONE_STEP[@]}"
-  for v in 1 2; do
-    REED_CUDA_ATTENTION=flash REED_CUDA_FLASH_FWD=$v REED_CUDA_FLASH_BWD=$v show "ncu flash $v" 60 \
-      120 ncu "${NCU_ARGS[@]}" -k "regex:flash_(forward|bwd)" --launch-skip 11 --launch-count 3 \
-      "$REED_BENCH" "${B2_ONE_STEP[@]}"
+  for v in 0 1 2; do # kernels 0 as "ncu flash", then "ncu flash 1" and "ncu flash 2"
+    name="ncu flash"
+    ((v)) && name+=" $v"
+    REED_CUDA_ATTENTION=flash REED_CUDA_FLASH_FWD=$v REED_CUDA_FLASH_BWD=$v \
+      show "$name" 60 120 ncu "${NCU_ARGS[@]}" -k "regex:flash_(forward|bwd)" \
+      --launch-skip 11 --launch-count 3 "$REED_BENCH" "${B2_ONE_STEP[@]}"
   done
   show "ncu layernorm" 40 90 ncu "${NCU_ARGS[@]}" -k "regex:ln_vec_backward" --launch-count 1 \
     "$REED_BENCH" "${B2_ONE_STEP[@]}"

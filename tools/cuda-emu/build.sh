@@ -21,6 +21,8 @@ mkdir -p "$OUT"
 cd "$OUT"
 rm -rf ./*.o model test_emu test_parity_emu
 jobs=()
+# wait_job PID: a failed compile stops the build (it would leave an old .o to link).
+wait_job() { wait "$1" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }; }
 # The rewritten header sits next to the .cpp files, so their #include finds it first.
 python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/cuda_internal.h" > cuda_internal.h
 for f in cuda_ops cuda_memory cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view cuda_flash; do
@@ -37,10 +39,7 @@ for f in cpu_ops cpu_model_ops cpu_conv; do
   jobs+=($!)
 done
 gcc -std=c11 -g -O1 $SAN -D_GNU_SOURCE -DREED_CUDA_EMU_TEST=1 -Wall -Wextra -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c "$SRC/tests/test_cuda_ops.c" -o test_cuda_ops.o
-# Every compile must succeed: a failed one would leave an old .o to link.
-for j in "${jobs[@]}"; do
-  wait "$j" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }
-done
+for j in "${jobs[@]}"; do wait_job "$j"; done
 BLAS="-L/usr/lib/x86_64-linux-gnu/openblas-openmp -Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp -lopenblas"
 g++ $SAN ./*.o $BLAS -fopenmp -lm -o test_emu
 echo "built $OUT/test_emu (run it from the source tree: ASAN_OPTIONS=detect_stack_use_after_return=0:detect_leaks=0 $OUT/test_emu)"
@@ -57,10 +56,8 @@ for f in "$SRC"/src/engine/*.c "$SRC"/src/lua/*.c "$SRC"/tests/test_parity.c; do
     -I/usr/include/x86_64-linux-gnu/openblas-openmp $(pkg-config --cflags lua5.4 libpng) \
     -c "$f" -o "model/$(basename "$f" .c).o" &
   jobs+=($!)
-  if [ ${#jobs[@]} -ge 4 ]; then wait "${jobs[0]}" || { echo "build.sh: a compile failed" >&2; exit 1; }; jobs=("${jobs[@]:1}"); fi
+  if [ ${#jobs[@]} -ge 4 ]; then wait_job "${jobs[0]}"; jobs=("${jobs[@]:1}"); fi
 done
-for j in "${jobs[@]}"; do
-  wait "$j" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }
-done
+for j in "${jobs[@]}"; do wait_job "$j"; done
 g++ $SAN model/*.o $(ls ./*.o | grep -v test_cuda_ops.o) $BLAS $(pkg-config --libs lua5.4 libpng) -lz -fopenmp -lm -o test_parity_emu
 echo "built $OUT/test_parity_emu (from the source tree: ... $OUT/test_parity_emu cuda-bf16)"

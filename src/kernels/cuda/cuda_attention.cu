@@ -765,8 +765,10 @@ static int flash_forced(int dir)
 /* The flash path's variants without timing: forced, else 0. */
 static void flash_default(attn_plan *plan)
 {
-    for (int dir = 0; dir < 2; dir++)
-        plan->flash[dir] = flash_forced(dir) > 0 ? flash_forced(dir) : 0;
+    for (int dir = 0; dir < 2; dir++) {
+        const int v = flash_forced(dir);
+        plan->flash[dir] = v > 0 ? v : 0;
+    }
 }
 
 /* Times the flash path with each kernel variant (ms[v]) and keeps in plan

@@ -150,7 +150,8 @@ __device__ void load_tiles(bf16 *dst1, const bf16 *src1, size_t lds1, bf16 *dst2
  * valid address, is not read); commit closes a group of them, and
  * wait<N> waits until at most N of this thread's groups are still in
  * flight. The emulator (tools/cuda-emu) makes each copy at the wait that
- * covers it, so a read before that wait sees stale shared memory. */
+ * covers it and fills the destination with garbage until then, so a read
+ * before that wait (by any thread) shows. */
 __device__ __forceinline__ void cp_async16(bf16 *dst, const bf16 *src, bool valid)
 {
 #ifdef REED_CUDA_EMU
@@ -754,11 +755,11 @@ __device__ void backward_query_body(const flash_args &a)
  * and v, then q and dout), and lse2 and D of the query tile; with ASYNC
  * two more tiles, the q and dout tiles coming in by cp.async in two
  * stages (the first in the extra tiles while k and v load, the second in
- * k's and v's once those are in registers). Each
- * query tile is taken NQ queries at a time (64, or 32 to keep half the
- * scores and dP in registers: fewer registers, more blocks a
- * multiprocessor); dk and dv add the same products in the same order
- * either way, so all give identical results. */
+ * k's and v's once those are in registers). Each query tile is taken NQ
+ * queries at a time (64, or 32 to keep half the scores and dP in
+ * registers: fewer registers, more blocks a multiprocessor); dk and dv
+ * add the same products in the same order either way, so all give
+ * identical results. */
 template <int HS, int NQ, bool ASYNC>
 __device__ void backward_key_body(const flash_args &a)
 {
