@@ -36,7 +36,8 @@
  *    "device":"cpu"|"cuda","precision":"fp32"|"bf16","backend_mb":..}
  * peak_rss_mb is ru_maxrss of the whole process; backend_mb the memory the
  * backend holds after the timed steps (its mem_used: device memory on
- * CUDA; -1 where the backend does not count). Exits 77 for --device cuda
+ * CUDA, where a buffer backed on first use counts what is mapped to it;
+ * -1 where the backend does not count). Exits 77 for --device cuda
  * without a usable GPU, 2 on bad arguments, 1 on engine errors. */
 #include <errno.h>
 #include <ftw.h>

@@ -102,9 +102,12 @@ static float *hrand(size_t n, float lo, float hi)
     return p;
 }
 
+/* Reserved (ops.h): on CUDA a buffer backed on first use once the test
+ * makes every one so (test_lazy_memory), so each op below backs what it
+ * touches. */
 static void *dmem(size_t bytes)
 {
-    void *p = gpu->mem_alloc(bytes);
+    void *p = gpu->mem_reserve(bytes);
     if (!p) {
         fprintf(stderr, "test_cuda_ops: out of device memory (%zu bytes)\n", bytes);
         exit(2);
@@ -334,6 +337,53 @@ static void test_memory_churn(void)
           "%d handed out unzeroed", NB, ROUNDS, bad, dirty);
     for (int i = 0; i < NB; i++)
         gpu->mem_free(blk[i]);
+    release();
+}
+
+/* Buffers backed on first use (cuda_lazy.cu; from here on the test makes
+ * every mem_reserve one, where the driver allows): a fresh buffer has
+ * nothing mapped; the first op using a part of it maps the whole buffer,
+ * zeroed; mem_used counts what is mapped; mem_free unmaps; mem_alloc's
+ * buffers are never backed so. */
+static void test_lazy_memory(void)
+{
+    if (!on_gpu || !reed_cuda_set_lazy_min(0)) {
+        printf("lazy: buffers are not backed on first use here: not checked\n");
+        return;
+    }
+    const size_t n = 1000003, used0 = gpu->mem_used();
+    size_t req0, map0, req, map, r, m;
+    reed_cuda_lazy_bytes(&req0, &map0);
+    unsigned char *p = gpu->mem_reserve(n), *q = gpu->mem_reserve(n), *plain = gpu->mem_alloc(n);
+    if (!p || !q || !plain)
+        exit(1);
+    reed_cuda_lazy_buffer(plain, &r, &m);
+    check(r == 0, "lazy: mem_alloc's buffers are plain");
+    gpu->mem_free(plain);
+    reed_cuda_lazy_buffer(p, &r, &m);
+    check(r == n && m == 0 && gpu->mem_used() == used0,
+          "lazy: mem_reserve(%zu) maps nothing (%zu of %zu bytes mapped, mem_used +%zu)", n, m,
+          r, gpu->mem_used() - used0);
+    unsigned char *h = hmem(n), *pattern = hmem(n);
+    memset(h, 1, n);
+    gpu->download(h, p + 12345, 100); // a part: the whole buffer is mapped
+    reed_cuda_lazy_buffer(p, &r, &m);
+    gpu->download(h, p, n);
+    check(all_zero(h, n) && m >= n && gpu->mem_used() == used0 + m,
+          "lazy: the first use maps the whole buffer, zeroed (%zu bytes mapped, mem_used +%zu)",
+          m, gpu->mem_used() - used0);
+    for (size_t i = 0; i < n; i++)
+        pattern[i] = (unsigned char)(i * 5 + 3);
+    gpu->upload(q, pattern, n);
+    gpu->copy(p, q, n);
+    gpu->download(h, p, n);
+    check(all_equal(h, pattern, n), "lazy: upload, copy, download round trip");
+    gpu->mem_free(p);
+    gpu->mem_free(q);
+    reed_cuda_lazy_bytes(&req, &map);
+    check(req == req0 && map == map0 && gpu->mem_used() == used0,
+          "lazy: mem_free unmaps (%zu bytes asked for, %zu mapped; %zu and %zu before)", req,
+          map, req0, map0);
     release();
 }
 
@@ -1551,6 +1601,68 @@ static void test_views_chain(int B, int T, int C, int F)
     release();
 }
 
+/* Bytes mapped to the buffer backed on first use that p points into. */
+static size_t mapped(const void *p)
+{
+    size_t r, m;
+    reed_cuda_lazy_buffer(p, &r, &m);
+    return m;
+}
+
+/* bf16 mode, buffers backed on first use: an output written as a sole view
+ * alone (cuda_view.cu) maps nothing. LayerNorm + modulate's, read by a
+ * linear layer through its view; the flash attention's out, and of att
+ * only the parts the flash kernels use (row sums and out's copy). Reading
+ * such an output in fp32 maps it, and the view writes its values back. */
+static void test_lazy_sole(void)
+{
+    if (!reed_cuda_set_lazy_min(0) || !reed_cuda_set_view_sole(1) || !reed_cuda_set_views(1)) {
+        printf("lazy: no buffers backed on first use, or no sole views: not checked\n");
+        return;
+    }
+    const int B = 2, T = 16, C = 64, OC = 48, N = B * T;
+    const size_t n = (size_t)N * C, no = (size_t)N * OC;
+    float *x = hrand(n, -2, 2), *ada = hrand((size_t)B * 2 * C, -1, 1);
+    float *w = hrand((size_t)OC * C, -1, 1), *bias = hrand(OC, -1, 1);
+    float *d_x = dup(x, n), *d_ada = dup(ada, (size_t)B * 2 * C);
+    float *d_w = dup(w, (size_t)OC * C), *d_bias = dup(bias, OC);
+    float *mean = dnan(N), *rstd = dnan(N);
+    float *mod = dmem(n * sizeof(float)), *y = dmem(no * sizeof(float));
+    gpu->ln_modulate_forward(mod, mean, rstd, d_x, d_ada, d_ada + C, 2 * C, B, T, C, 1e-6f);
+    gpu->linear_forward(y, mod, d_w, d_bias, N, C, OC); // on probation: y in fp32
+    check(mapped(mod) == 0 && mapped(y) >= no * sizeof(float),
+          "lazy: a sole view's buffer stays unmapped (ln_modulate's out: %zu bytes mapped; "
+          "the linear's out, in fp32: %zu)", mapped(mod), mapped(y));
+    float *ref = hbuf(n), *hmean = hbuf(N), *hrstd = hbuf(N);
+    cpu->ln_modulate_forward(ref, hmean, hrstd, x, ada, ada + C, 2 * C, B, T, C, 1e-6f);
+    expect("lazy: sole view read back", ref, mod, n, TOL_BF16, "B=%d T=%d C=%d", B, T, C);
+    check(mapped(mod) >= n * sizeof(float), "lazy: the read in fp32 maps the buffer (%zu bytes)",
+          mapped(mod));
+
+    // The flash forward: out as a sole view, att used in part.
+    const int NH = 4, Ta = 128, Ba = 16, Ca = 64; // head size 16; att 4 MiB
+    const size_t nq = (size_t)Ba * Ta * 3 * Ca, nao = (size_t)Ba * Ta * Ca;
+    const size_t natt = (size_t)Ba * NH * Ta * Ta * sizeof(float);
+    reed_cuda_set_attention(3);
+    if (reed_cuda_attention_path(Ba, Ta, Ca, NH) == 3) {
+        float *qkv = hrand(nq, -1, 1), *out = hbuf(nao), *att = hbuf(natt / sizeof(float));
+        float *d_qkv = dup(qkv, nq), *d_out = dmem(nao * sizeof(float)), *d_att = dmem(natt);
+        gpu->attention_forward(d_out, d_att, d_qkv, Ba, Ta, Ca, NH);
+        const size_t m_out = mapped(d_out), m_att = mapped(d_att);
+        check(m_out == 0 && m_att > 0 && m_att < natt,
+              "lazy: flash attention maps %zu of att's %zu bytes and none of out's (%zu)",
+              m_att, natt, m_out);
+        cpu->attention_forward(out, att, qkv, Ba, Ta, Ca, NH);
+        expect("lazy: flash out read back", out, d_out, nao, TOL_BF16,
+               "B=%d T=%d C=%d NH=%d", Ba, Ta, Ca, NH);
+    } else {
+        printf("lazy: the flash path does not cover B=%d T=%d C=%d NH=%d: not checked\n", Ba,
+               Ta, Ca, NH);
+    }
+    reed_cuda_set_attention(0);
+    release();
+}
+
 /* CPU reference of linear_forward on x(N,C) against the GPU's on d_x. */
 static void expect_linear_forward(const char *what, const float *x, const float *d_x,
                                   const float *w, const float *d_w, const float *bias,
@@ -1859,6 +1971,9 @@ int main(void)
     // Sole views for outputs of any size: the tests' are small.
     setenv("REED_CUDA_VIEW_SOLE_MIN", "0", 0);
     gpu = reed_ops_cuda(why, sizeof why);
+    // Reserved buffers plain for the arena's tests, then every one backed
+    // on first use (where the driver allows) for the rest.
+    reed_cuda_set_lazy_min(SIZE_MAX);
     on_gpu = gpu != NULL;
     if (!gpu) {
         if (!reed_cuda_absent()) { // a GPU is there: the backend must start
@@ -1876,6 +1991,7 @@ int main(void)
     test_table();
     test_memory();
     test_memory_churn();
+    test_lazy_memory();
 
     run_gemm_ops(TOL);
     run_attention(TOL);
@@ -1906,6 +2022,7 @@ int main(void)
         test_attention_switch(2, 64, 128, 2, TOL_BF16);
         test_flash_variants(TOL_BF16);
         test_linear_gelu_twice(64, 32, 128, TOL_BF16);
+        test_lazy_sole();
         test_conv_all(TOL_BF16, cudnn ? "cudnn" : "im2col");
         if (cudnn) {
             reed_cuda_set_cudnn(0);

@@ -25,6 +25,8 @@
 #         gradients read the same bf16 values either way, and nothing reads
 #         a sole view's fp32, so every metric must agree to 1e-5 relative at
 #         every step (identical is expected; a stale view would be far off).
+# Every CUDA run backs every training activation buffer on first use
+# (REED_CUDA_LAZY_MIN=0 unless set; cuda_lazy.cu), where the driver allows.
 # Prints the worst step of each comparison. Exits 77 (skipped) when
 # `reed run --device cuda` reports no usable GPU (or a build without the CUDA
 # backend), 1 on a failure.
@@ -36,6 +38,7 @@ source "$(dirname "$0")/lib.sh"
 
 STEPS=50
 RTOL=${REED_CUDA_RTOL:-1e-4}
+export REED_CUDA_LAZY_MIN=${REED_CUDA_LAZY_MIN:-0}
 BAND=${REED_BF16_BAND:-0.05}
 
 setup_tmp

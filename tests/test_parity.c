@@ -16,7 +16,10 @@
  * losses and gradients are held to TOL_BF16, and the three AdamW steps
  * are run but not held to it (Adam's update divides by the root of the
  * squared gradient, so bf16 rounding of a gradient near zero can move a
- * weight by the whole step). */
+ * weight by the whole step). Both CUDA modes make every buffer from the
+ * table one backed on first use (REED_CUDA_LAZY_MIN=0 unless set) and print
+ * how much of the activations was mapped; in bf16 the LayerNorm outputs
+ * must stay unmapped. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +341,37 @@ static void print_view_counts(void) {
            "only\n", d[0], d[1], d[2], d[3], d[4]);
 }
 
+/* Buffers backed on first use (cuda_lazy.cu; REED_CUDA_LAZY_MIN=0 here, so
+ * every activation buffer is one where the driver allows): how much of the
+ * activations the four steps mapped. In bf16 with sole views the
+ * LayerNorm outputs are written as bf16 views alone and read through them
+ * only, so they are never mapped. */
+static void check_lazy(const sit_acts *a, const sit_model *m) {
+    size_t req = 0, mapped = 0, r, mp;
+    for (int i = 0; i < a->n_bufs; i++) {
+        reed_cuda_lazy_buffer(a->bufs[i], &r, &mp);
+        req += r, mapped += mp;
+    }
+    if (!req) {
+        printf("  activations: not backed on first use here\n");
+        return;
+    }
+    printf("  activations: %.1f of %.1f KiB mapped (the rest never read or written in fp32)\n",
+           mapped / 1024.0, req / 1024.0);
+    if (!bf16 || !reed_cuda_set_view_sole(1)) return;
+    int bad = 0;
+    for (int l = 0; l < m->cfg.depth; l++) {
+        reed_cuda_lazy_buffer(a->blocks[l].mod1, &r, &mp);
+        bad += mp != 0;
+        reed_cuda_lazy_buffer(a->blocks[l].mod2, &r, &mp);
+        bad += mp != 0;
+    }
+    if (bad) {
+        printf("  FAIL: %d LayerNorm outputs mapped (only their sole views were written)\n", bad);
+        failures++;
+    }
+}
+
 static void run_fixture(const char *path) {
     fixture fx;
     sit_source ss[REED_MAX_SOURCES];
@@ -387,6 +421,7 @@ static void run_fixture(const char *path) {
     } else {
         check_adamw(&fx, &m, params, &p, &g, grads, &a, &b);
     }
+    if (OPS != &reed_ops_cpu) check_lazy(&a, &m);
     free_batch(&b, fx.n_src);
     sit_acts_free(&a, &m);
     sit_view_free(&p);
@@ -437,7 +472,10 @@ int main(int argc, char **argv) {
     reed_cpu_set_threads(2);
     OPS = &reed_ops_cpu;
     bf16 = argc > 1 && strcmp(argv[1], "cuda-bf16") == 0;
-    if (bf16) setenv("REED_CUDA_VIEW_SOLE_MIN", "0", 0); /* read when the backend starts */
+    /* Read when the backend starts: sole views, and buffers backed on first
+     * use, at any size (the fixtures' are small). */
+    if (bf16) setenv("REED_CUDA_VIEW_SOLE_MIN", "0", 0);
+    setenv("REED_CUDA_LAZY_MIN", "0", 0);
     if (argc > 1 && (strcmp(argv[1], "cuda") == 0 || bf16)) {
         char why[256];
         if (!(OPS = reed_ops_cuda(why, sizeof why))) {

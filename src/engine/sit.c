@@ -196,13 +196,30 @@ void sit_init_weights(const sit_model *m, float *block, uint64_t seed) {
 
 /* --- activations ------------------------------------------------------------------ */
 
-/* Carves named buffers out of one allocation: a first pass counts, a second
- * pass points (the same code runs twice, so the two never disagree). */
-typedef struct { float *base; size_t used; } carver;
+/* Each named buffer is an allocation of its own. The training activations
+ * are reserved (ops.h's mem_reserve: the CUDA backend maps device memory to
+ * a big one only when an op first uses it in fp32, and on the bf16 path
+ * many are never used so); the others, allocated mid-run for sampling, are
+ * plain, so that running out of memory stays an error the engine reports.
+ * A first pass (no alloc) counts the buffers and their bytes, a second
+ * allocates them: the same code runs twice, so the two never disagree. */
+typedef struct {
+    void *(*alloc)(size_t bytes); /* NULL in the counting pass */
+    void **bufs;         /* the second pass's allocations, n so far */
+    int n;
+    size_t bytes;        /* asked for, in the counting pass */
+    int failed;          /* an allocation failed */
+} carver;
 
 static float *carve(carver *cv, size_t n) {
-    float *p = cv->base ? cv->base + cv->used : NULL;
-    cv->used += (n + 15) & ~(size_t)15; /* 64-byte alignment */
+    if (!cv->alloc) {
+        cv->n++;
+        cv->bytes += n * sizeof(float);
+        return NULL;
+    }
+    float *p = cv->failed ? NULL : cv->alloc(n * sizeof(float));
+    if (p) cv->bufs[cv->n++] = p;
+    else cv->failed = 1;
     return p;
 }
 
@@ -289,32 +306,33 @@ int sit_acts_alloc(sit_acts *a, const reed_ops *ops, const sit_model *m, int B,
     a->B = B;
     a->resid = calloc((size_t)m->cfg.depth + 1, sizeof *a->resid);
     a->blocks = calloc((size_t)m->cfg.depth, sizeof *a->blocks);
-    carver cv = {NULL, 0};
-    if (a->resid && a->blocks) carve_all(&cv, a, m, B, for_backward);
+    carver count = {0};
+    if (a->resid && a->blocks) carve_all(&count, a, m, B, for_backward);
     size_t pos = (size_t)m->tokens * m->cfg.hidden;
     a->labels = ops->mem_alloc((size_t)B * sizeof *a->labels);
     a->pos_embed = ops->mem_alloc(pos * sizeof(float));
-    a->mem = a->labels && a->pos_embed && a->resid && a->blocks
-                 ? ops->mem_alloc(cv.used * sizeof(float))
-                 : NULL;
-    if (!a->mem) {
+    a->bufs = calloc((size_t)count.n + 1, sizeof *a->bufs);
+    carver cv = {for_backward ? ops->mem_reserve : ops->mem_alloc, a->bufs, 0, 0,
+                 !(a->labels && a->pos_embed && a->resid && a->blocks && a->bufs)};
+    if (!cv.failed) carve_all(&cv, a, m, B, for_backward);
+    a->n_bufs = cv.n;
+    if (cv.failed) {
         sit_acts_free(a, m);
         return reed_errorf(err, "model: cannot allocate %.1f MiB of activations for batch %d "
-                           "(%s)", cv.used * 4.0 / (1 << 20), B, ops->name);
+                           "(%s)", count.bytes / (double)(1 << 20), B, ops->name);
     }
     ops->upload(a->pos_embed, m->pos_embed, pos * sizeof(float));
-    cv = (carver){a->mem, 0};
-    carve_all(&cv, a, m, B, for_backward);
     return 0;
 }
 
 void sit_acts_free(sit_acts *a, const sit_model *m) {
     (void)m;
     if (a->ops) {
-        a->ops->mem_free(a->mem);
+        for (int i = 0; i < a->n_bufs; i++) a->ops->mem_free(a->bufs[i]);
         a->ops->mem_free(a->labels);
         a->ops->mem_free(a->pos_embed);
     }
+    free(a->bufs);
     free(a->resid);
     free(a->blocks);
     memset(a, 0, sizeof *a);

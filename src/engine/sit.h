@@ -88,7 +88,8 @@ typedef struct sit_projector_acts {
 typedef struct sit_acts {
     const reed_ops *ops;    /* the backend that owns the buffers */
     int B;
-    float *mem;
+    void **bufs;            /* every buffer below but labels and pos_embed */
+    int n_bufs;
     int *labels;            /* (B) the labels of the last forward pass */
     float *pos_embed;       /* (T, H): the model's, uploaded */
     float *patches;         /* (B·T, Cin·p·p) */

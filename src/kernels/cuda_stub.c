@@ -39,6 +39,13 @@ long reed_cuda_lt_gelu_calls(void) { return 0; }
 long reed_cuda_lt_bf16_out_calls(void) { return 0; }
 long reed_cuda_view_proven(void) { return 0; }
 long reed_cuda_copies_folded(void) { return 0; }
+int reed_cuda_set_lazy_min(size_t bytes) { (void)bytes; return 0; }
+void reed_cuda_lazy_bytes(size_t *requested, size_t *mapped) { *requested = *mapped = 0; }
+void reed_cuda_lazy_buffer(const void *p, size_t *requested, size_t *mapped)
+{
+    (void)p;
+    *requested = *mapped = 0;
+}
 void reed_cuda_set_fatal_handler(void (*handler)(const char *msg)) { (void)handler; }
 void reed_cuda_profile_reset(void) {}
 int reed_cuda_profile_report(FILE *f) { (void)f; return -1; }

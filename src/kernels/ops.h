@@ -44,6 +44,14 @@ typedef struct reed_ops {
     /* Bytes currently held through mem_alloc (for the status line and
      * metrics); NULL where the backend does not count. */
     size_t (*mem_used)(void);
+    /* As mem_alloc, for a big buffer the engine allocates once for a whole
+     * run and may leave partly unused (the training activations): the
+     * backend may map memory to it only when an op first uses it (the CUDA
+     * backend: src/kernels/cuda/cuda_lazy.cu). Running out of memory then
+     * stops the process at that op, with a message, instead of returning
+     * NULL here; so the engine reserves only what the first training steps
+     * use, never buffers it allocates mid-run (sampling, evaluation). */
+    void *(*mem_reserve)(size_t bytes);
 
     /* out(N,OC) = inp(N,C) · w(OC,C)ᵀ + bias(OC); bias may be NULL. */
     void (*linear_forward)(float *out, const float *inp, const float *w,

@@ -26,7 +26,8 @@
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
-# B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY_ZERO=0, with
+# B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY=0 and
+# REED_CUDA_LAZY_ZERO=0, with
 # REED_CUDA_VIEWS=0, REED_CUDA_LN_VEC=0 and with REED_CUDA_ATTENTION=gemm; sitS
 # bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
 # torch.compile (given up after 60 s of compiling + first step, then
@@ -401,6 +402,10 @@ REED_CUDA_VERBOSE=1 BENCH_ERR_LINES=60 reed_bench "reed B2 bf16" 45 120 B2 bf16 
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
 # Where the step's time goes: GPU and host time per op over 3 steps.
 REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
+# Buffers backed on first use (cuda_lazy.cu) against plain allocations:
+# the memory held after the steps, and the time (mapping happens in the
+# first steps, before the timed ones).
+REED_CUDA_LAZY=0 reed_bench "reed B2 bf16 lazy off" 15 60 B2 bf16 2 10
 # The lazy zero op (cuda_zero.cu) against plain memsets, on the same card.
 REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
 # The bf16 views (cuda_view.cu) against a copy per GEMM operand.
@@ -516,14 +521,17 @@ table_keys = {f"{side} {cfg} {prec}" for side in ("reed", "torch")
 for key, (status, rest) in rows.items():
     if status == "ok" and key.startswith(("reed ", "torch ")) and key not in table_keys:
         r = json.loads(rest)
-        print(f"{key:24s} {r['imgs_per_s']:.1f} img/s")
+        held = r.get("backend_mb", -1)
+        print(f"{key:24s} {r['imgs_per_s']:.1f} img/s"
+              + (f", {held / 1024:.1f} GiB held" if held >= 0 else ""))
 
 for cfg, prec in (("B2", "bf16"), ("sitS", "bf16"), ("sitS", "fp32")):
     reed, eager = result(f"reed {cfg} {prec}"), result(f"torch {cfg} {prec}")
     if isinstance(reed, dict) and reed.get("backend_mb", -1) >= 0:
         torch_peak = eager.get("peak_gpu_mb") if isinstance(eager, dict) else None
         torch_mem = (f"{torch_peak / 1024:.1f} GiB peak"
-                     if isinstance(torch_peak, (int, float)) else "?")
+                     f" (reed / torch {reed['backend_mb'] / torch_peak:.2f})"
+                     if isinstance(torch_peak, (int, float)) and torch_peak > 0 else "?")
         print(f"memory {cfg} {prec}: reed {reed['backend_mb'] / 1024:.1f} GiB held after the steps,"
               f" torch eager {torch_mem}")
 

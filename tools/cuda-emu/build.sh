@@ -25,7 +25,7 @@ jobs=()
 wait_job() { wait "$1" || { echo "build.sh: a compile failed (see above)" >&2; exit 1; }; }
 # The rewritten header sits next to the .cpp files, so their #include finds it first.
 python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/cuda_internal.h" > cuda_internal.h
-for f in cuda_ops cuda_memory cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view cuda_flash; do
+for f in cuda_ops cuda_memory cuda_lazy cuda_kernels cuda_model_ops cuda_conv cuda_attention cuda_profile cuda_lt cuda_zero cuda_view cuda_flash; do
   python3 "$EMU/launch.py" "$SRC/src/kernels/cuda/$f.cu" > $f.cpp
   g++ -std=c++17 -g -O1 $SAN -Wall -Wextra -Wno-unused-parameter -DREED_CUDNN=1 -DREED_CUDA_EMU=1 -D__CUDACC__ -I"$EMU/include" -I"$SRC/src/kernels" -I"$SRC/src/kernels/cuda" -c $f.cpp -o $f.o &
   jobs+=($!)

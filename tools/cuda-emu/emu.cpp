@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <ucontext.h>
+#include <map>
 #include <vector>
 
 dim3 threadIdx, blockIdx, blockDim, gridDim;
@@ -341,6 +342,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t bytes, cudaMemcpyKind
 }
 cudaError_t cudaGetDeviceCount(int *n) { *n = getenv("EMU_NO_DEVICE") ? 0 : 1; return cudaSuccess; }
 cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDevice(int *d) { *d = 0; return cudaSuccess; }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int)
 {
     snprintf(p->name, sizeof p->name, "emulated H100");
@@ -368,6 +370,141 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
     return cudaSuccess;
 }
 void emu_check_range(const void *, size_t, const char *) {}
+
+/* ---------------- the driver's virtual memory management ---------------- */
+/* A reserved range is mmap'ed PROT_NONE; cuMemSetAccess makes a mapped part
+ * readable and writable (filled with garbage, as fresh device memory is)
+ * and cuMemUnmap takes that back. The granule is a page, so an access
+ * just past the part mapped faults too. A mapping must lie in a reserved
+ * range and overlap no other, as the driver requires. EMU_VMM=0: no driver
+ * entry points (the backend then allocates plainly). EMU_VMM_LIMIT=bytes:
+ * cuMemCreate runs out of memory beyond that many bytes in all. */
+#include <sys/mman.h>
+#include <unistd.h>
+#include "cuda.h"
+
+static std::map<CUdeviceptr, CUmemGenericAllocationHandle> emu_mapped; // base of a mapping → handle
+static std::map<CUmemGenericAllocationHandle, size_t> emu_handles;      // handle → bytes
+static std::map<CUdeviceptr, size_t> emu_reserved;                      // base → bytes
+static CUmemGenericAllocationHandle emu_next_handle = 1;
+static size_t emu_created; // bytes of the live handles
+
+static size_t page(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+
+CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t, CUdeviceptr, unsigned long long)
+{
+    void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED || size % page())
+        return CUDA_ERROR_INVALID_VALUE;
+    *ptr = (CUdeviceptr)p;
+    emu_reserved[*ptr] = size;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
+{
+    for (auto &m : emu_mapped)
+        if (m.first >= ptr && m.first < ptr + size) {
+            fprintf(stderr, "emu: cuMemAddressFree of a range still mapped\n");
+            abort();
+        }
+    if (!emu_reserved.count(ptr) || emu_reserved[ptr] != size)
+        return CUDA_ERROR_INVALID_VALUE;
+    emu_reserved.erase(ptr);
+    return munmap((void *)ptr, size) == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *,
+                     unsigned long long)
+{
+    if (!size || size % page())
+        return CUDA_ERROR_INVALID_VALUE;
+    const char *limit = getenv("EMU_VMM_LIMIT");
+    if (limit && emu_created + size > strtoull(limit, NULL, 10))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *h = emu_next_handle++;
+    emu_handles[*h] = size;
+    emu_created += size;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemRelease(CUmemGenericAllocationHandle h)
+{
+    for (auto &m : emu_mapped)
+        if (m.second == h) {
+            fprintf(stderr, "emu: cuMemRelease of a handle still mapped\n");
+            abort();
+        }
+    auto it = emu_handles.find(h);
+    if (it == emu_handles.end())
+        return CUDA_ERROR_INVALID_VALUE;
+    emu_created -= it->second;
+    emu_handles.erase(it);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle h,
+                  unsigned long long)
+{
+    auto it = emu_handles.find(h);
+    if (it == emu_handles.end() || offset || size != it->second || ptr % page())
+        return CUDA_ERROR_INVALID_VALUE;
+    auto r = emu_reserved.upper_bound(ptr);
+    if (r == emu_reserved.begin() || (--r, ptr + size > r->first + r->second))
+        return CUDA_ERROR_INVALID_VALUE; // not within one reserved range
+    for (const auto &m : emu_mapped)
+        if (m.first < ptr + size && ptr < m.first + emu_handles[m.second])
+            return CUDA_ERROR_INVALID_VALUE; // overlaps a mapping
+    emu_mapped[ptr] = h;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
+{
+    auto it = emu_mapped.find(ptr);
+    if (it == emu_mapped.end() || emu_handles[it->second] != size)
+        return CUDA_ERROR_INVALID_VALUE;
+    emu_mapped.erase(it);
+    mprotect((void *)ptr, size, PROT_NONE);
+    madvise((void *)ptr, size, MADV_DONTNEED);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *, size_t)
+{
+    auto it = emu_mapped.find(ptr);
+    if (it == emu_mapped.end() || emu_handles[it->second] != size)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (mprotect((void *)ptr, size, PROT_READ | PROT_WRITE) != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset((void *)ptr, 0xff, size); // garbage (NaN as floats)
+    return CUDA_SUCCESS;
+}
+CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *,
+                                       CUmemAllocationGranularity_flags)
+{
+    *g = page();
+    return CUDA_SUCCESS;
+}
+cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned,
+                                             unsigned long long,
+                                             cudaDriverEntryPointQueryResult *status)
+{
+    static const struct { const char *name; void *fn; } table[] = {
+        {"cuMemAddressReserve", (void *)cuMemAddressReserve},
+        {"cuMemAddressFree", (void *)cuMemAddressFree},
+        {"cuMemCreate", (void *)cuMemCreate},
+        {"cuMemRelease", (void *)cuMemRelease},
+        {"cuMemMap", (void *)cuMemMap},
+        {"cuMemUnmap", (void *)cuMemUnmap},
+        {"cuMemSetAccess", (void *)cuMemSetAccess},
+        {"cuMemGetAllocationGranularity", (void *)cuMemGetAllocationGranularity},
+    };
+    const char *off = getenv("EMU_VMM");
+    for (const auto &e : table)
+        if (strcmp(symbol, e.name) == 0 && !(off && off[0] == '0')) {
+            *fn = e.fn;
+            *status = cudaDriverEntryPointSuccess;
+            return cudaSuccess;
+        }
+    *fn = NULL;
+    *status = cudaDriverEntryPointSymbolNotFound;
+    return cudaSuccess;
+}
 
 /* ---------------- cuBLAS ---------------- */
 static int bf16_mode_seen, bf16_operands_seen;

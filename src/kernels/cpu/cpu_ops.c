@@ -813,6 +813,7 @@ const reed_ops reed_ops_cpu = {
     .name = "cpu",
     .host_memory = 1,
     .mem_alloc = cpu_mem_alloc,
+    .mem_reserve = cpu_mem_alloc,               // host memory is mapped on first use anyway
     .mem_free = cpu_mem_free,
     .upload = cpu_copy,                         // one address space
     .download = cpu_copy,

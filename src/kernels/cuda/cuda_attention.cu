@@ -568,6 +568,7 @@ static void fused_forward(float *out, float *lse, const float *qkv, int B,
                           attn_dims d)
 {
     need_fp32(qkv, (size_t)B * d.T * 3 * d.C);
+    cuda_lazy_back(lse, (size_t)B * d.NH * d.T * sizeof(float)); // att's part it uses
     d.vec = aligned16(qkv); // then every row start is (C, hs multiples of 16)
     const size_t smem = smem_bytes(d.br, d.Tp, d.hs, 1);
     attn_forward_kernel<<<attn_grid(d, B), ATT_THREADS, smem, g_cuda.stream>>>(
@@ -582,6 +583,8 @@ static void fused_backward(float *dqkv, float *scratch, const float *dout,
 {
     need_fp32(qkv, (size_t)B * d.T * 3 * d.C);
     need_fp32(dout, (size_t)B * d.T * d.C);
+    cuda_lazy_back(lse, (size_t)B * d.NH * d.T * sizeof(float));
+    cuda_lazy_back(scratch, (size_t)B * d.NH * d.T * sizeof(float));
     d.vec = aligned16(qkv) && aligned16(dout);
     const size_t smem = smem_bytes(d.br, d.Tp, d.hs, 2);
     attn_backward_query_kernel<<<attn_grid(d, B), ATT_THREADS, smem,

@@ -1006,6 +1006,19 @@ static bf16 *out_copy(float *lse, int B, int T, int C, int NH)
     return lse && aligned16(lse) && at + need <= room ? (bf16 *)(lse + at) : NULL;
 }
 
+/* The parts of att the flash kernels use, backed where att is a buffer
+ * backed on first use (cuda_lazy.cu): lse and out's copy, or P. */
+static void back_att(const flash_args &a, int B)
+{
+    const size_t rows = (size_t)B * a.NH * a.T;
+    if (a.lse)
+        cuda_lazy_back(a.lse, rows * sizeof(float));
+    if (a.o16)
+        cuda_lazy_back(a.o16, (size_t)B * a.T * a.C * sizeof(bf16));
+    if (a.P)
+        cuda_lazy_back(a.P, rows * a.T * sizeof(bf16));
+}
+
 static flash_args args_for(const float *qkv, int B, int T, int C, int NH, int keep)
 {
     flash_args a = {};
@@ -1022,6 +1035,7 @@ void cuda_flash_forward(float *out, float *lse, __nv_bfloat16 *P, const float *q
     flash_args a = args_for(qkv, B, T, C, NH, 1); // qkv's view kept for the backward
     a.out = out, a.lse = lse, a.P = P;
     a.o16 = out_copy(lse, B, T, C, NH);
+    back_att(a, B);
     // out's view for the projection after it, a sole one where it may be
     int skip = 0;
     a.out16 = cuda_view_out_sole(out, (size_t)B * T * C, &skip);
@@ -1038,6 +1052,8 @@ void cuda_flash_backward(float *dqkv, float *D, const float *dout, const float *
     a.dout = cuda_view_or_copy(BF16_B, dout, (size_t)B * T * C, 0);
     a.out = dqkv, a.lse = (float *)lse, a.D = D, a.add = add;
     a.o16 = out_copy((float *)lse, B, T, C, NH);
+    back_att(a, B);
+    cuda_lazy_back(D, (size_t)B * NH * T * sizeof(float));
     // dqkv's view for the qkv linear's backward; only the view (a sole
     // one) where dqkv is written anew
     const size_t n = (size_t)B * T * 3 * C;

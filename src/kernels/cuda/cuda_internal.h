@@ -234,10 +234,37 @@ int cuda_lt_linear16(__nv_bfloat16 *out16, const __nv_bfloat16 *inp16,
                      const __nv_bfloat16 *w16, const float *bias, int N, int C, int OC);
 
 /* Device memory in arenas (cuda_memory.cu): see ops.h's mem_alloc,
- * mem_free and mem_used. */
+ * mem_free, mem_used and mem_reserve; mem_reserve may hand out a buffer
+ * backed on first use (cuda_lazy.cu). cuda_mem_free_own: cuda_mem_free for
+ * the backend's own buffers, which the zero op never has pending (no
+ * flush). cuda_mem_trim gives the arenas' free slabs back to the device. */
 void *cuda_mem_alloc(size_t bytes);
+void *cuda_mem_reserve(size_t bytes);
 void cuda_mem_free(void *p);
+void cuda_mem_free_own(void *p);
 size_t cuda_mem_used(void);
+void cuda_mem_trim(void);
+
+/* Buffers backed on first use (cuda_lazy.cu). cuda_lazy_alloc: an address
+ * range of `bytes` with nothing mapped, or NULL (too small, turned off, or
+ * unsupported: allocate plainly). Before an op reads or writes a part of
+ * one in fp32, that part must be backed: cuda_lazy_back backs the bytes
+ * [p, p + bytes) (clipped to the range), cuda_lazy_back_buffer the whole
+ * buffer p points into; both do nothing outside such buffers.
+ * cuda_lazy_unback gives back the memory mapped within [p, p + bytes)
+ * (after waiting for the device): for values kept elsewhere from now on.
+ * cuda_lazy_backed: whether [p, p + bytes) is backed (1 outside them).
+ * cuda_lazy_requested: the bytes asked for the buffer at p, 0 for any
+ * other pointer; cuda_lazy_free frees it (1), or returns 0.
+ * cuda_lazy_mapped: the bytes mapped now. */
+void *cuda_lazy_alloc(size_t bytes);
+void cuda_lazy_back(const void *p, size_t bytes);
+void cuda_lazy_back_buffer(const void *p);
+void cuda_lazy_unback(const void *p, size_t bytes);
+int cuda_lazy_backed(const void *p, size_t bytes);
+size_t cuda_lazy_requested(const void *p);
+int cuda_lazy_free(void *p);
+size_t cuda_lazy_mapped(void);
 
 /* A scratch buffer of at least `bytes`, grown through the arena as needed
  * (*p, *cap: the caller's static buffer and its size). No wait: the one
@@ -263,7 +290,8 @@ void cuda_bf16_convert(__nv_bfloat16 *y, const float *x, size_t n);
 /* The bf16 "view" of an fp32 buffer: its bf16 copy, written by the op that
  * wrote the buffer, valid until an op writes the buffer again (cuda_view.cu
  * says how that is tracked). Only while the GEMMs run on bf16 operands
- * (cuda_bf16_gemms) and views are on.
+ * (cuda_bf16_gemms) and views are on. The calls below that lead to an fp32
+ * read or write of x (or p) back it first (cuda_lazy.cu).
  * cuda_view_out: for an op writing x(n) (after reading it, or not): where to
  * write x's view in the same pass, or NULL (views off, or no device memory
  * for it).
@@ -281,7 +309,9 @@ const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int k
  * values of the sole view whose buffer holds address p (if any) written
  * back to fp32, for a read of the buffer. cuda_view_overwrite: an op is
  * about to write [p, p + bytes): a sole view there is dropped, after
- * writing back what the write leaves. */
+ * writing back what the write leaves. cuda_view_zeroed: the same for the
+ * zero op, which leaves the memory unbacked (its memset may never come:
+ * cuda_zero.cu). */
 __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip);
 /* A new sole view of x(n) for an op that overwrites x without reading it
  * and writes only the view. NULL where x may not have one (views or sole
@@ -297,6 +327,7 @@ __nv_bfloat16 *cuda_view_sole_proven(const float *x, size_t n);
 void cuda_view_need(const void *p);
 void cuda_view_need_range(const void *p, size_t bytes); /* every one there */
 void cuda_view_overwrite(const void *p, size_t bytes);
+void cuda_view_zeroed(const void *p, size_t bytes);
 /* Drops the views of the buffer holding address p (an op writes it). */
 void cuda_view_written(const void *p);
 /* Drops the views of buffers starting in [p, p + bytes) (a freed block). */
@@ -327,8 +358,8 @@ double cuda_finish_sum(int nparts);
  * (cuda_profile.cu); otherwise leaves it as it is. */
 void cuda_profile_wrap(reed_ops *t);
 
-/* Every slot of ops.h but the four memory-management ones (mem_alloc,
- * mem_free, synchronize, mem_used), for wrappers of the whole table
+/* Every slot of ops.h but the five memory-management ones (mem_alloc,
+ * mem_free, synchronize, mem_used, mem_reserve), for wrappers of the whole table
  * (cuda_profile.cu, cuda_zero.cu, cuda_view.cu). */
 #define REED_OP_SLOTS(X)                                                     \
     X(upload) X(download) X(copy) X(zero)                                     \
@@ -354,7 +385,7 @@ void cuda_profile_wrap(reed_ops *t);
 #define REED_COUNT_SLOT(slot) +1
 /* A slot added to ops.h but not to the list above fails here. */
 static_assert(sizeof(reed_ops) - offsetof(reed_ops, mem_alloc) ==
-                  (4 REED_OP_SLOTS(REED_COUNT_SLOT)) * sizeof(void (*)(void)),
+                  (5 REED_OP_SLOTS(REED_COUNT_SLOT)) * sizeof(void (*)(void)),
               "REED_OP_SLOTS must list every op slot of ops.h");
 
 /* --- lazy zeroing (cuda_zero.cu) ------------------------------------------------ */

@@ -14,7 +14,10 @@
  *
  * REED_CUDA_ARENA=0 gives every block a cudaMalloc of its own, freed at
  * mem_free (for memory checkers, which see a slab as one allocation).
- * The byte count (mem_used) is what callers asked for, not slab sizes. */
+ * The op table's mem_reserve hands out big buffers backed on first use
+ * instead (cuda_lazy.cu), where the driver allows.
+ * The byte count (mem_used) is what callers asked for, not slab sizes,
+ * plus the memory mapped to those buffers. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -195,6 +198,19 @@ void *cuda_mem_alloc(size_t bytes)
     return p;
 }
 
+void *cuda_mem_reserve(size_t bytes)
+{
+    void *p = cuda_lazy_alloc(bytes);
+    return p ? p : cuda_mem_alloc(bytes);
+}
+
+void cuda_mem_trim(void)
+{
+    std::lock_guard<std::mutex> hold(mem.lock);
+    if (arena_on())
+        release_free_slabs();
+}
+
 /* Bytes asked for the block at p (locked). */
 static size_t block_bytes(const char *p)
 {
@@ -209,8 +225,21 @@ void cuda_mem_free(void *ptr)
 {
     if (!ptr)
         return;
-    char *p = (char *)ptr;
     cuda_zero_flush(); // a pending zero may be this block's
+    cuda_mem_free_own(ptr);
+}
+
+void cuda_mem_free_own(void *ptr)
+{
+    if (!ptr)
+        return;
+    char *p = (char *)ptr;
+    const size_t lazy_bytes = cuda_lazy_requested(p);
+    if (lazy_bytes) {
+        cuda_view_freed(p, lazy_bytes);
+        cuda_lazy_free(p);
+        return;
+    }
     cuda_view_freed(p, block_bytes(p));
     std::lock_guard<std::mutex> hold(mem.lock);
     auto it = mem.blocks.find(p);
@@ -223,7 +252,7 @@ void cuda_mem_free(void *ptr)
     CUDA_CHECK(cudaFree(p)); // waits for the device
 }
 
-size_t cuda_mem_used(void) { return mem.used.load(); }
+size_t cuda_mem_used(void) { return mem.used.load() + cuda_lazy_mapped(); }
 
 void *cuda_scratch(void **p, size_t *cap, size_t bytes)
 {

@@ -263,8 +263,10 @@ static int linear_forward_sole(float *out, const float *inp, const float *w,
     __nv_bfloat16 *o16 = bias && cuda_bf16_gemms() && OC % 8 == 0 ? cuda_view_sole_proven(out, n)
                                                                     : NULL;
     if (o16 && cuda_lt_linear16(o16, cuda_view_or_copy(BF16_A, inp, (size_t)N * C, 1),
-                                cuda_bf16_copy(BF16_B, w, (size_t)OC * C), bias, N, C, OC) == 0)
+                                cuda_bf16_copy(BF16_B, w, (size_t)OC * C), bias, N, C, OC) == 0) {
+        cuda_lazy_unback(out, n * sizeof(float)); // its fp32 memory is not needed now
         return 0;
+    }
     // out is written in fp32 now: its views (one made above, or an earlier
     // call's sole view, which the op's exemption left in place) go first.
     cuda_view_overwrite(out, n * sizeof(float));
@@ -367,6 +369,11 @@ static void cuda_linear_backward(float *dinp, float *dw, float *dbias,
         dinp16 = cuda_view_sole_proven(dinp, n);
     else if (dinp)
         cuda_view_need_range(dinp, n * sizeof(float));
+    // Memory for dinp only where it is written in fp32 (cuda_lazy.cu).
+    if (dinp16)
+        cuda_lazy_unback(dinp, n * sizeof(float));
+    else if (dinp)
+        cuda_lazy_back(dinp, n * sizeof(float));
     linear_backward_beta(dinp, dinp16, dw, dbias, dout, inp, w, N, C, OC, bi);
 }
 
@@ -558,9 +565,18 @@ static void attention_backward_gemm16(float *dqkv, float *scratch,
     }
 }
 
+/* The part of att (or the backward's scratch) this path uses, backed where
+ * it is a buffer backed on first use (cuda_lazy.cu; the attention op leaves
+ * that to its path): B·NH·T·T values, bf16 (P on bf16 operands) or fp32. */
+static void back_scores(const float *x, int B, int T, int NH, size_t value_bytes)
+{
+    cuda_lazy_back(x, (size_t)B * NH * T * T * value_bytes);
+}
+
 void cuda_attention_forward_gemm(float *out, float *att, const float *qkv,
                                  int B, int T, int C, int NH)
 {
+    back_scores(att, B, T, NH, cuda_bf16_gemms() ? sizeof(__nv_bfloat16) : sizeof(float));
     if (cuda_bf16_gemms()) {
         attention_forward_gemm16(out, att, qkv, B, T, C, NH);
         return;
@@ -590,6 +606,8 @@ void cuda_attention_backward_gemm(float *dqkv, float *scratch,
 {
     if (!dqkv)
         return;
+    back_scores(att, B, T, NH, cuda_bf16_gemms() ? sizeof(__nv_bfloat16) : sizeof(float));
+    back_scores(scratch, B, T, NH, sizeof(float));
     if (cuda_bf16_gemms()) {
         attention_backward_gemm16(dqkv, scratch, dout, qkv, att, B, T, C, NH, beta);
         return;
@@ -648,13 +666,14 @@ static void cuda_table_fill(reed_ops *t)
     t->name = "cuda";
     t->host_memory = 0;                            // device memory: upload/download
     t->mem_alloc = cuda_mem_alloc;                 // arenas of cudaMalloc slabs, zeroed
+    t->mem_reserve = cuda_mem_reserve;             // big ones backed on first use
     t->mem_free = cuda_mem_free;                   // back to the arena, no wait
     t->upload = cuda_upload;                       // waits
     t->download = cuda_download;                   // waits
     t->copy = cuda_copy_lazy;                      // deferred: cuda_zero.cu
     t->zero = cuda_zero_lazy;                      // deferred: cuda_zero.cu
     t->synchronize = cuda_synchronize;
-    t->mem_used = cuda_mem_used;                   // bytes requested, not slab bytes
+    t->mem_used = cuda_mem_used;                   // bytes requested (not slab bytes) or mapped
     t->linear_forward = cuda_linear_forward;       // bias seed + cuBLAS GEMM
     t->linear_backward = cuda_linear_backward;     // 2 GEMM + column sum
     t->linear_gelu_forward = cuda_linear_gelu_forward;   // GELU_AUX_BIAS epilogue, or the parts

@@ -152,6 +152,7 @@ static void unsole(view *v)
 static void materialize(view *v, int reader)
 {
     if (v->n) {
+        cuda_lazy_back(v->src, v->n * sizeof(float));
         from_bf16_kernel<<<grid_for(v->n, THREADS), THREADS, 0, g_cuda.stream>>>(
             (float *)v->src, v->bf, v->n);
         LAUNCH_CHECK("from_bf16_kernel");
@@ -204,6 +205,7 @@ static void need_range_for_copy(const void *p, size_t bytes)
 
 void cuda_view_need_range(const void *p, size_t bytes)
 {
+    cuda_lazy_back(p, bytes);
     probe_reads((const char *)p, (const char *)p + bytes);
     need_range_for_copy(p, bytes);
 }
@@ -228,7 +230,13 @@ static void overwritten(const void *p, size_t bytes, int read)
     }
 }
 
-void cuda_view_overwrite(const void *p, size_t bytes) { overwritten(p, bytes, 0); }
+void cuda_view_overwrite(const void *p, size_t bytes)
+{
+    cuda_lazy_back(p, bytes);
+    overwritten(p, bytes, 0);
+}
+
+void cuda_view_zeroed(const void *p, size_t bytes) { overwritten(p, bytes, 0); }
 
 /* x's view for an op writing x(n); read: the op reads x's old values. */
 static view *view_out(const float *x, size_t n, int read)
@@ -241,7 +249,7 @@ static view *view_out(const float *x, size_t n, int read)
         return NULL;
     v->op = views.op; // the running op's: not given back below
     if (v->cap < n) {
-        cuda_mem_free(v->bf);
+        cuda_mem_free_own(v->bf);
         v->bf = NULL, v->cap = 0;
         // find_or_add's pointer stays valid: giving views back on a failed
         // allocation frees their memory but never moves the table.
@@ -256,6 +264,7 @@ static view *view_out(const float *x, size_t n, int read)
 
 __nv_bfloat16 *cuda_view_out(const float *x, size_t n)
 {
+    cuda_lazy_back(x, n * sizeof(float)); // written in fp32 too
     view *v = view_out(x, n, 1);
     return v ? v->bf : NULL;
 }
@@ -275,6 +284,8 @@ __nv_bfloat16 *cuda_view_out_sole(const float *x, size_t n, int *skip)
         v->sole = 1;
         views.nsole++;
         views.sole_made++;
+    } else {
+        cuda_lazy_back(x, n * sizeof(float)); // written in fp32
     }
     return v ? v->bf : NULL;
 }
@@ -366,6 +377,7 @@ const __nv_bfloat16 *cuda_view_or_copy(int slot, const float *x, size_t n, int k
     const __nv_bfloat16 *got = cuda_view_get(x, n);
     if (got)
         return got;
+    cuda_lazy_back(x, n * sizeof(float)); // the copy reads x in fp32
     need_range_for_copy(x, n * sizeof(float)); // sole views this read covers
     __nv_bfloat16 *kept = keep ? cuda_view_out(x, n) : NULL;
     if (!kept)
@@ -401,7 +413,7 @@ void cuda_view_freed(const void *p, size_t bytes)
             views.nprobe -= v->probe_n != 0;
             __nv_bfloat16 *bf = v->bf;
             *v = views.v[--views.nv]; // the last entry moves here; look at it next
-            cuda_mem_free(bf);
+            cuda_mem_free_own(bf);
         } else {
             i++;
         }
@@ -413,10 +425,13 @@ int cuda_view_release(void)
     int released = 0;
     for (int i = 0; i < views.nv; i++) {
         view *v = &views.v[i];
-        if (v->bf && v->op != views.op) {
+        // A sole view of a buffer with no memory mapped (cuda_lazy.cu)
+        // stays: writing it back would take more memory than it gives.
+        if (v->bf && v->op != views.op &&
+            !(v->sole && !cuda_lazy_backed(v->src, v->n * sizeof(float)))) {
             if (v->sole)
                 materialize(v, 0); // before its memory goes
-            cuda_mem_free(v->bf);
+            cuda_mem_free_own(v->bf);
             v->bf = NULL, v->cap = 0, v->n = 0;
             released++;
         }
@@ -444,35 +459,60 @@ template <typename T> static inline void note_read(T arg, int exempt)
             cuda_view_need((const void *)arg);
 }
 
-/* The arguments (bit i: the i-th) of an op that a sole view may stay behind:
- * read through views, or overwritten by the op itself. */
-static unsigned sole_exempt(const char *slot)
+/* What an op's pointer arguments (bit i: the i-th) let the wrapper skip:
+ * exempt, those a sole view may stay behind (read through views, or
+ * overwritten by the op itself); self_backed, those the op backs itself
+ * where they are buffers backed on first use (cuda_lazy.cu). Those are the
+ * outputs it may write as sole views alone and the inputs it reads through
+ * views (their fp32 use goes through the calls here that back them:
+ * cuda_view_out, cuda_view_out_sole when not sole, cuda_view_overwrite,
+ * cuda_view_need_range, cuda_view_or_copy's copy, materialize), and the
+ * attention's att and scratch, of which its path uses a part. The wrapper
+ * backs the whole buffer of every other pointer argument. */
+typedef struct arg_rules {
+    unsigned exempt, self_backed;
+} arg_rules;
+
+static arg_rules op_args(const char *slot)
 {
     static const struct {
         const char *slot;
-        unsigned args;
+        arg_rules args;
     } table[] = {
-        {"linear_forward", 1u << 0 | 1u << 1},      // out (its sole view); inp
-        {"linear_backward", 1u << 0 | 1u << 3 | 1u << 4}, // dinp (need_range when
-                                                          // added to); dout, inp
-        {"linear_gelu_forward", 1u << 0 | 1u << 1 | 1u << 2},            // out, pre; inp
-        {"linear_gelu_backward", 1u << 0 | 1u << 3 | 1u << 4 | 1u << 5}, // dpre; dout, act, pre
-        {"attention_forward", 1u << 0 | 1u << 2},   // out: cuda_view_out; qkv (fp32
-                                                    // paths: need_range)
-        {"attention_backward", 1u << 2 | 1u << 3},  // dout, qkv (the same)
-        {"zero", 1u << 0},                          // p: cuda_view_overwrite
-        {"upload", 1u << 0},                        // dst: the same
-        {"download", 1u << 1},                      // src: cuda_view_need_range
-        {"copy", 1u << 0 | 1u << 1},                // dst, src: both
-        {"ln_modulate_forward", 1u << 0},           // out: cuda_view_out
-        {"layernorm_forward", 1u << 0},             // out
-        {"gelu_forward", 1u << 0},                  // out
-        {"silu_forward", 1u << 0},                  // out
+        {"linear_forward", {1u << 0 | 1u << 1, 1u << 0 | 1u << 1}}, // out (its sole view); inp
+        {"linear_backward", {1u << 0 | 1u << 3 | 1u << 4, 1u << 0 | 1u << 4}}, // dinp
+                                          // (need_range when added to); dout, inp
+        {"linear_gelu_forward", {1u << 0 | 1u << 1 | 1u << 2, 1u << 0 | 1u << 1 | 1u << 2}},
+                                                                      // out, pre; inp
+        {"linear_gelu_backward", {1u << 0 | 1u << 3 | 1u << 4 | 1u << 5, 1u << 4 | 1u << 5}},
+                                                                      // dpre; dout, act, pre
+        {"attention_forward", {1u << 0 | 1u << 2, 1u << 0 | 1u << 1 | 1u << 2}}, // out:
+                                         // cuda_view_out; att; qkv (fp32 paths: need_range)
+        {"attention_backward", {1u << 2 | 1u << 3, 1u << 1 | 1u << 2 | 1u << 3 | 1u << 4}},
+                                                  // scratch; dout, qkv (the same); att
+        {"zero", {1u << 0, 1u << 0}},                    // p: cuda_view_zeroed; the
+                                                         // memset backs it (cuda_zero.cu)
+        {"upload", {1u << 0, 0}},                        // dst: cuda_view_overwrite
+        {"download", {1u << 1, 0}},                      // src: cuda_view_need_range
+        {"copy", {1u << 0 | 1u << 1, 0}},                // dst, src: both
+        {"ln_modulate_forward", {1u << 0, 1u << 0}},     // out: cuda_view_out
+        {"layernorm_forward", {1u << 0, 1u << 0}},       // out
+        {"gelu_forward", {1u << 0, 1u << 0}},            // out
+        {"silu_forward", {1u << 0, 1u << 0}},            // out
     };
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         if (strcmp(slot, table[i].slot) == 0)
             return table[i].args;
-    return 0;
+    return arg_rules{0, 0};
+}
+
+/* An op reads or writes through a pointer argument in fp32 unless it backs
+ * the argument itself: its whole buffer is backed first. */
+template <typename T> static inline void note_use(T arg, int self_backed)
+{
+    if constexpr (std::is_pointer<T>::value)
+        if (!self_backed)
+            cuda_lazy_back_buffer((const void *)arg);
 }
 
 /* What every op of the table does first: flush a pending zero unless it
@@ -483,19 +523,26 @@ template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 struct tracked<R (*)(A...), M> {
     static R (*inner)(A...);
     static int flush_first;
-    static unsigned exempt;
+    static arg_rules rules;
+    // Exemptions hold only while the GEMMs read views.
     template <size_t... I> static void need(std::index_sequence<I...>, A... a)
     {
-        // Exemptions hold only while the GEMMs read views.
-        const unsigned ex = views_active() ? exempt : 0;
+        const unsigned ex = views_active() ? rules.exempt : 0;
         const int read[] = {0, (note_read(a, (ex >> I) & 1), 0)...};
         (void)read;
+    }
+    template <size_t... I> static void back(std::index_sequence<I...>, A... a)
+    {
+        const unsigned self = views_active() ? rules.self_backed : 0;
+        const int used[] = {0, (note_use(a, (self >> I) & 1), 0)...};
+        (void)used;
     }
     static R call(A... a)
     {
         if (flush_first)
             cuda_zero_flush();
         views.op++;
+        back(std::index_sequence_for<A...>{}, a...);
         if (views.nsole || views.nprobe)
             need(std::index_sequence_for<A...>{}, a...);
         const int written[] = {0, (note_write(a), 0)...};
@@ -508,7 +555,7 @@ R (*tracked<R (*)(A...), M>::inner)(A...);
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
 int tracked<R (*)(A...), M>::flush_first;
 template <typename R, typename... A, R (*reed_ops::*M)(A...)>
-unsigned tracked<R (*)(A...), M>::exempt;
+arg_rules tracked<R (*)(A...), M>::rules;
 
 void cuda_ops_wrap(reed_ops *t)
 {
@@ -526,7 +573,7 @@ void cuda_ops_wrap(reed_ops *t)
         using W = tracked<decltype(t->slot), &reed_ops::slot>;                \
         W::inner = t->slot;                                                   \
         W::flush_first = !cuda_zero_consumer(#slot);                          \
-        W::exempt = sole_exempt(#slot);                                       \
+        W::rules = op_args(#slot);                                            \
         t->slot = W::call;                                                    \
     }
     REED_OP_SLOTS(TRACK)

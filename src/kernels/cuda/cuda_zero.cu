@@ -35,6 +35,7 @@ void cuda_zero_flush(void)
 {
     if (!lazy.p)
         return;
+    cuda_lazy_back(lazy.p, lazy.bytes); // the zero op leaves it to the memset
     if (lazy.src)
         CUDA_CHECK(cudaMemcpyAsync(lazy.p, lazy.src, lazy.bytes, cudaMemcpyDeviceToDevice,
                                    g_cuda.stream));
@@ -48,8 +49,9 @@ void cuda_zero_lazy(void *p, size_t bytes)
     cuda_zero_flush();
     if (!bytes)
         return;
-    cuda_view_overwrite(p, bytes); // a sole view there is overwritten too
+    cuda_view_zeroed(p, bytes); // a sole view there is overwritten too
     if (lazy.off) {
+        cuda_lazy_back(p, bytes);
         CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, g_cuda.stream));
         return;
     }

@@ -99,6 +99,22 @@ long reed_cuda_view_hits(void);
 int reed_cuda_set_view_sole(int on);
 void reed_cuda_view_sole_counts(long *made, long *materialized);
 
+/* Buffers backed on first use (cuda_lazy.cu): the table's mem_reserve gives
+ * an allocation of REED_CUDA_LAZY_MIN bytes or more (default 32 MiB) an
+ * address range only, and device memory is mapped to a part of it when an
+ * op first reads or writes that part in fp32; on the bf16 path the outputs
+ * written only as bf16 views never are. REED_CUDA_LAZY=0 turns it off.
+ * set_lazy_min sets that size for allocations from now on and returns 1
+ * where buffers are backed on first use (the driver supports it), else 0;
+ * lazy_bytes: the bytes asked for such buffers now, and the bytes mapped
+ * to them (whole granules of the driver's, typically 2 MiB). For tests
+ * and benchmarks. */
+int reed_cuda_set_lazy_min(size_t bytes);
+void reed_cuda_lazy_bytes(size_t *requested, size_t *mapped);
+/* The same for the one buffer p points into (0 and 0 where it is not one
+ * backed on first use). */
+void reed_cuda_lazy_buffer(const void *p, size_t *requested, size_t *mapped);
+
 /* Copies folded into the op after them (the lazy copy, cuda_zero.cu) so
  * far. For tests. */
 long reed_cuda_copies_folded(void);

@@ -85,6 +85,14 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind k, cudaStream_t s);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaSetDevice(int d);
+cudaError_t cudaGetDevice(int *d);
+/* The driver's entry points: the virtual memory calls of cuda.h only. */
+enum cudaDriverEntryPointQueryResult { cudaDriverEntryPointSuccess = 0,
+                                       cudaDriverEntryPointSymbolNotFound = 1 };
+enum { cudaEnableDefault = 0 };
+cudaError_t cudaGetDriverEntryPointByVersion(const char *symbol, void **fn, unsigned version,
+                                             unsigned long long flags,
+                                             cudaDriverEntryPointQueryResult *status);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d);
 /* An H100's limits (227 KB of shared memory per block, 1 KB more per SM);
  * the environment variable EMU_SMEM_OPTIN sets the per-block limit (166912
