@@ -933,6 +933,7 @@ void cuda_attention_backward(float *dqkv, float *scratch, const float *dout,
     const int path = attention_path(B, T, C, NH, &plan);
     if (path == ATT_PATH_FUSED) {
         cuda_zero_flush(); // the fused kernels add into dqkv
+        cuda_lazy_back(dqkv, (size_t)B * T * 3 * C * sizeof(float));
         fused_backward(dqkv, scratch, dout, qkv, att, B, plan.bwd);
         return;
     }

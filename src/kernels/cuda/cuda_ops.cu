@@ -523,6 +523,8 @@ typedef struct dqkv_out {
 static dqkv_out dqkv_target(float *dqkv, size_t n, float beta)
 {
     __nv_bfloat16 *d16 = beta == 0.0f ? cuda_view_sole_only(dqkv, n) : NULL;
+    if (!d16) // written in fp32 (cuda_lazy.cu)
+        cuda_lazy_back(dqkv, n * sizeof(float));
     return d16 ? dqkv_out{d16, CUDA_R_16BF} : dqkv_out{dqkv, CUDA_R_32F};
 }
 

@@ -459,47 +459,52 @@ template <typename T> static inline void note_read(T arg, int exempt)
             cuda_view_need((const void *)arg);
 }
 
-/* What an op's pointer arguments (bit i: the i-th) let the wrapper skip:
- * exempt, those a sole view may stay behind (read through views, or
- * overwritten by the op itself); self_backed, those the op backs itself
- * where they are buffers backed on first use (cuda_lazy.cu). Those are the
- * outputs it may write as sole views alone and the inputs it reads through
- * views (their fp32 use goes through the calls here that back them:
- * cuda_view_out, cuda_view_out_sole when not sole, cuda_view_overwrite,
- * cuda_view_need_range, cuda_view_or_copy's copy, materialize), and the
- * attention's att and scratch, of which its path uses a part. The wrapper
- * backs the whole buffer of every other pointer argument. */
+/* What an op's pointer arguments (bit i: the i-th) let the wrapper skip.
+ * exempt: those a sole view may stay behind, read through views or
+ * overwritten by the op itself, which handles them (cuda_view_out and
+ * cuda_view_out_sole for what it writes, cuda_view_need_range where it
+ * reads fp32 or adds, cuda_view_overwrite and cuda_view_zeroed).
+ * self_backed: those the op backs itself where they are buffers backed on
+ * first use (cuda_lazy.cu): the outputs it may write as sole views alone,
+ * the inputs it reads through views, and the attention's att and scratch,
+ * of which its path uses a part; their fp32 use goes through the calls
+ * that back it (those above, cuda_view_or_copy's copy, materialize, the
+ * zero op's memset, the explicit cuda_lazy_back of the attention paths and
+ * the linear backward). The wrapper backs the whole buffer of every other
+ * pointer argument. */
 typedef struct arg_rules {
     unsigned exempt, self_backed;
 } arg_rules;
 
 static arg_rules op_args(const char *slot)
 {
+#define A(i) (1u << (i))
     static const struct {
         const char *slot;
         arg_rules args;
     } table[] = {
-        {"linear_forward", {1u << 0 | 1u << 1, 1u << 0 | 1u << 1}}, // out (its sole view); inp
-        {"linear_backward", {1u << 0 | 1u << 3 | 1u << 4, 1u << 0 | 1u << 4}}, // dinp
-                                          // (need_range when added to); dout, inp
-        {"linear_gelu_forward", {1u << 0 | 1u << 1 | 1u << 2, 1u << 0 | 1u << 1 | 1u << 2}},
-                                                                      // out, pre; inp
-        {"linear_gelu_backward", {1u << 0 | 1u << 3 | 1u << 4 | 1u << 5, 1u << 4 | 1u << 5}},
-                                                                      // dpre; dout, act, pre
-        {"attention_forward", {1u << 0 | 1u << 2, 1u << 0 | 1u << 1 | 1u << 2}}, // out:
-                                         // cuda_view_out; att; qkv (fp32 paths: need_range)
-        {"attention_backward", {1u << 2 | 1u << 3, 1u << 1 | 1u << 2 | 1u << 3 | 1u << 4}},
-                                                  // scratch; dout, qkv (the same); att
-        {"zero", {1u << 0, 1u << 0}},                    // p: cuda_view_zeroed; the
-                                                         // memset backs it (cuda_zero.cu)
-        {"upload", {1u << 0, 0}},                        // dst: cuda_view_overwrite
-        {"download", {1u << 1, 0}},                      // src: cuda_view_need_range
-        {"copy", {1u << 0 | 1u << 1, 0}},                // dst, src: both
-        {"ln_modulate_forward", {1u << 0, 1u << 0}},     // out: cuda_view_out
-        {"layernorm_forward", {1u << 0, 1u << 0}},       // out
-        {"gelu_forward", {1u << 0, 1u << 0}},            // out
-        {"silu_forward", {1u << 0, 1u << 0}},            // out
+        // slot                   exempt                     self_backed
+        {"linear_forward",       {A(0) | A(1),               A(0) | A(1)}}, // out, inp
+        {"linear_backward",      {A(0) | A(3) | A(4),        A(0) | A(3) | A(4)}}, // dinp;
+                                                                     // dout, inp
+        {"linear_gelu_forward",  {A(0) | A(1) | A(2),        A(0) | A(1) | A(2)}}, // out,
+                                                                     // pre; inp
+        {"linear_gelu_backward", {A(0) | A(3) | A(4) | A(5), A(0) | A(3) | A(4) | A(5)}},
+                                                     // dpre; dout, act, pre
+        {"attention_forward",    {A(0) | A(2),               A(0) | A(1) | A(2)}}, // out,
+                                                                     // att; qkv
+        {"attention_backward",   {A(2) | A(3),               A(0) | A(1) | A(2) | A(3) | A(4)}},
+                                                     // dqkv, scratch; dout, qkv, att
+        {"zero",                 {A(0),                      A(0)}}, // p
+        {"upload",               {A(0),                      0}},    // dst
+        {"download",             {A(1),                      0}},    // src
+        {"copy",                 {A(0) | A(1),               0}},    // dst, src
+        {"ln_modulate_forward",  {A(0),                      A(0)}}, // out
+        {"layernorm_forward",    {A(0),                      A(0)}}, // out
+        {"gelu_forward",         {A(0),                      A(0)}}, // out
+        {"silu_forward",         {A(0),                      A(0)}}, // out
     };
+#undef A
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
         if (strcmp(slot, table[i].slot) == 0)
             return table[i].args;
