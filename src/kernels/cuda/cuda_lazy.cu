@@ -40,7 +40,6 @@
 #include <stdlib.h>
 
 #include <atomic>
-#include <iterator>
 #include <map>
 #include <vector>
 
@@ -78,7 +77,6 @@ static struct {
     decltype(&cuMemSetAccess) set_access;
     decltype(&cuMemGetAllocationGranularity) granularity;
     std::map<char *, lazy_range> ranges; /* by base address */
-    std::atomic<int> count{0};           /* ranges now: 0 makes backing free */
     std::atomic<size_t> backed{0};       /* bytes mapped */
     std::atomic<size_t> requested{0};    /* bytes asked for, all ranges */
 } lazy;
@@ -161,7 +159,6 @@ void *cuda_lazy_alloc(size_t bytes)
     r.requested = bytes;
     r.backed.assign(granules, false);
     r.unbacked = granules;
-    lazy.count++;
     lazy.requested += bytes;
     return (void *)base;
 }
@@ -187,7 +184,7 @@ static void check(CUresult e, const char *call)
 
 size_t cuda_lazy_requested(const void *p)
 {
-    if (!lazy.count)
+    if (lazy.ranges.empty())
         return 0;
     auto it = range_of(p);
     return it != lazy.ranges.end() && it->first == (const char *)p ? it->second.requested : 0;
@@ -209,7 +206,7 @@ static void unmap(char *base, lazy_range *r, size_t i)
 
 void cuda_lazy_unback(const void *p, size_t bytes)
 {
-    if (!lazy.count || !bytes)
+    if (lazy.ranges.empty() || !bytes)
         return;
     auto it = range_of(p);
     if (it == lazy.ranges.end())
@@ -233,7 +230,7 @@ void cuda_lazy_unback(const void *p, size_t bytes)
 
 int cuda_lazy_free(void *p)
 {
-    if (!lazy.count)
+    if (lazy.ranges.empty())
         return 0;
     auto it = range_of(p);
     if (it == lazy.ranges.end() || it->first != (char *)p)
@@ -245,7 +242,6 @@ int cuda_lazy_free(void *p)
     check(lazy.address_free((CUdeviceptr)it->first, r.reserved), "cuMemAddressFree");
     lazy.requested -= r.requested;
     lazy.ranges.erase(it);
-    lazy.count--;
     return 1;
 }
 
@@ -299,7 +295,7 @@ static void back_granules(char *base, lazy_range *r, size_t g, size_t n)
 
 void cuda_lazy_back(const void *p, size_t bytes)
 {
-    if (!lazy.count || !bytes)
+    if (lazy.ranges.empty() || !bytes)
         return;
     auto it = range_of(p);
     if (it == lazy.ranges.end() || !it->second.unbacked)
@@ -320,7 +316,7 @@ void cuda_lazy_back(const void *p, size_t bytes)
 
 void cuda_lazy_back_buffer(const void *p)
 {
-    if (!lazy.count)
+    if (lazy.ranges.empty())
         return;
     auto it = range_of(p);
     if (it != lazy.ranges.end())
@@ -329,7 +325,7 @@ void cuda_lazy_back_buffer(const void *p)
 
 int cuda_lazy_backed(const void *p, size_t bytes)
 {
-    if (!lazy.count || !bytes)
+    if (lazy.ranges.empty() || !bytes)
         return 1;
     auto it = range_of(p);
     if (it == lazy.ranges.end())
@@ -354,7 +350,7 @@ extern "C" void reed_cuda_lazy_bytes(size_t *requested, size_t *mapped)
 extern "C" void reed_cuda_lazy_buffer(const void *p, size_t *requested, size_t *mapped)
 {
     *requested = *mapped = 0;
-    auto it = lazy.count ? range_of(p) : lazy.ranges.end();
+    auto it = range_of(p);
     if (it == lazy.ranges.end())
         return;
     *requested = it->second.requested;
