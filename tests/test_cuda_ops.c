@@ -926,6 +926,11 @@ static void test_flash_variants(double tol)
     reed_cuda_set_attention(3); // flash
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         const int B = shapes[i][0], T = shapes[i][1], C = shapes[i][2], NH = shapes[i][3];
+        if (reed_cuda_attention_path(B, T, C, NH) != 3) { // e.g. bf16 GEMM operands off
+            printf("flash kernels: the flash path does not cover B=%d T=%d C=%d NH=%d in this "
+                   "mode: not checked\n", B, T, C, NH);
+            continue;
+        }
         const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
         const size_t na = (size_t)B * NH * T * T;
         float *qkv = hrand(nq, -1, 1), *dout = hrand(no, -1, 1), *dqkv0 = hrand(nq, -1, 1);
@@ -2039,10 +2044,10 @@ int main(void)
             printf("cuDNN path: not available (a build without cuDNN, or cuDNN did not "
                    "start); convolutions ran as im2col + cuBLAS\n");
     }
-    /* With REED_CUDA_PROFILE=1 every op above ran through the profiler's
-     * wrappers: the same checks then cover them too. */
+    /* With REED_CUDA_PROFILE=1 or 2 every op above ran through the
+     * profiler's wrappers: the same checks then cover them too. */
     if (on_gpu && reed_cuda_profile_report(stdout) == 0)
-        printf("(REED_CUDA_PROFILE=1: the ops above ran through the profiler)\n");
+        printf("(REED_CUDA_PROFILE: the ops above ran through the profiler)\n");
     summary();
     return failures ? 1 : 0;
 }

@@ -26,8 +26,8 @@
 # ctest -R cuda (test_cuda_ops, test_cuda_train); bench_train_step and
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
-# B2 steps (REED_CUDA_PROFILE=1), B2 with REED_CUDA_LAZY=0 and
-# REED_CUDA_LAZY_ZERO=0, with
+# B2 steps (REED_CUDA_PROFILE=2), B2 with REED_CUDA_LAZY=0,
+# REED_CUDA_LT_TUNE=0 and REED_CUDA_LAZY_ZERO=0, with
 # REED_CUDA_VIEWS=0, REED_CUDA_LN_VEC=0 and with REED_CUDA_ATTENTION=gemm; sitS
 # bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
 # torch.compile (given up after 60 s of compiling + first step, then
@@ -400,12 +400,16 @@ REED_CUDA_TEST_LARGE=1 run_ctest "ctest cuda" 60 150 "cuda"
 # lines whether each linear shape found its bias, BGRADB and GELU epilogues.
 REED_CUDA_VERBOSE=1 BENCH_ERR_LINES=60 reed_bench "reed B2 bf16" 45 120 B2 bf16 2 10
 torch_bench "torch B2 bf16" 35 90 B2 bf16 3 10
-# Where the step's time goes: GPU and host time per op over 3 steps.
-REED_CUDA_PROFILE=1 BENCH_ERR_LINES=70 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
+# Where the step's time goes: GPU and host time per op over 3 steps, and
+# the linear ops by shape with their TFLOP/s (against "gemm ceiling").
+REED_CUDA_PROFILE=2 BENCH_ERR_LINES=120 reed_bench "reed B2 bf16 profile" 30 90 B2 bf16 1 3
 # Buffers backed on first use (cuda_lazy.cu) against plain allocations:
 # the memory held after the steps, and the time (mapping happens in the
 # first steps, before the timed ones).
 REED_CUDA_LAZY=0 reed_bench "reed B2 bf16 lazy off" 15 60 B2 bf16 2 10
+# The GEMM algorithms timed per shape (cuda_lt.cu, lt_tune) against the
+# cuBLASLt heuristic's first, untimed.
+REED_CUDA_LT_TUNE=0 reed_bench "reed B2 bf16 untuned GEMMs" 15 60 B2 bf16 2 10
 # The lazy zero op (cuda_zero.cu) against plain memsets, on the same card.
 REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
 # The bf16 views (cuda_view.cu) against a copy per GEMM operand.
@@ -462,11 +466,14 @@ if command -v ncu >/dev/null; then
   done
   show "ncu layernorm" 40 90 ncu "${NCU_ARGS[@]}" -k "regex:ln_vec_backward" --launch-count 1 \
     "$REED_BENCH" "${B2_ONE_STEP[@]}"
+  show "ncu layernorm forward" 40 90 ncu "${NCU_ARGS[@]}" -k "regex:ln_vec_forward" \
+    --launch-count 1 "$REED_BENCH" "${B2_ONE_STEP[@]}"
 else
   record "ncu flash" skipped "no ncu"
   record "ncu flash 1" skipped "no ncu"
   record "ncu flash 2" skipped "no ncu"
   record "ncu layernorm" skipped "no ncu"
+  record "ncu layernorm forward" skipped "no ncu"
 fi
 
 # --- summary and table ----------------------------------------------------------------------------

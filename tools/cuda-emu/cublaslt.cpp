@@ -89,9 +89,13 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
                                               cublasLtMatmulHeuristicResult_t results[], int *returned)
 {
     if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
-    memset(&results[0], 0, sizeof results[0]);
-    results[0].state = CUBLAS_STATUS_SUCCESS;
-    *returned = 1;
+    // Two algorithms (the same one) where more are asked for, so that a
+    // caller's timing of candidates runs here too.
+    *returned = requested < 2 ? requested : 2;
+    for (int i = 0; i < *returned; i++) {
+        memset(&results[i], 0, sizeof results[i]);
+        results[i].state = CUBLAS_STATUS_SUCCESS;
+    }
     return CUBLAS_STATUS_SUCCESS;
 }
 

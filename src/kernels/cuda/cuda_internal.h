@@ -354,8 +354,9 @@ static inline unsigned red_blocks(size_t n)
 }
 double cuda_finish_sum(int nparts);
 
-/* With REED_CUDA_PROFILE=1, wraps every op of the table t in a timer
- * (cuda_profile.cu); otherwise leaves it as it is. */
+/* With REED_CUDA_PROFILE=1 (or 2: the linear ops by shape too), wraps
+ * every op of the table t in a timer (cuda_profile.cu); otherwise leaves
+ * it as it is. */
 void cuda_profile_wrap(reed_ops *t);
 
 /* Every slot of ops.h but the five memory-management ones (mem_alloc,

@@ -215,6 +215,7 @@ void cuda_linear_bias_seed(float *out, const float *bias, int N, int OC)
 
 #define LN_MAX_SPAN (32 * 36)
 #define LN_LONG_PL 16
+#define LN_ROWS 32 /* the rows of a block of the vectorized kernels */
 
 /* launch(PL) for rows of C channels, PL a compile-time constant
  * (std::integral_constant): 8, 16, 24 or 36 channels a lane for a row in
@@ -344,19 +345,27 @@ __device__ __forceinline__ int ln_vec(int j, int C4)
     return i < C4 ? i : -1;
 }
 
-/* xhat of the row x (C4 float4s) into v, its mean and rstd to m and s. */
+/* The lane's float4s of row x (C4 of them) into v, zeros past it. */
 template <int V>
-__device__ __forceinline__ void ln_vec_xhat(float4 *v, const float4 *x, int C4,
-                                            float eps, float *m, float *s)
+__device__ __forceinline__ void ln_vec_load(float4 *v, const float4 *x, int C4)
 {
-    const float C = 4.0f * C4;
-    float sum = 0.0f, sq = 0.0f;
 #pragma unroll
     for (int j = 0; j < V; j++) {
         const int i = ln_vec(j, C4);
         v[j] = i >= 0 ? x[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        sum += f4_sum(v[j]);
     }
+}
+
+/* The row in v (as ln_vec_load left it) to its xhat; its mean and rstd to
+ * m and s. */
+template <int V>
+__device__ __forceinline__ void ln_vec_xhat(float4 *v, int C4, float eps, float *m, float *s)
+{
+    const float C = 4.0f * C4;
+    float sum = 0.0f, sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < V; j++)
+        sum += f4_sum(v[j]); // the zeros past C add nothing
     const float mean = warp_sum(sum) / C;
 #pragma unroll
     for (int j = 0; j < V; j++) {
@@ -372,41 +381,66 @@ __device__ __forceinline__ void ln_vec_xhat(float4 *v, const float4 *x, int C4,
     *s = rstd;
 }
 
-/* As ln_modulate_forward_kernel, one warp a row. */
+/* As ln_modulate_forward_kernel, on the vectorized rows. A block covers
+ * LN_ROWS rows of one sample (T rows a sample; plain LayerNorm: one sample
+ * of all rows) with the sample's 1 + scale and shift staged once in shared
+ * memory; its warps take every ROW_WARPS-th row, each loading its next row
+ * before it works on this one. The bounds hold C = 768 (V = 6) to 80
+ * registers, six blocks an SM, without spilling. (One row a warp, with
+ * the shift and scale read from global memory after the row's sums, ran
+ * at 108 us a call on B2, N = 65536, on an H200: 2.8 TB/s.) */
 template <int V>
-__global__ void ln_vec_forward_kernel(float *out, __nv_bfloat16 *o16, float *mean,
-                                      float *rstd, const float *inp,
-                                      const float *shift, const float *scale,
-                                      int ldm, int T, int N, int C, float eps)
+__global__ void __launch_bounds__(ROW_THREADS, V > 6 ? 4 : 6)
+    ln_vec_forward_kernel(float *out, __nv_bfloat16 *o16, float *mean, float *rstd,
+                          const float *inp, const float *shift, const float *scale, int ldm,
+                          int T, int C, int chunks, float eps)
 {
-    const size_t row = warp_row();
-    if (row >= (size_t)N)
-        return; // the whole warp
-    const int C4 = C / 4;
-    const size_t ada = (row / T) * ldm;
-    float4 v[V];
-    float m, s;
-    ln_vec_xhat<V>(v, (const float4 *)(inp + row * C), C4, eps, &m, &s);
-#pragma unroll
-    for (int j = 0; j < V; j++) {
-        const int i = ln_vec(j, C4);
-        if (i < 0)
-            break;
-        float4 y = v[j];
-        if (scale) {
-            const float4 sc = *(const float4 *)(scale + ada + 4 * i);
-            const float4 sh = *(const float4 *)(shift + ada + 4 * i);
-            y = make_float4(y.x * (1.0f + sc.x) + sh.x, y.y * (1.0f + sc.y) + sh.y,
-                            y.z * (1.0f + sc.z) + sh.z, y.w * (1.0f + sc.w) + sh.w);
+    __shared__ float4 gain[32 * V], bias[32 * V]; // 1 + scale[b], shift[b]
+    const int w = threadIdx.x / 32, C4 = C / 4;
+    const size_t b = blockIdx.x / chunks;
+    const int k = blockIdx.x % chunks;
+    const int t1 = T - k * LN_ROWS < LN_ROWS ? T : (k + 1) * LN_ROWS;
+    if (scale)
+        for (int i = threadIdx.x; i < C4; i += blockDim.x) {
+            gain[i] = f4_axpb(*(const float4 *)(scale + b * ldm + 4 * i), 1.0f, 1.0f);
+            bias[i] = *(const float4 *)(shift + b * ldm + 4 * i);
         }
-        if (out)
-            ((float4 *)out)[row * C4 + i] = y;
-        if (o16)
-            store_bf16x4(o16, row * C4 + i, y);
-    }
-    if (lane_id() == 0) {
-        mean[row] = m;
-        rstd[row] = s;
+    __syncthreads();
+    const float4 *x = (const float4 *)inp;
+    float4 next[V];
+    int t = k * LN_ROWS + w;
+    if (t < t1)
+        ln_vec_load<V>(next, x + (b * T + t) * C4, C4);
+    for (; t < t1; t += ROW_WARPS) {
+        const size_t row = b * T + t;
+        float4 v[V];
+#pragma unroll
+        for (int j = 0; j < V; j++)
+            v[j] = next[j];
+        if (t + ROW_WARPS < t1)
+            ln_vec_load<V>(next, x + (row + ROW_WARPS) * C4, C4);
+        float m, s;
+        ln_vec_xhat<V>(v, C4, eps, &m, &s);
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            const int i = ln_vec(j, C4);
+            if (i < 0)
+                break;
+            float4 y = v[j];
+            if (scale) {
+                const float4 g = gain[i], h = bias[i];
+                y = make_float4(y.x * g.x + h.x, y.y * g.y + h.y, y.z * g.z + h.z,
+                                y.w * g.w + h.w);
+            }
+            if (out)
+                ((float4 *)out)[row * C4 + i] = y;
+            if (o16)
+                store_bf16x4(o16, row * C4 + i, y);
+        }
+        if (lane_id() == 0) {
+            mean[row] = m;
+            rstd[row] = s;
+        }
     }
 }
 
@@ -437,8 +471,11 @@ static void ln_forward_launch(float *out, __nv_bfloat16 *o16, float *mean,
                               float eps)
 {
     if (ln_vec_ok(C, ldm, out, inp, shift, scale, o16)) {
-        ln_vec_forward_kernel<PL / 4><<<grid_rows(N), ROW_THREADS, 0, g_cuda.stream>>>(
-            out, o16, mean, rstd, inp, shift, scale, ldm, T, N, C, eps);
+        const int rows = scale ? T : N; // a sample's
+        const int chunks = (rows + LN_ROWS - 1) / LN_ROWS;
+        const int blocks = N / rows * chunks;
+        ln_vec_forward_kernel<PL / 4><<<blocks, ROW_THREADS, 0, g_cuda.stream>>>(
+            out, o16, mean, rstd, inp, shift, scale, ldm, rows, C, chunks, eps);
         LAUNCH_CHECK("ln_vec_forward_kernel");
         return;
     }
@@ -490,7 +527,6 @@ void cuda_ln_modulate_forward(float *out, float *mean, float *rstd,
  * colsum_chunks_kernel adds the blocks of each sample in order: the column
  * sums cost no second pass over dout and inp, and stay deterministic.
  * Longer rows leave them to colsum. */
-#define LN_ROWS 32
 
 /* The lane's raw elements in the span at c0, 0 past C: g = dout, d = x − m. */
 template <int PL>
@@ -618,12 +654,19 @@ __global__ void ln_modulate_backward_kernel(float *dinp, double *partial,
 
 /* As ln_modulate_backward_kernel, on the vectorized rows: each warp's
  * column sums in shared memory as float4s (acc), the gain 1 + scale[b]
- * staged once per block. */
+ * staged once per block. A row's loads (dout, x and dinp's old value) are
+ * all issued before any is used, so a row waits for memory once; ncu on
+ * B2 (H200) found the kernel that read dinp after the row's sums stalled
+ * on loads 84% of its cycles, at 57% of DRAM bandwidth. What stays in
+ * registers across the sums is xhat and dinp + rstd·g:
+ *   dx = (dx + rstd·g) − rstd·mean(g) − xhat·rstd·mean(g·xhat).
+ * The launch bounds hold C = 768 (V = 6) to 96 registers, five blocks an
+ * SM, without spilling; V = 9 (C = 1152) needs about 150. */
 template <int V>
-__global__ void ln_vec_backward_kernel(float *dinp, double *partial, const float *dout,
-                                       const float *inp, const float *mean,
-                                       const float *rstd, const float *scale, int ldm,
-                                       int T, int C, int chunks)
+__global__ void __launch_bounds__(ROW_THREADS, V > 6 ? 3 : 5)
+    ln_vec_backward_kernel(float *dinp, double *partial, const float *dout, const float *inp,
+                           const float *mean, const float *rstd, const float *scale, int ldm,
+                           int T, int C, int chunks)
 {
     __shared__ float4 acc[ROW_WARPS][2][32 * V]; // each warp's Σ dout, Σ dout·xhat
     __shared__ float4 gain[32 * V];               // 1 + scale[b]
@@ -638,19 +681,27 @@ __global__ void ln_vec_backward_kernel(float *dinp, double *partial, const float
         for (int i = lane_id(); i < C4; i += 32)
             acc[w][0][i] = acc[w][1][i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     __syncthreads();
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int t = k * LN_ROWS + w; t < t1; t += ROW_WARPS) {
         const size_t row = b * T + t;
-        const float m = mean[row], s = rstd[row];
         const float4 *x = (const float4 *)(inp + row * C), *gr = (const float4 *)(dout + row * C);
-        float4 g[V], xh[V];
+        float4 *dx = dinp ? (float4 *)(dinp + row * C) : NULL;
+        float4 g[V], xh[V], d[V];
+#pragma unroll
+        for (int j = 0; j < V; j++) {
+            const int i = ln_vec(j, C4);
+            g[j] = i >= 0 ? gr[i] : zero;
+            xh[j] = i >= 0 ? x[i] : zero;
+            d[j] = i >= 0 && dx ? dx[i] : zero;
+        }
+        const float m = mean[row], s = rstd[row];
         float gsum = 0.0f, gxsum = 0.0f;
 #pragma unroll
         for (int j = 0; j < V; j++) {
             const int i = ln_vec(j, C4);
             if (i < 0)
                 break;
-            g[j] = gr[i];
-            xh[j] = f4_axpb(x[i], s, -m * s);
+            xh[j] = f4_axpb(xh[j], s, -m * s);
             if (partial) {
                 float4 &a0 = acc[w][0][i], &a1 = acc[w][1][i];
                 a0 = make_float4(a0.x + g[j].x, a0.y + g[j].y, a0.z + g[j].z, a0.w + g[j].w);
@@ -663,21 +714,19 @@ __global__ void ln_vec_backward_kernel(float *dinp, double *partial, const float
             }
             gsum += f4_sum(g[j]);
             gxsum += f4_dot(g[j], xh[j]);
+            d[j] = make_float4(d[j].x + s * g[j].x, d[j].y + s * g[j].y, d[j].z + s * g[j].z,
+                               d[j].w + s * g[j].w);
         }
-        if (!dinp)
+        if (!dx)
             continue;
-        const float gmean = warp_sum(gsum) / C, gxmean = warp_sum(gxsum) / C;
-        float4 *dx = (float4 *)(dinp + row * C);
+        const float sg = s * (warp_sum(gsum) / C), sgx = s * (warp_sum(gxsum) / C);
 #pragma unroll
         for (int j = 0; j < V; j++) {
             const int i = ln_vec(j, C4);
             if (i < 0)
                 break;
-            const float4 d = dx[i];
-            dx[i] = make_float4(d.x + s * (g[j].x - gmean - xh[j].x * gxmean),
-                                d.y + s * (g[j].y - gmean - xh[j].y * gxmean),
-                                d.z + s * (g[j].z - gmean - xh[j].z * gxmean),
-                                d.w + s * (g[j].w - gmean - xh[j].w * gxmean));
+            dx[i] = make_float4(d[j].x - sg - xh[j].x * sgx, d[j].y - sg - xh[j].y * sgx,
+                                d[j].z - sg - xh[j].z * sgx, d[j].w - sg - xh[j].w * sgx);
         }
     }
     if (!partial)

@@ -30,8 +30,10 @@
  *   stored (C,OC); dout is B stored (OC,N); D = A·B over k = OC. The aux
  *   matrix (the pre-activation) is laid out as D, as it is in the forward.
  *
- * A plan (descriptors and the heuristic's algorithm) is made once per kind,
- * shape and precision and kept. The heuristic is asked for algorithms that
+ * A plan (descriptors and an algorithm) is made once per kind, shape and
+ * precision and kept. Its algorithm is the fastest of the heuristic's
+ * first LT_CANDIDATES, each timed on the plan's first call (lt_tune;
+ * REED_CUDA_LT_TUNE=0 keeps the heuristic's first untimed). The heuristic is asked for algorithms that
  * need no more than 16-byte alignment, so every call whose pointers are
  * 16-byte aligned can use the plan; other calls, shapes without an
  * algorithm, and a failed matmul (remembered per plan) take the cuBLAS
@@ -53,6 +55,8 @@
 #define LT_PLANS 256
 #define LT_ALIGN 16
 #define LT_WORKSPACE ((size_t)32 << 20)
+#define LT_CANDIDATES 8 /* the heuristic's algorithms a plan times */
+#define LT_TUNE_REPS 3  /* timed runs of each, after one untimed */
 
 enum { LT_FP32, LT_FAST_16BF, LT_BF16_OPERANDS };
 enum { LT_FORWARD, LT_DW_BGRAD, LT_GELU, LT_DGELU, LT_FORWARD16 }; /* plan kinds */
@@ -93,12 +97,15 @@ typedef struct lt_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo;
+    cublasLtMatmulAlgo_t cand[LT_CANDIDATES]; /* the heuristic's, best first */
+    int ncand, tuned;
 } lt_plan;
 
 static struct {
     int state; /* 0: not started, 1: ready, -1: off */
     int bgrad; /* the backward's plans allowed (REED_CUDA_LT_BGRAD) */
     int gelu;  /* the GELU plans allowed (REED_CUDA_LT_GELU) */
+    int tune;  /* time the candidates (REED_CUDA_LT_TUNE) */
     long bgrad_calls, gelu_calls, bf16_out_calls;
     void *bias_out; /* (bias_cap bytes) BGRADB's output, added into dbias */
     size_t bias_cap;
@@ -119,6 +126,8 @@ static int lt_start(void)
     lt.bgrad = !(env && env[0] == '0');
     env = getenv("REED_CUDA_LT_GELU");
     lt.gelu = !(env && env[0] == '0');
+    env = getenv("REED_CUDA_LT_TUNE");
+    lt.tune = !(env && env[0] == '0');
     if (cublasLtCreate(&lt.handle) != CUBLAS_STATUS_SUCCESS)
         return -1;
     if (cudaMalloc(&lt.workspace, LT_WORKSPACE) != cudaSuccess) {
@@ -138,7 +147,8 @@ static int lt_set(lt_plan *p, cublasLtMatmulDescAttributes_t a, const void *v, s
 }
 
 /* The descriptors of the plan's GEMM (see the top of the file) and the
- * heuristic's first algorithm; returns 0 when cuBLASLt has none. */
+ * heuristic's algorithms (the first in p->algo); returns 0 when cuBLASLt
+ * has none. */
 static int lt_plan_make(lt_plan *p)
 {
     const struct lt_kind *k = &lt_kinds[p->kind];
@@ -160,7 +170,7 @@ static int lt_plan_make(lt_plan *p)
     // alignment: show it ones that are 16-byte aligned and no more.
     const void *probe = (const char *)lt.workspace + LT_ALIGN;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t result;
+    cublasLtMatmulHeuristicResult_t result[LT_CANDIDATES];
     int found = 0;
     int ok = cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F) == 0 &&
              lt_set(p, CUBLASLT_MATMUL_DESC_TRANSA, &k->ta, sizeof k->ta) &&
@@ -184,14 +194,17 @@ static int lt_plan_make(lt_plan *p)
     for (int i = 0; ok && i < 4; i++)
         ok = cublasLtMatmulPreferenceSetAttribute(pref, aligns[i], &align, sizeof align) == 0;
     if (ok)
-        ok = cublasLtMatmulAlgoGetHeuristic(lt.handle, p->desc, p->a, p->b, p->d, p->d, pref, 1,
-                                            &result, &found) == 0 &&
-             found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+        ok = cublasLtMatmulAlgoGetHeuristic(lt.handle, p->desc, p->a, p->b, p->d, p->d, pref,
+                                            lt.tune ? LT_CANDIDATES : 1, result, &found) == 0;
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
-    if (ok)
-        p->algo = result.algo;
-    return ok;
+    for (int i = 0; ok && i < found; i++)
+        if (result[i].state == CUBLAS_STATUS_SUCCESS)
+            p->cand[p->ncand++] = result[i].algo;
+    if (p->ncand == 0)
+        return 0;
+    p->algo = p->cand[0];
+    return 1;
 }
 
 static int lt_mode(void)
@@ -240,20 +253,99 @@ static lt_plan *lt_usable(int kind, int N, int C, int OC)
     return p && p->ok ? p : NULL;
 }
 
-/* D = alpha·op(A)·op(B) + beta·D through plan p, its epilogue's bias and
- * aux pointers set to bias and aux (where its kind has them); 0, or -1
- * (remembered) when cuBLASLt refuses. */
-static int lt_run(lt_plan *p, const void *a, const void *b, float beta, void *out,
-                  const void *bias, const void *aux)
+/* D = op(A)·op(B) + beta·D through plan p with algorithm algo, the
+ * epilogue's bias and aux pointers set to bias and aux (where its kind has
+ * them). */
+static cublasStatus_t lt_matmul(lt_plan *p, const cublasLtMatmulAlgo_t *algo, const void *a,
+                                const void *b, float beta, void *out, const void *bias,
+                                const void *aux)
 {
     const float one = 1.0f;
     const struct lt_kind *k = &lt_kinds[p->kind];
     int ok = (k->bias_type < 0 || lt_set(p, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)) &&
              (!k->aux || lt_set(p, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
-    cublasStatus_t s = CUBLAS_STATUS_INVALID_VALUE;
-    if (ok)
-        s = cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, &beta, out, p->d, out,
-                           p->d, &p->algo, lt.workspace, LT_WORKSPACE, g_cuda.stream);
+    if (!ok)
+        return CUBLAS_STATUS_INVALID_VALUE;
+    return cublasLtMatmul(lt.handle, p->desc, &one, a, p->a, b, p->b, &beta, out, p->d, out, p->d,
+                          algo, lt.workspace, LT_WORKSPACE, g_cuda.stream);
+}
+
+/* Milliseconds of one run of algo (the mean of LT_TUNE_REPS after an
+ * untimed one), or -1 where it fails. */
+static float lt_time(lt_plan *p, const cublasLtMatmulAlgo_t *algo, const void *a, const void *b,
+                     float beta, void *out, const void *bias, const void *aux,
+                     cudaEvent_t ev[2])
+{
+    if (lt_matmul(p, algo, a, b, beta, out, bias, aux) != CUBLAS_STATUS_SUCCESS)
+        return -1.0f;
+    CUDA_CHECK(cudaEventRecord(ev[0], g_cuda.stream));
+    for (int r = 0; r < LT_TUNE_REPS; r++)
+        if (lt_matmul(p, algo, a, b, beta, out, bias, aux) != CUBLAS_STATUS_SUCCESS)
+            return -1.0f;
+    CUDA_CHECK(cudaEventRecord(ev[1], g_cuda.stream));
+    CUDA_CHECK(cudaEventSynchronize(ev[1]));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+    return ms / LT_TUNE_REPS;
+}
+
+/* Times the plan's candidates on the first call's operands (a, b, and the
+ * bias or aux its epilogue reads) and keeps the fastest in p->algo. Each
+ * writes into scratch: D, and the bias (BGRADB) or aux (GELU_AUX_BIAS) its
+ * epilogue writes, so the call's own outputs are untouched. Where the
+ * scratch does not fit, the heuristic's first stays. */
+static void lt_tune(lt_plan *p, const void *a, const void *b, float beta, const void *bias,
+                    const void *aux)
+{
+    p->tuned = 1;
+    if (p->ncand < 2)
+        return;
+    const struct lt_kind *k = &lt_kinds[p->kind];
+    uint64_t mnk[3];
+    lt_mnk(p->kind, p->N, p->C, p->OC, mnk);
+    const size_t d_bytes = (mnk[0] * mnk[1] * (k->d_type == CUDA_R_16BF ? 2 : 4) + 255) & ~255ull;
+    const int writes_bias = k->epilogue == CUBLASLT_EPILOGUE_BGRADB;
+    const int writes_aux = k->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    const size_t extra = writes_aux ? mnk[0] * mnk[1] * 4 : writes_bias ? mnk[1] * 4 : 0;
+    void *mem = NULL;
+    if (cudaMalloc(&mem, d_bytes + extra) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    char *scratch = (char *)mem;
+    CUDA_CHECK(cudaMemsetAsync(scratch, 0, d_bytes + extra, g_cuda.stream));
+    const void *eb = writes_bias ? scratch + d_bytes : bias;
+    const void *ea = writes_aux ? scratch + d_bytes : aux;
+    cudaEvent_t ev[2];
+    CUDA_CHECK(cudaEventCreate(&ev[0]));
+    CUDA_CHECK(cudaEventCreate(&ev[1]));
+    float ms[LT_CANDIDATES];
+    int best = 0;
+    for (int i = 0; i < p->ncand; i++) {
+        ms[i] = lt_time(p, &p->cand[i], a, b, beta, scratch, eb, ea, ev);
+        if (ms[i] >= 0.0f && (ms[best] < 0.0f || ms[i] < ms[best]))
+            best = i;
+    }
+    CUDA_CHECK(cudaEventDestroy(ev[0]));
+    CUDA_CHECK(cudaEventDestroy(ev[1]));
+    CUDA_CHECK(cudaFree(mem));
+    p->algo = p->cand[best];
+    const char *v = getenv("REED_CUDA_VERBOSE");
+    if (v && v[0] && strcmp(v, "0"))
+        fprintf(stderr, "cuBLASLt %s N=%d C=%d OC=%d: keeps algorithm %d of %d, %.3f ms "
+                "(the heuristic's first: %.3f)\n", k->what, p->N, p->C, p->OC, best + 1,
+                p->ncand, ms[best], ms[0]);
+}
+
+/* D = op(A)·op(B) + beta·D through plan p (see lt_matmul), timing its
+ * candidates first on its first call; 0, or -1 (remembered) when cuBLASLt
+ * refuses. */
+static int lt_run(lt_plan *p, const void *a, const void *b, float beta, void *out,
+                  const void *bias, const void *aux)
+{
+    if (!p->tuned)
+        lt_tune(p, a, b, beta, bias, aux);
+    const cublasStatus_t s = lt_matmul(p, &p->algo, a, b, beta, out, bias, aux);
     if (s != CUBLAS_STATUS_SUCCESS) {
         p->ok = 0; // a configuration cuBLASLt refuses: not worth a fatal error
         return -1;

@@ -147,7 +147,8 @@ long reed_cuda_view_proven(void);
 void reed_cuda_set_fatal_handler(void (*handler)(const char *msg));
 
 /* The per-op profile (REED_CUDA_PROFILE=1 in the environment when the
- * backend starts): GPU time and host time per op of the table. reset
+ * backend starts): GPU time and host time per op of the table; with
+ * REED_CUDA_PROFILE=2 also the linear ops by shape, with TFLOP/s. reset
  * forgets what was measured so far (after warm-up steps, say); report
  * prints a table sorted by GPU time and returns 0, or returns -1 and
  * prints nothing when profiling is off. */
