@@ -926,9 +926,11 @@ static void test_flash_variants(double tol)
     reed_cuda_set_attention(3); // flash
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         const int B = shapes[i][0], T = shapes[i][1], C = shapes[i][2], NH = shapes[i][3];
-        if (reed_cuda_attention_path(B, T, C, NH) != 3) { // e.g. bf16 GEMM operands off
-            printf("flash kernels: the flash path does not cover B=%d T=%d C=%d NH=%d in this "
-                   "mode: not checked\n", B, T, C, NH);
+        if (reed_cuda_attention_path(B, T, C, NH) != 3) { // it needs bf16 GEMM operands
+            check(env_off("REED_CUDA_BF16_OPERANDS"),
+                  "flash kernels: the flash path covers B=%d T=%d C=%d NH=%d only with bf16 "
+                  "GEMM operands, which are %s", B, T, C, NH,
+                  env_off("REED_CUDA_BF16_OPERANDS") ? "off: not checked" : "on");
             continue;
         }
         const size_t nq = (size_t)B * T * 3 * C, no = (size_t)B * T * C;
@@ -1973,8 +1975,11 @@ int main(void)
 {
     char why[512] = "";
     const char *self = getenv("REED_CUDA_TEST_ON_CPU");
-    // Sole views for outputs of any size: the tests' are small.
+    // Sole views for outputs of any size: the tests' are small. The GEMM
+    // algorithms timed (cuda_lt.cu's lt_tune, off by default), so that the
+    // algorithms it keeps are checked too.
     setenv("REED_CUDA_VIEW_SOLE_MIN", "0", 0);
+    setenv("REED_CUDA_LT_TUNE", "1", 0);
     gpu = reed_ops_cuda(why, sizeof why);
     // Reserved buffers plain for the arena's tests, then every one backed
     // on first use (where the driver allows) for the rest.

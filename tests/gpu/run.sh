@@ -27,7 +27,7 @@
 # bench/train_step.py on CUDA for B2 bf16 (the engine's line names the
 # attention path it chose and both timings), then a per-op profile of 3
 # B2 steps (REED_CUDA_PROFILE=2), B2 with REED_CUDA_LAZY=0,
-# REED_CUDA_LT_TUNE=0 and REED_CUDA_LAZY_ZERO=0, with
+# REED_CUDA_LT_TUNE=1 and REED_CUDA_LAZY_ZERO=0, with
 # REED_CUDA_VIEWS=0, REED_CUDA_LN_VEC=0 and with REED_CUDA_ATTENTION=gemm; sitS
 # bf16, sitS fp32; ctest test_parity (CPU); PyTorch B2 bf16 under
 # torch.compile (given up after 60 s of compiling + first step, then
@@ -407,9 +407,9 @@ REED_CUDA_PROFILE=2 BENCH_ERR_LINES=120 reed_bench "reed B2 bf16 profile" 30 90 
 # the memory held after the steps, and the time (mapping happens in the
 # first steps, before the timed ones).
 REED_CUDA_LAZY=0 reed_bench "reed B2 bf16 lazy off" 15 60 B2 bf16 2 10
-# The GEMM algorithms timed per shape (cuda_lt.cu, lt_tune) against the
-# cuBLASLt heuristic's first, untimed.
-REED_CUDA_LT_TUNE=0 reed_bench "reed B2 bf16 untuned GEMMs" 15 60 B2 bf16 2 10
+# The GEMM algorithms timed per shape (cuda_lt.cu, lt_tune; off by
+# default) against the cuBLASLt heuristic's first, untimed.
+REED_CUDA_LT_TUNE=1 reed_bench "reed B2 bf16 tuned GEMMs" 15 60 B2 bf16 2 10
 # The lazy zero op (cuda_zero.cu) against plain memsets, on the same card.
 REED_CUDA_LAZY_ZERO=0 reed_bench "reed B2 bf16 memsets" 15 60 B2 bf16 2 10
 # The bf16 views (cuda_view.cu) against a copy per GEMM operand.

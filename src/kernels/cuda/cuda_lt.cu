@@ -31,12 +31,14 @@
  *   matrix (the pre-activation) is laid out as D, as it is in the forward.
  *
  * A plan (descriptors and an algorithm) is made once per kind, shape and
- * precision and kept. Its algorithm is the fastest of the heuristic's
- * first LT_CANDIDATES, each timed on the plan's first call (lt_tune;
- * REED_CUDA_LT_TUNE=0 keeps the heuristic's first untimed). On SiT-B/2
+ * precision and kept. Its algorithm is the heuristic's first; with
+ * REED_CUDA_LT_TUNE=1 it is the fastest of the heuristic's first
+ * LT_CANDIDATES, each timed on the plan's first call (lt_tune). On SiT-B/2
  * (H200) the timing kept another algorithm for most large shapes, up to
  * 10% faster alone (DGELU 0.498 against 0.554 ms), but the whole step
- * gained only 0.4% (2552 against 2543 img/s). The heuristic is asked for algorithms that
+ * gained only 0.4% (2552 against 2543 img/s); and which algorithm wins
+ * varies with timing noise, and with it the rounding of a run's GEMMs
+ * from one run to the next, so the timing is left off by default. The heuristic is asked for algorithms that
  * need no more than 16-byte alignment, so every call whose pointers are
  * 16-byte aligned can use the plan; other calls, shapes without an
  * algorithm, and a failed matmul (remembered per plan) take the cuBLAS
@@ -108,7 +110,7 @@ static struct {
     int state; /* 0: not started, 1: ready, -1: off */
     int bgrad; /* the backward's plans allowed (REED_CUDA_LT_BGRAD) */
     int gelu;  /* the GELU plans allowed (REED_CUDA_LT_GELU) */
-    int tune;  /* time the candidates (REED_CUDA_LT_TUNE) */
+    int tune;  /* time the candidates (REED_CUDA_LT_TUNE=1) */
     long bgrad_calls, gelu_calls, bf16_out_calls;
     void *bias_out; /* (bias_cap bytes) BGRADB's output, added into dbias */
     size_t bias_cap;
@@ -130,7 +132,7 @@ static int lt_start(void)
     env = getenv("REED_CUDA_LT_GELU");
     lt.gelu = !(env && env[0] == '0');
     env = getenv("REED_CUDA_LT_TUNE");
-    lt.tune = !(env && env[0] == '0');
+    lt.tune = env && env[0] == '1';
     if (cublasLtCreate(&lt.handle) != CUBLAS_STATUS_SUCCESS)
         return -1;
     if (cudaMalloc(&lt.workspace, LT_WORKSPACE) != cudaSuccess) {
@@ -306,10 +308,11 @@ static void lt_tune(lt_plan *p, const void *a, const void *b, float beta, const 
     const struct lt_kind *k = &lt_kinds[p->kind];
     uint64_t mnk[3];
     lt_mnk(p->kind, p->N, p->C, p->OC, mnk);
+    // aux has D's type and layout; BGRADB's bias is one float per column
     const size_t d_bytes = (mnk[0] * mnk[1] * (k->d_type == CUDA_R_16BF ? 2 : 4) + 255) & ~255ull;
     const int writes_bias = k->epilogue == CUBLASLT_EPILOGUE_BGRADB;
     const int writes_aux = k->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
-    const size_t extra = writes_aux ? mnk[0] * mnk[1] * 4 : writes_bias ? mnk[1] * 4 : 0;
+    const size_t extra = writes_aux ? d_bytes : writes_bias ? mnk[1] * sizeof(float) : 0;
     void *mem = NULL;
     if (cudaMalloc(&mem, d_bytes + extra) != cudaSuccess) {
         (void)cudaGetLastError();
@@ -336,8 +339,8 @@ static void lt_tune(lt_plan *p, const void *a, const void *b, float beta, const 
     const char *v = getenv("REED_CUDA_VERBOSE");
     if (v && v[0] && strcmp(v, "0"))
         fprintf(stderr, "cuBLASLt %s N=%d C=%d OC=%d: keeps algorithm %d of %d, %.3f ms "
-                "(the heuristic's first: %.3f)\n", k->what, p->N, p->C, p->OC, best + 1,
-                p->ncand, ms[best], ms[0]);
+                "(the heuristic's first: %.3f; -1: failed)\n", k->what, p->N, p->C, p->OC,
+                best + 1, p->ncand, ms[best], ms[0]);
 }
 
 /* D = op(A)·op(B) + beta·D through plan p (see lt_matmul), timing its
