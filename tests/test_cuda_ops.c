@@ -1646,6 +1646,27 @@ static void test_lazy_sole(void)
     check(mapped(mod) >= n * sizeof(float), "lazy: the read in fp32 maps the buffer (%zu bytes)",
           mapped(mod));
 
+    // Gradients written anew (zeroed first) by an activation's backward
+    // and by gated_add_backward: sole views, their buffers unmapped until
+    // read in fp32.
+    float *dout = hrand(n, -1, 1), *d_dout = dup(dout, n), *dgate = hbuf((size_t)B * C);
+    float *d_dgate = dup(dgate, (size_t)B * C);
+    float *g_silu = dmem(n * sizeof(float)), *g_gate = dmem(n * sizeof(float));
+    gpu->zero(g_silu, n * sizeof(float));
+    gpu->silu_backward(g_silu, d_dout, d_x, n);
+    gpu->zero(g_gate, n * sizeof(float));
+    gpu->gated_add_backward(g_gate, d_dgate, d_dout, d_x, d_ada + C, 2 * C, B, T, C);
+    check(mapped(g_silu) == 0 && mapped(g_gate) == 0,
+          "lazy: gradients written as sole views stay unmapped (silu_backward's: %zu bytes "
+          "mapped; gated_add_backward's: %zu)", mapped(g_silu), mapped(g_gate));
+    float *ref_silu = hbuf(n), *ref_gate = hbuf(n);
+    cpu->silu_backward(ref_silu, dout, x, n);
+    cpu->gated_add_backward(ref_gate, dgate, dout, x, ada + C, 2 * C, B, T, C);
+    expect("lazy: silu_backward sole view read back", ref_silu, g_silu, n, TOL_BF16,
+           "B=%d T=%d C=%d", B, T, C);
+    expect("lazy: gated_add_backward sole view read back", ref_gate, g_gate, n, TOL_BF16,
+           "B=%d T=%d C=%d", B, T, C);
+
     // The flash forward: out as a sole view, att used in part.
     const int NH = 4, Ta = 128, Ba = 16, Ca = 64; // head size 16; att 4 MiB
     const size_t nq = (size_t)Ba * Ta * 3 * Ca, nao = (size_t)Ba * Ta * Ca;

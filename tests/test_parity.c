@@ -370,6 +370,19 @@ static void check_lazy(const sit_acts *a, const sit_model *m) {
         printf("  FAIL: %d LayerNorm outputs mapped (only their sole views were written)\n", bad);
         failures++;
     }
+    // Gradients written as sole views and read by the GEMMs alone: the
+    // gated residual's (d_small), the MLP's pre-activation's (d_mlp) and
+    // the token projectors' SiLU's (d_proj_p2).
+    const struct { const char *name; const float *buf; } grads[] = {
+        {"d_small", a->d_small}, {"d_mlp", a->d_mlp}, {"d_proj_p2", a->d_proj_p2}};
+    for (size_t i = 0; i < sizeof grads / sizeof *grads; i++) {
+        reed_cuda_lazy_buffer(grads[i].buf, &r, &mp);
+        if (mp) {
+            printf("  FAIL: %s has %zu of %zu bytes mapped (only its sole views were written)\n",
+                   grads[i].name, mp, r);
+            failures++;
+        }
+    }
 }
 
 static void run_fixture(const char *path) {

@@ -296,6 +296,8 @@ static void carve_all(carver *cv, sit_acts *a, const sit_model *m, int B, int bw
     a->d_proj_n = carve(cv, BT * H);
     a->d_proj_p = carve(cv, BT * pmax);
     a->d_proj_p2 = carve(cv, BT * pmax);
+    a->d_gproj_p = carve(cv, (size_t)B * pmax);
+    a->d_gproj_p2 = carve(cv, (size_t)B * pmax);
     a->d_out = carve(cv, BT * m->out_dim);
 }
 
@@ -445,21 +447,22 @@ static void projector_backward(const reed_ops *ops, const sit_model *m, int k,
     int global = s->kind == REED_SOURCE_GLOBAL;
     int N = global ? B : B * m->tokens;
     const float *in = global ? pa->in : tap;
+    float *dp = global ? a->d_gproj_p : a->d_proj_p, *dp2 = global ? a->d_gproj_p2 : a->d_proj_p2;
     size_t np = (size_t)N * P;
-    ops->zero(a->d_proj_p, np * sizeof(float));
-    ops->linear_backward(a->d_proj_p, g->w4, g->b4, dz, pa->s2, q->w4, N, P, s->dim);
-    ops->zero(a->d_proj_p2, np * sizeof(float));
-    ops->silu_backward(a->d_proj_p2, a->d_proj_p, pa->h2, np);
-    ops->zero(a->d_proj_p, np * sizeof(float));
-    ops->linear_backward(a->d_proj_p, g->w2, g->b2, a->d_proj_p2, pa->s0, q->w2, N, P, P);
-    ops->zero(a->d_proj_p2, np * sizeof(float));
-    ops->silu_backward(a->d_proj_p2, a->d_proj_p, pa->h0, np);
+    ops->zero(dp, np * sizeof(float));
+    ops->linear_backward(dp, g->w4, g->b4, dz, pa->s2, q->w4, N, P, s->dim);
+    ops->zero(dp2, np * sizeof(float));
+    ops->silu_backward(dp2, dp, pa->h2, np);
+    ops->zero(dp, np * sizeof(float));
+    ops->linear_backward(dp, g->w2, g->b2, dp2, pa->s0, q->w2, N, P, P);
+    ops->zero(dp2, np * sizeof(float));
+    ops->silu_backward(dp2, dp, pa->h0, np);
     if (!global) {
-        ops->linear_backward(d_tap, g->w0, g->b0, a->d_proj_p2, in, q->w0, N, H, P);
+        ops->linear_backward(d_tap, g->w0, g->b0, dp2, in, q->w0, N, H, P);
         return;
     }
     ops->zero(a->d_proj_n, (size_t)B * H * sizeof(float));
-    ops->linear_backward(a->d_proj_n, g->w0, g->b0, a->d_proj_p2, in, q->w0, N, H, P);
+    ops->linear_backward(a->d_proj_n, g->w0, g->b0, dp2, in, q->w0, N, H, P);
     ops->mean_tokens_backward(d_tap, a->d_proj_n, B, m->tokens, H);
 }
 

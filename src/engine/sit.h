@@ -104,6 +104,11 @@ typedef struct sit_acts {
     float *d_atty; /* (B,T,H): the attention output's gradient, read only by the
                     * attention backward (so the CUDA backend may keep it bf16) */
     float *d_ada, *d_c, *d_cond, *d_th, *d_proj_n, *d_proj_p, *d_proj_p2, *d_out;
+    /* (B, max projector dim): the global sources' projector gradients, apart
+     * from the token sources' (d_proj_p, d_proj_p2) so that no gradient
+     * written over part of a buffer meets the bf16 view of a longer one
+     * (the CUDA backend would write that view back to fp32) */
+    float *d_gproj_p, *d_gproj_p2;
 } sit_acts;
 
 /* Builds the tensor table for a config and its sources. */

@@ -465,7 +465,9 @@ template <typename T> static inline void note_read(T arg, int exempt)
  * cuda_view_out_sole for what it writes, cuda_view_need_range where it
  * reads fp32 or adds, cuda_view_overwrite and cuda_view_zeroed).
  * self_backed: those the op backs itself where they are buffers backed on
- * first use (cuda_lazy.cu): the outputs it may write as sole views alone,
+ * first use (cuda_lazy.cu): the outputs it may write as sole views alone
+ * (the activations' backward and gated_add_backward among them: their
+ * gradient is written anew as a sole view, or backed by cuda_view_out),
  * the inputs it reads through views, and the attention's att and scratch,
  * of which its path uses a part; their fp32 use goes through the calls
  * that back it (those above, cuda_view_or_copy's copy, materialize, the
@@ -503,6 +505,9 @@ static arg_rules op_args(const char *slot)
         {"layernorm_forward",    {A(0),                      A(0)}}, // out
         {"gelu_forward",         {A(0),                      A(0)}}, // out
         {"silu_forward",         {A(0),                      A(0)}}, // out
+        {"gelu_backward",        {0,                         A(0)}}, // dinp
+        {"silu_backward",        {0,                         A(0)}}, // dinp
+        {"gated_add_backward",   {0,                         A(0)}}, // dy
     };
 #undef A
     for (size_t i = 0; i < sizeof table / sizeof *table; i++)
