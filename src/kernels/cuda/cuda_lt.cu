@@ -38,11 +38,11 @@
  * 10% faster alone (DGELU 0.498 against 0.554 ms), but the whole step
  * gained only 0.4% (2552 against 2543 img/s); and which algorithm wins
  * varies with timing noise, and with it the rounding of a run's GEMMs
- * from one run to the next, so the timing is left off by default. The heuristic is asked for algorithms that
- * need no more than 16-byte alignment, so every call whose pointers are
- * 16-byte aligned can use the plan; other calls, shapes without an
- * algorithm, and a failed matmul (remembered per plan) take the cuBLAS
- * path. REED_CUDA_LT=0 turns this file off, REED_CUDA_LT_BGRAD=0 only the
+ * from one run to the next, so the timing is left off by default.
+ * The heuristic is asked for algorithms that need no more than 16-byte
+ * alignment, so every call whose pointers are 16-byte aligned can use the
+ * plan; other calls, shapes without an algorithm, and a failed matmul
+ * (remembered per plan) take the cuBLAS path. REED_CUDA_LT=0 turns this file off, REED_CUDA_LT_BGRAD=0 only the
  * BGRADB backward, REED_CUDA_LT_GELU=0 only the GELU epilogues.
  *
  * Modes: fp32 (pedantic), bf16 on fp32 operands (FAST_16BF), and bf16
@@ -217,11 +217,17 @@ static int lt_mode(void)
     return cuda_bf16_gemms() ? LT_BF16_OPERANDS : g_cuda.bf16 ? LT_FAST_16BF : LT_FP32;
 }
 
-/* REED_CUDA_VERBOSE=1: one line per new plan, saying which path it takes. */
-static void lt_report(const lt_plan *p)
+/* REED_CUDA_VERBOSE=1: a line per new plan, saying which path it takes,
+ * and per timing of a plan's algorithms. */
+static int lt_verbose(void)
 {
     const char *v = getenv("REED_CUDA_VERBOSE");
-    if (!v || !v[0] || !strcmp(v, "0"))
+    return v && v[0] && strcmp(v, "0");
+}
+
+static void lt_report(const lt_plan *p)
+{
+    if (!lt_verbose())
         return;
     fprintf(stderr, "cuBLASLt %s N=%d C=%d OC=%d: %s%s\n", lt_kinds[p->kind].what, p->N, p->C,
             p->OC, p->ok ? "an algorithm found" : "no algorithm: ",
@@ -313,12 +319,11 @@ static void lt_tune(lt_plan *p, const void *a, const void *b, float beta, const 
     const int writes_bias = k->epilogue == CUBLASLT_EPILOGUE_BGRADB;
     const int writes_aux = k->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     const size_t extra = writes_aux ? d_bytes : writes_bias ? mnk[1] * sizeof(float) : 0;
-    void *mem = NULL;
-    if (cudaMalloc(&mem, d_bytes + extra) != cudaSuccess) {
+    char *scratch = NULL;
+    if (cudaMalloc((void **)&scratch, d_bytes + extra) != cudaSuccess) {
         (void)cudaGetLastError();
         return;
     }
-    char *scratch = (char *)mem;
     CUDA_CHECK(cudaMemsetAsync(scratch, 0, d_bytes + extra, g_cuda.stream));
     const void *eb = writes_bias ? scratch + d_bytes : bias;
     const void *ea = writes_aux ? scratch + d_bytes : aux;
@@ -334,10 +339,9 @@ static void lt_tune(lt_plan *p, const void *a, const void *b, float beta, const 
     }
     CUDA_CHECK(cudaEventDestroy(ev[0]));
     CUDA_CHECK(cudaEventDestroy(ev[1]));
-    CUDA_CHECK(cudaFree(mem));
+    CUDA_CHECK(cudaFree(scratch));
     p->algo = p->cand[best];
-    const char *v = getenv("REED_CUDA_VERBOSE");
-    if (v && v[0] && strcmp(v, "0"))
+    if (lt_verbose())
         fprintf(stderr, "cuBLASLt %s N=%d C=%d OC=%d: keeps algorithm %d of %d, %.3f ms "
                 "(the heuristic's first: %.3f; -1: failed)\n", k->what, p->N, p->C, p->OC,
                 best + 1, p->ncand, ms[best], ms[0]);
